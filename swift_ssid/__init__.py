@@ -1,0 +1,10 @@
+"""swift_ssid: generative text-to-image retrieval with Structured Semantic Identifiers (SSID) for ms-swift.
+
+Data flow: images -> identifier generation (``swift infer``) -> identifier index + token trie
+-> memorise/retrieve datasets -> ``swift sft`` -> trie-constrained retrieval -> R@K report.
+
+Importing this package (or its pure modules: records, index, trie, metrics) registers nothing
+with ms-swift and does not import torch; registration lives in :mod:`swift_ssid.register`.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,48 @@
+"""The ``swift-ssid`` command: the pipeline steps that are not ``swift`` commands.
+
+Each subcommand lives in ``swift_ssid/commands/<name>.py`` and exposes ``add_arguments(parser)``
+and ``run(args) -> int``. Only the chosen subcommand is imported, so ``swift-ssid evaluate``
+does not pay for torch or ms-swift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help); listed in pipeline order.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "build-index": ("swift_ssid.commands.build_index", "parse `swift infer` results into the identifier index"),
+    "retrieve": ("swift_ssid.commands.retrieve", "trie-constrained top-K retrieval for a query file"),
+    "evaluate": ("swift_ssid.commands.evaluate", "image-level R@K of a run file"),
+    "table": ("swift_ssid.commands.table", "tabulate run files in the paper's layout (Markdown and CSV)"),
+    "report": ("swift_ssid.commands.report", "self-contained HTML report of a run"),
+}
+
+
+def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | None]:
+    parser = argparse.ArgumentParser(prog="swift-ssid", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    module = None
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+    return parser, module
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, module = build_parser(argv)
+    args = parser.parse_args(argv)
+    if module is None:
+        parser.print_help()
+        return 2
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
