@@ -58,17 +58,19 @@ class MetricResult:
     missing_queries: list[str] = field(default_factory=list)
 
 
-def _check_k(k: Any) -> int:
+def check_k(k: Any) -> int:
+    """Return ``k`` if it is a positive integer cut-off; raise ``ValueError`` otherwise."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}; use e.g. k=1, 5 or 10")
     return k
 
 
-def _check_ks(ks: Iterable[Any]) -> tuple[int, ...]:
+def check_ks(ks: Iterable[Any]) -> tuple[int, ...]:
+    """Validate cut-offs; return them sorted without repeats, e.g. ``(10, 1, 5, 5) -> (1, 5, 10)``."""
     ks = tuple(ks)
     if not ks:
         raise ValueError("ks is empty; pass at least one cut-off, e.g. ks=(1, 5, 10)")
-    return tuple(sorted({_check_k(k) for k in ks}))
+    return tuple(sorted({check_k(k) for k in ks}))
 
 
 def dedupe(items: Iterable[str]) -> list[str]:
@@ -149,7 +151,7 @@ def hit_rate_at_k(ranked: Mapping[str, Sequence[str]], relevant: Mapping[str, Co
         >>> hit_rate_at_k({"q1": ["a", "g"], "q2": ["b"]}, {"q1": ["g"], "q2": ["c"]}, k=2).mean
         0.5
     """
-    k = _check_k(k)
+    k = check_k(k)
     lists, rel, missing = _check_inputs(ranked, relevant)
     per_query = {q: float(any(item in rel[q] for item in lists.get(q, [])[:k])) for q in rel}
     hits = sum(1 for v in per_query.values() if v)
@@ -177,7 +179,7 @@ def recall_at_k(ranked: Mapping[str, Sequence[str]], relevant: Mapping[str, Coll
         >>> recall_at_k({"q1": ["a", "g1"]}, {"q1": ["g1", "g2"]}, k=2).mean
         0.5
     """
-    k = _check_k(k)
+    k = check_k(k)
     lists, rel, missing = _check_inputs(ranked, relevant)
     per_query = {q: len(rel[q].intersection(lists.get(q, [])[:k])) / len(rel[q]) for q in rel}
     return MetricResult(f"recall@{k}", k, per_query, math.fsum(per_query.values()) / len(per_query), missing)
@@ -197,7 +199,7 @@ def evaluate_ranked_images(
         ``{"R@1": float, ..., "recall@1": float, ..., "n_queries": int, "missing_queries": [...],
         "metric": "image-level hit_rate@k (the paper's R@K)"}``; values are fractions in [0, 1].
     """
-    ks = _check_ks(ks)
+    ks = check_ks(ks)
     out: dict[str, Any] = {}
     missing: list[str] = []
     for k in ks:
@@ -300,7 +302,7 @@ def identifier_level_hit_rate(
     Returns:
         Per-query 1.0/0.0 and the mean over all rows.
     """
-    k = _check_k(k)
+    k = check_k(k)
     _run_mappings(rows)  # same validation as evaluate_run: non-empty, unique query ids
     per_query: dict[str, float] = {}
     for row in rows:
@@ -318,7 +320,7 @@ def evaluate_run_identifier_level(
     Returns:
         ``{"R@1": float, ..., "n_queries": int, "metric": IDENTIFIER_LEVEL_METRIC}``.
     """
-    ks = _check_ks(ks)
+    ks = check_ks(ks)
     out: dict[str, Any] = {f"R@{k}": identifier_level_hit_rate(rows, identifier_for, k).mean for k in ks}
     out["n_queries"] = len(rows)
     out["metric"] = IDENTIFIER_LEVEL_METRIC

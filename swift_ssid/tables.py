@@ -1,0 +1,175 @@
+"""Tables of R@K in the paper's layout: one row per run (or per setting), R@1/R@5/R@10 in percent.
+
+The paper's tables (I-IV) give R@1, R@5 and R@10 in percent with one decimal and bold the best
+value of each column; :func:`to_markdown` does the same, :func:`to_csv` writes the same numbers
+without markup. Every number comes from :func:`swift_ssid.metrics.evaluate_run`.
+
+Example::
+
+    | Run | R@1 | R@5 | R@10 | n |
+    | --- | ---: | ---: | ---: | ---: |
+    | w/ reason | **47.3** | **65.1** | **68.2** | 1000 |
+    | w/o reason | 44.3 | 64.5 | 67.4 | 1000 |
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+from swift_ssid.metrics import DEFAULT_KS, check_ks, evaluate_run
+from swift_ssid.runs import RunRow, read_run
+
+
+@dataclass
+class TableRow:
+    """One line of a results table.
+
+    Attributes:
+        name: the row label (run name, or setting value).
+        metrics: :func:`swift_ssid.metrics.evaluate_run`'s dict for the row's queries.
+        source: where the rows came from (file path, plus the setting when grouped).
+    """
+
+    name: str
+    metrics: dict[str, Any]
+    source: str
+
+
+def format_percent(fraction: float) -> str:
+    """A fraction as a percentage with one decimal, rounding halves up: ``0.4725 -> "47.3"``.
+
+    Rounds the shortest decimal form of the float (``repr``), so 0.4725 gives 47.3 although its
+    binary value is slightly below 0.4725.
+    """
+    return str((Decimal(repr(float(fraction))) * 100).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
+def _label(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def group_by_setting(rows: Sequence[RunRow], key: str, source: str = "run") -> dict[str, list[RunRow]]:
+    """Split a run's rows by the value of ``row.setting[key]`` (labels in first-seen order).
+
+    Raises:
+        ValueError: a row has no such setting.
+    """
+    groups: dict[str, list[RunRow]] = {}
+    for row in rows:
+        if key not in row.setting:
+            present = sorted(row.setting)
+            raise ValueError(
+                f"{source}: query {row.query_id!r} has no setting {key!r} (its settings: {present}); "
+                f"write setting.{key} for every row or drop --by"
+            )
+        groups.setdefault(_label(row.setting[key]), []).append(row)
+    return groups
+
+
+def summarize_runs(
+    runs: Sequence[tuple[str, Sequence[RunRow]]], by: str | None = None, ks: Iterable[int] = DEFAULT_KS
+) -> list[TableRow]:
+    """Evaluate named runs into table rows.
+
+    Args:
+        runs: ``(name, rows)`` pairs, one per run.
+        by: a ``setting`` key; when given, each run is split by that setting's value and each
+            value gets its own row (named by the value, or ``"name: value"`` with several runs).
+        ks: cut-offs.
+
+    Returns:
+        One :class:`TableRow` per run (or per run and setting value), in input order.
+    """
+    ks = check_ks(ks)
+    table: list[TableRow] = []
+    for name, rows in runs:
+        if by is None:
+            table.append(TableRow(name, evaluate_run(rows, ks), name))
+            continue
+        for value, group in group_by_setting(rows, by, source=name).items():
+            label = value if len(runs) == 1 else f"{name}: {value}"
+            table.append(TableRow(label, evaluate_run(group, ks), f"{name} [{by}={value}]"))
+    return table
+
+
+def summarize_run_files(
+    paths: Sequence[str | os.PathLike],
+    names: Sequence[str] | None = None,
+    by: str | None = None,
+    ks: Iterable[int] = DEFAULT_KS,
+) -> list[TableRow]:
+    """Read run files and evaluate them into table rows.
+
+    Args:
+        paths: run files.
+        names: one label per file (default: each file's stem).
+        by: a ``setting`` key to split each file by (see :func:`summarize_runs`).
+        ks: cut-offs.
+
+    Raises:
+        ValueError: ``names`` does not match ``paths`` in length, or a run is invalid.
+    """
+    if not paths:
+        raise ValueError("no run file given; pass at least one RUN.jsonl")
+    if names is not None and len(names) != len(paths):
+        raise ValueError(f"got {len(names)} names for {len(paths)} run files; give one name per file")
+    labels = list(names) if names is not None else [Path(p).stem for p in paths]
+    return summarize_runs([(label, read_run(p)) for label, p in zip(labels, paths, strict=True)], by=by, ks=ks)
+
+
+def _best(table: Sequence[TableRow], column: str) -> float:
+    return max(row.metrics[column] for row in table)
+
+
+def to_markdown(
+    table: Sequence[TableRow],
+    ks: Iterable[int] = DEFAULT_KS,
+    first_column: str = "Run",
+    title: str | None = None,
+    bold_best: bool = True,
+) -> str:
+    """A Markdown table: R@K in percent with one decimal, the best of each column in bold (as in the paper).
+
+    Args:
+        table: rows from :func:`summarize_runs`.
+        ks: the R@K columns to show (each must have been evaluated).
+        first_column: header of the label column.
+        title: optional line above the table.
+        bold_best: bold the best value of each column (only with two rows or more).
+
+    Returns:
+        The table, ending with a newline.
+    """
+    ks = check_ks(ks)
+    columns = [f"R@{k}" for k in ks]
+    lines = [f"{title}\n"] if title else []
+    lines.append("| " + " | ".join([first_column, *columns, "n"]) + " |")
+    lines.append("| --- |" + " ---: |" * (len(columns) + 1))
+    best = {c: _best(table, c) for c in columns} if bold_best and len(table) > 1 else {}
+    for row in table:
+        cells = [row.name.replace("|", "\\|")]
+        for c in columns:
+            text = format_percent(row.metrics[c])
+            cells.append(f"**{text}**" if c in best and row.metrics[c] == best[c] else text)
+        cells.append(str(row.metrics["n_queries"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: Sequence[TableRow], ks: Iterable[int] = DEFAULT_KS, first_column: str = "run") -> str:
+    """CSV with the same numbers as :func:`to_markdown` (percent, one decimal) plus ``n_queries``."""
+    ks = check_ks(ks)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([first_column, *(f"R@{k}" for k in ks), "n_queries"])
+    for row in table:
+        writer.writerow([row.name, *(format_percent(row.metrics[f"R@{k}"]) for k in ks), row.metrics["n_queries"]])
+    return buf.getvalue()
