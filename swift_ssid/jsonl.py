@@ -1,0 +1,151 @@
+"""JSON Lines input and output: tolerant reading, atomic writing, resumable appending.
+
+Every artifact of the pipeline is JSON Lines (one JSON object a line, UTF-8). Readers here report
+a bad line with its file and line number instead of failing on the whole file; writers either
+replace a file atomically (temp file + ``os.replace``) or append one flushed line at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+PathLike = str | os.PathLike
+
+
+def iter_jsonl(path: PathLike) -> Iterator[tuple[int, dict | None, str | None]]:
+    """Yield each non-blank line of a JSON Lines file as ``(line_number, object, error)``.
+
+    Args:
+        path: The file to read.
+
+    Returns:
+        An iterator of ``(lineno, obj, None)`` for good lines and ``(lineno, None, message)`` for
+        lines that are not UTF-8, not JSON or not a JSON object; line numbers start at 1 and blank
+        lines are skipped. Messages name the file and line.
+
+    Raises:
+        FileNotFoundError: When the file does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file; check the path (it is read as JSON Lines)")
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                yield lineno, None, f"{path}:{lineno}: not UTF-8 ({e.reason} at byte {e.start}); save the file as UTF-8"
+                continue
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield lineno, None, f"{path}:{lineno}: bad JSON ({e.msg} at column {e.colno}); fix or drop the line"
+                continue
+            if not isinstance(obj, dict):
+                kind = type(obj).__name__
+                yield lineno, None, f"{path}:{lineno}: expected a JSON object, got {kind}; write one {{...}} per line"
+                continue
+            yield lineno, obj, None
+
+
+def read_jsonl(path: PathLike) -> list[dict]:
+    """Read a whole JSON Lines file, failing on the first bad line.
+
+    Args:
+        path: The file to read.
+
+    Returns:
+        The objects in file order (blank lines skipped).
+
+    Raises:
+        FileNotFoundError: When the file does not exist.
+        ValueError: For the first line that is not a JSON object; the message names file and line.
+    """
+    rows = []
+    for _, obj, error in iter_jsonl(path):
+        if error is not None:
+            raise ValueError(error)
+        rows.append(obj)
+    return rows
+
+
+def _dumps(row: Any) -> str:
+    """Return one JSON line (UTF-8 kept readable, no embedded newlines)."""
+    return json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def write_jsonl_atomic(path: PathLike, rows: Iterable[dict]) -> int:
+    """Write rows as JSON Lines to ``path`` atomically: readers see the old file or the complete new one.
+
+    Args:
+        path: The destination; parent directories are created.
+        rows: JSON-serialisable dicts.
+
+    Returns:
+        The number of rows written.
+    """
+
+    def write(f) -> int:
+        count = 0
+        for row in rows:
+            f.write(_dumps(row))
+            count += 1
+        return count
+
+    return _write_atomic(path, write)
+
+
+def write_json_atomic(path: PathLike, obj: Any) -> None:
+    """Write one JSON document (indented, UTF-8) to ``path`` atomically.
+
+    Args:
+        path: The destination; parent directories are created.
+        obj: A JSON-serialisable object.
+    """
+    _write_atomic(path, lambda f: f.write(json.dumps(obj, ensure_ascii=False, indent=2, allow_nan=False) + "\n"))
+
+
+def _write_atomic(path: PathLike, write) -> Any:
+    """Run ``write(file)`` on a temp file beside ``path``, fsync it and move it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            result = write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return result
+
+
+def append_jsonl(path: PathLike, row: dict) -> None:
+    """Append one row to a JSON Lines file and flush it, for incremental, resumable outputs.
+
+    If the file ends in a partial line (a writer was killed mid-line), a newline is written first so
+    the partial line stays a single bad line (reported by :func:`iter_jsonl`) and the new row is intact.
+
+    Args:
+        path: The file; it and its parent directories are created when missing.
+        row: A JSON-serialisable dict.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = _dumps(row)
+    with path.open("ab+") as f:
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                line = "\n" + line
+        f.write(line.encode("utf-8"))
+        f.flush()
