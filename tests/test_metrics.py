@@ -194,6 +194,7 @@ def test_identifier_level_skips_gold_images_unknown_to_the_index():
     assert identifier_level_hit_rate([row], IDENTIFIER_OF.__getitem__, 1).mean == 0.0  # KeyError is fine too
 
 
-def test_metrics_module_imports_without_torch():
-    code = "import sys, swift_ssid.metrics, swift_ssid.runs; sys.exit('torch' in sys.modules or 'swift' in sys.modules)"
+def test_metrics_modules_import_without_torch_or_ms_swift():
+    modules = "swift_ssid.metrics, swift_ssid.runs, swift_ssid.tables, swift_ssid.report"
+    code = f"import sys, {modules}; sys.exit('torch' in sys.modules or 'swift' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
