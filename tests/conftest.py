@@ -34,3 +34,23 @@ def qwen2_tokenizer():
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(QWEN2_TOKENIZER_DIR))
+
+
+@pytest.fixture(scope="session")
+def byte_bpe_tokenizer(flickr_captions):
+    """A small byte-level BPE tokenizer (vocab ~1k) trained here on real captions, with chat specials."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=1000, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    corpus = flickr_captions[:3000] + ["identifier:two white males - bushes\nreason:The image shows them."] * 20
+    tok.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", name_or_path="test-byte-bpe"
+    )

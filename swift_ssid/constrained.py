@@ -1,0 +1,229 @@
+"""Trie-constrained decoding as a ``transformers`` ``LogitsProcessor``.
+
+The processor lets the model write freely until the identifier prefix (the trie's *trigger*
+tokens, e.g. ``identifier:``) has been generated, then allows only trie continuations until the
+identifier line is closed, then lets the reason line run free again. With ``force_prefix`` the
+trigger itself is forced at the start of the response, so even an untrained model answers with a
+valid identifier.
+
+Per-row state (phase and trie node) advances by one token per step. Beam search reorders rows
+between steps without telling logits processors, so each new row finds its parent among the
+previous step's rows of the same beam group by comparing the generated tokens (vectorised, no
+host round-trip on CUDA). All work is torch tensor ops on the scores' device; the only per-step
+cost that grows with the vocabulary is the one masked copy of the scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import LogitsProcessor
+
+from swift_ssid.trie import TokenTrie
+
+# Row phases.
+FORCE = 0  # emitting the trigger tokens (force_prefix)
+SEARCH = 1  # free text, watching for the trigger
+SPAN = 2  # inside the identifier: trie continuations only
+FREE = 3  # identifier closed: free text (or EOS only, with reason=False)
+DEAD = 4  # left the trie (cannot happen under this processor alone): EOS only
+
+
+class SSIDConstrainedLogitsProcessor(LogitsProcessor):
+    """Allow only identifiers from ``trie`` in the identifier span of each generated row.
+
+    Args:
+        trie: identifier token trie; its header's ``trigger`` is the token sequence that opens the span.
+        num_beams: beams per input (rows of ``input_ids`` come in groups of this size).
+        eos_token_id: token id(s) a dead-end row may emit; defaults to the trie header's.
+        force_prefix: force the trigger tokens at the start of the response.
+        reason: let the model write the reason line after the identifier; ``False`` allows only EOS there
+            (the paper's "reason in training only" ablation).
+        trigger: override the trigger token ids (defaults to ``trie.header.trigger``).
+
+    ``__call__(input_ids: LongTensor[rows, seq], scores: FloatTensor[rows, vocab]) -> FloatTensor[rows, vocab]``
+    returns a new tensor (``scores`` is not modified); disallowed entries are ``-inf`` and every row
+    keeps at least one allowed token.
+
+    Use one instance per ``generate`` call (the SSID templates create one in ``prepare_generate_kwargs``).
+    A call whose sequence length is not the previous one plus one starts a new generation.
+    """
+
+    def __init__(
+        self,
+        trie: TokenTrie,
+        num_beams: int = 1,
+        eos_token_id: int | Sequence[int] | None = None,
+        force_prefix: bool = True,
+        reason: bool = True,
+        trigger: Sequence[int] | None = None,
+    ):
+        if not isinstance(trie, TokenTrie):
+            raise ValueError(f"trie must be a swift_ssid.trie.TokenTrie, got {type(trie).__name__}")
+        if len(trie) == 0:
+            raise ValueError("trie is empty: build it from at least one identifier")
+        if not isinstance(num_beams, int) or num_beams < 1:
+            raise ValueError(f"num_beams must be a positive int, got {num_beams!r}")
+        if trigger is None:
+            if trie.header is None:
+                raise ValueError("trie has no header: pass trigger=[...] (the token ids of the identifier prefix)")
+            trigger = trie.header.trigger
+        if eos_token_id is None and trie.header is not None:
+            eos_token_id = trie.header.eos_token_id
+        if eos_token_id is None:
+            raise ValueError("eos_token_id is required (the token a dead-end row may end with)")
+        eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+        if not eos:
+            raise ValueError("eos_token_id must name at least one token id")
+        self.trie = trie
+        self.num_beams = num_beams
+        self.force_prefix = bool(force_prefix) and len(trigger) > 0
+        self.reason = bool(reason)
+        self._trigger_list = [int(t) for t in trigger]
+        self._eos_list = [int(t) for t in eos]
+        self._fanout = max(trie.max_fanout(), len(self._eos_list), 1)
+        trie_max = int((trie.keys % trie.vocab_size).max()) if trie.keys.size else 0
+        self._max_token = max([trie_max, *self._trigger_list, *self._eos_list])
+        self._device: torch.device | None = None
+        self._last_len = -1
+
+    # ------------------------------------------------------------------ device-side constants
+    def _to(self, device: torch.device) -> None:
+        if self._device == device:
+            return
+        self._keys = torch.as_tensor(self.trie.keys, device=device)
+        self._trigger = torch.tensor(self._trigger_list, dtype=torch.long, device=device)
+        self._eos = torch.tensor(self._eos_list, dtype=torch.long, device=device)
+        self._V = self.trie.vocab_size
+        self._device = device
+
+    # ------------------------------------------------------------------ state machine
+    def _start(self, input_ids: torch.LongTensor) -> None:
+        rows, length = input_ids.shape
+        self._prompt_len = length
+        self._rows = rows
+        first = FORCE if self.force_prefix else (SPAN if not self._trigger_list else SEARCH)
+        self._phase = torch.full((rows,), first, dtype=torch.long, device=input_ids.device)
+        self._node = torch.zeros(rows, dtype=torch.long, device=input_ids.device)
+        self._prev_gen = input_ids[:, length:]
+
+    def _children_range(self, node: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lo = torch.searchsorted(self._keys, node * self._V)
+        hi = torch.searchsorted(self._keys, (node + 1) * self._V)
+        return lo, hi
+
+    def _reorder_to_parents(self, gen: torch.Tensor) -> None:
+        """Permute per-row state so row r carries the state of the row it was extended from."""
+        k = self.num_beams
+        if k == 1 or gen.shape[1] < 2:
+            return  # greedy/sampling keep row order; at the first generated token all beams share one state
+        groups = self._rows // k
+        prev = self._prev_gen.view(groups, 1, k, -1)
+        cur = gen[:, :-1].reshape(groups, k, 1, -1)
+        match = (cur == prev).all(dim=-1)  # [groups, k (new row), k (candidate parent)]
+        parent = match.to(torch.int8).argmax(dim=-1)
+        parent = (parent + torch.arange(groups, device=gen.device).unsqueeze(1) * k).reshape(-1)
+        self._phase = self._phase[parent]
+        self._node = self._node[parent]
+
+    def _advance(self, input_ids: torch.LongTensor) -> None:
+        gen = input_ids[:, self._prompt_len :]
+        self._reorder_to_parents(gen)
+        last = gen[:, -1]
+        phase, node = self._phase, self._node
+
+        # FORCE: consume the expected trigger token; the last one opens the span at the root.
+        n_trig = len(self._trigger_list)
+        if n_trig:
+            expected = self._trigger[node.clamp(max=n_trig - 1)]
+            in_force = phase == FORCE
+            ok = in_force & (last == expected)
+            done_force = ok & (node + 1 == n_trig)
+            node = torch.where(ok, node + 1, node)
+            phase = torch.where(in_force & ~ok, DEAD, phase)
+            phase = torch.where(done_force, SPAN, phase)
+            node = torch.where(done_force, 0, node)
+            force_opened = done_force
+        else:
+            force_opened = torch.zeros_like(phase, dtype=torch.bool)
+
+        # SEARCH: the trigger just completed in the generated text opens the span.
+        if n_trig and gen.shape[1] >= n_trig:
+            found = (gen[:, -n_trig:] == self._trigger).all(dim=1) & (phase == SEARCH)
+            phase = torch.where(found, SPAN, phase)
+            node = torch.where(found, 0, node)
+            force_opened = force_opened | found
+
+        # SPAN (rows that were already inside the span before this token): follow the trie.
+        in_span = (phase == SPAN) & ~force_opened
+        key = node * self._V + last
+        idx = torch.searchsorted(self._keys, key).clamp(max=self._keys.numel() - 1)
+        hit = (self._keys[idx] == key) & (last < self._V)
+        child = idx + 1
+        lo, hi = self._children_range(child)
+        leaf = lo == hi
+        node = torch.where(in_span & hit, child, node)
+        phase = torch.where(in_span & hit & leaf, FREE, phase)
+        phase = torch.where(in_span & ~hit, DEAD, phase)
+
+        self._phase, self._node = phase, node
+        self._prev_gen = gen
+
+    # ------------------------------------------------------------------ masking
+    def _allowed_tokens(self, width: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-row allowed token ids ``[rows, W]`` (padded with each row's first allowed id) and a free-row mask."""
+        phase, node = self._phase, self._node
+        rows = phase.shape[0]
+        lo, hi = self._children_range(node)
+        count = torch.where(phase == SPAN, hi - lo, torch.zeros_like(lo))
+        if width is None:
+            width = max(int(count.max()), len(self._eos_list), 1)
+        ar = torch.arange(width, device=phase.device)
+        pos = (lo.unsqueeze(1) + ar).clamp(max=max(self._keys.numel() - 1, 0))
+        tokens = self._keys[pos] % self._V
+        valid = ar < count.unsqueeze(1)
+
+        # Rows with a single forced token (trigger) or ending (dead end, empty span, no-reason FREE).
+        forced = self._trigger[node.clamp(max=max(len(self._trigger_list) - 1, 0))] if self._trigger_list else None
+        end_rows = (phase == DEAD) | ((phase == SPAN) & (count == 0)) | ((phase == FREE) & (not self.reason))
+        eos_pad = self._eos.repeat((width + len(self._eos_list) - 1) // len(self._eos_list))[:width]
+        eos_valid = ar < len(self._eos_list)
+        tokens = torch.where(end_rows.unsqueeze(1), eos_pad.unsqueeze(0).expand(rows, width), tokens)
+        valid = torch.where(end_rows.unsqueeze(1), eos_valid.unsqueeze(0).expand(rows, width), valid)
+        if forced is not None:
+            is_force = (phase == FORCE).unsqueeze(1)
+            tokens = torch.where(is_force, forced.unsqueeze(1).expand(rows, width), tokens)
+            valid = torch.where(is_force, ar.unsqueeze(0) == 0, valid)
+        free = (phase == SEARCH) | ((phase == FREE) & self.reason)
+        # Pad invalid slots with the row's first allowed token, so scatter writes a duplicate, not a new id.
+        tokens = torch.where(valid, tokens, tokens[:, :1])
+        return tokens, free
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self._to(scores.device)
+        rows, length = input_ids.shape
+        if length == self._last_len + 1 and rows == getattr(self, "_rows", -1):
+            self._advance(input_ids)
+        else:
+            if rows % self.num_beams:
+                raise ValueError(f"input_ids has {rows} rows, not a multiple of num_beams={self.num_beams}")
+            if self._max_token >= scores.shape[1]:
+                raise ValueError(
+                    f"trie, trigger or EOS token id {self._max_token} is beyond the model's {scores.shape[1]} logits; "
+                    "rebuild the trie with this model's tokenizer"
+                )
+            self._start(input_ids)
+        self._last_len = length
+
+        # CPU: size the gather to this step's largest fan-out; CUDA: a fixed width avoids a device sync.
+        width = None if scores.device.type == "cpu" else self._fanout
+        tokens, free = self._allowed_tokens(width)
+        out = scores.masked_fill(~free.unsqueeze(1), float("-inf"))
+        out.scatter_(1, tokens, scores.gather(1, tokens))
+        return out
+
+    # ------------------------------------------------------------------ introspection (tests, debugging)
+    @property
+    def phases(self) -> list[int]:
+        return self._phase.tolist()
