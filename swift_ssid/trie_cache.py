@@ -44,7 +44,9 @@ def trie_for_index(
     index_dir = Path(index_dir)
     identifiers = IdentifierIndex.load(index_dir).identifiers()
     if not identifiers:
-        raise ValueError(f"{index_dir}: the identifier index has no valid identifier; rebuild it (swift-ssid build-index)")
+        raise ValueError(
+            f"{index_dir}: the identifier index has no valid identifier; rebuild it (swift-ssid build-index)"
+        )
     eos = tokenizer.eos_token_id if eos_token_id is None else int(eos_token_id)
     key = trie_cache_key(identifiers, tokenizer, prefix, end, eos)
     memo_key = (str(index_dir.resolve()), key)

@@ -140,6 +140,8 @@ def test_trie_without_header_needs_trigger_and_eos():
 
 
 def test_token_ids_beyond_logits_fail_clearly():
-    proc = SSIDConstrainedLogitsProcessor(TokenTrie.from_sequences([[9, 1]], vocab_size=16), trigger=[3], eos_token_id=0)
+    proc = SSIDConstrainedLogitsProcessor(
+        TokenTrie.from_sequences([[9, 1]], vocab_size=16), trigger=[3], eos_token_id=0
+    )
     with pytest.raises(ValueError, match="beyond the model's 8 logits"):
         proc(torch.tensor([[1]]), torch.zeros(1, 8))
