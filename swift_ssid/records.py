@@ -59,6 +59,7 @@ REJECTION_CODES = frozenset(
         "too_long",
         "too_many_words",
         "sentence_identifier",
+        "template_echo",
     }
 )
 NOTE_CODES = frozenset({"missing_caption", "empty_caption", "missing_reason", "empty_reason"})
@@ -228,9 +229,10 @@ _LINE_RE = re.compile(
 _INLINE_RE = re.compile(rf"(?<![^\W\d_])(?P<key>(?i:{_KEY_NAMES}))(?:\*{{1,2}})?[ \t]*[:\uff1a](?:\*{{1,2}})?")
 _FENCE_RE = re.compile(r"^\s*(?:```|~~~)")
 _RULE_RE = re.compile(r"^\s*(?:-{3,}|\*{3,}|_{3,}|={3,})\s*$")
-_PLACEHOLDER_VALUES = frozenset(
+# Canonical values that stand in for an answer (the bracketed template placeholders are caught by shape).
+PLACEHOLDER_VALUES = frozenset(
     {"your identifier here", "your caption here", "your explanation here", "your reason here", "your identifier",
-     "identifier", "caption", "reason", "...", "n/a", "na", "none", "null", "tbd", "todo", "xxx", "placeholder"}
+     "identifier", "caption", "reason", "explanation", "n/a", "tbd", "todo", "placeholder"}
 )
 _FIELD_WORD_RE = re.compile(r"\b(?:caption|identifier|reason|explanation)\b")
 _BRACKETED_RE = re.compile(r"^\s*[<\[{(\uff1c].*[>\]})\uff1e]\s*$")
@@ -255,7 +257,7 @@ def _dedupe(codes: list[str]) -> tuple[str, ...]:
 def _is_placeholder(value: str) -> bool:
     """Return True for the template's placeholder or a stand-in (``<your identifier here>``, ``<identifier>``)."""
     inner = canonical_identifier(value)
-    if inner in _PLACEHOLDER_VALUES:
+    if inner in PLACEHOLDER_VALUES:
         return True
     return bool(_BRACKETED_RE.match(value) and _FIELD_WORD_RE.search(inner))
 
@@ -475,6 +477,8 @@ def parse_response(text: str) -> SSIDRecord:
         problems.extend(_identifier_repairs(chosen.value))
         identifier = canonical_identifier(chosen.value)
         rejection = _check_identifier(chosen.value, identifier)
+        if identifier in _template_values() and len(usable) < len(identifiers):
+            rejection = "template_echo"  # only the prompt echoed back: its example beside its placeholders
 
     cap = _pick(by_key["caption"], anchor, before=True)
     rea = _pick(by_key["reason"], anchor, before=False)
@@ -486,9 +490,11 @@ def parse_response(text: str) -> SSIDRecord:
         order = [f.key for f in fields if id(f) in used]
         if order != [k for k in KEYS if k in order]:
             problems.append("out_of_order")
+        used_keys = {f.key for f in (cap, chosen, rea) if f is not None}
         extras = [f for _, f in keyed if id(f) not in used]
         genuine_extras = [f for f in extras if _usable(f) and canonical_identifier(f.value) not in _template_values()]
-        if len(extras) > len(genuine_extras):
+        # An unused empty/placeholder line beside a used one of the same key, or the prompt's example: an echo.
+        if any(f not in genuine_extras and (f.key in used_keys or _usable(f)) for f in extras):
             problems.append("echoed_template")
         if any(f.key == "identifier" and canonical_identifier(f.value) != identifier for f in genuine_extras):
             problems.append("multiple_identifiers")
