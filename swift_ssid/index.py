@@ -102,8 +102,12 @@ class IdentifierIndex:
 
     def __init__(self, entries: Iterable[IndexEntry], policy: CollisionPolicy = "shared") -> None:
         _check_policy(policy)
+        self._setup(self._resolve(list(entries), policy), policy)
+
+    def _setup(self, entries: list[IndexEntry], policy: str) -> None:
+        """Store resolved entries and build the lookup tables."""
         self._policy = policy
-        self._entries = tuple(self._resolve(list(entries), policy))
+        self._entries = tuple(entries)
         self._by_identifier: dict[str, list[str]] = {}
         self._by_image: dict[str, IndexEntry] = {}
         for entry in self._entries:
@@ -229,6 +233,9 @@ class IdentifierIndex:
     def load(cls, directory: str | os.PathLike) -> IdentifierIndex:
         """Read an index written by :meth:`save` (or ``swift-ssid build-index``), validating every row.
 
+        The stored ``identifier`` column is authoritative (canonicalised on read), so a hand-edited
+        identifier is kept as long as the rows stay consistent with the policy.
+
         Args:
             directory: The index directory holding ``index.jsonl`` and ``index_meta.json``.
 
@@ -237,9 +244,8 @@ class IdentifierIndex:
 
         Raises:
             FileNotFoundError: When a file is missing.
-            ValueError: For a malformed row or meta file, naming the file, the line and the fix; also
-                when a stored identifier differs from what the policy gives for its raw_identifier
-                (an edit to one column but not the other).
+            ValueError: For a malformed row or meta file, naming the file, the line and the fix; also for
+                an image listed twice or, under ``disambiguate``, an identifier given to two images.
         """
         directory = Path(directory)
         meta_path = directory / META_FILE
@@ -260,29 +266,31 @@ class IdentifierIndex:
             raise ValueError(f"{meta_path}: policy {policy!r} is not one of {', '.join(POLICIES)}; fix the file")
         path = directory / INDEX_FILE
         entries: list[IndexEntry] = []
-        stored: list[tuple[int, str | None]] = []
+        owner: dict[str, int] = {}
+        images: dict[str, int] = {}
         for lineno, row, error in iter_jsonl(path):
             if error is not None:
                 raise ValueError(f"{error}; or {REBUILD}")
-            entries.append(_entry_from_row(row, f"{path}:{lineno}"))
-            stored.append((lineno, row.get("identifier")))
-        try:
-            index = cls(entries, policy)
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from e
-        for (lineno, identifier), entry in zip(stored, index.entries, strict=True):
-            expected = canonical_identifier(identifier) if isinstance(identifier, str) else identifier
-            if entry.status in VALID_STATUSES and identifier is not None and expected != entry.identifier:
-                raise ValueError(
-                    f"{path}:{lineno}: identifier {identifier!r} differs from {entry.identifier!r}, which the "
-                    f"{policy!r} policy gives for raw_identifier {entry.raw_identifier!r}; edit both columns together "
-                    f"or {REBUILD}"
-                )
+            entry = _entry_from_row(row, f"{path}:{lineno}")
+            if entry.image in images:
+                raise ValueError(f"{path}:{lineno}: image {entry.image!r} also on line {images[entry.image]}; "
+                                 f"keep one row per image or {REBUILD}")
+            images[entry.image] = lineno
+            if entry.identifier is not None and policy == "disambiguate":
+                if entry.identifier in owner:
+                    raise ValueError(
+                        f"{path}:{lineno}: identifier {entry.identifier!r} is also on line {owner[entry.identifier]}, "
+                        f"but the policy is 'disambiguate' (one image per identifier); make it unique or {REBUILD}"
+                    )
+                owner[entry.identifier] = lineno
+            entries.append(entry)
+        index = cls.__new__(cls)
+        index._setup(entries, policy)
         return index
 
 
 def _entry_from_row(row: dict, where: str) -> IndexEntry:
-    """Validate one ``index.jsonl`` row and return its entry; errors name ``where`` (file:line)."""
+    """Validate one ``index.jsonl`` row and return its entry (identifiers canonicalised); errors name ``where``."""
     fix = f"fix the row or {REBUILD}"
     image = row.get("image")
     if not isinstance(image, str) or not image:
@@ -296,16 +304,20 @@ def _entry_from_row(row: dict, where: str) -> IndexEntry:
     problems = row.get("problems", [])
     if not isinstance(problems, list) or not all(isinstance(p, str) for p in problems):
         raise ValueError(f"{where}: 'problems' must be a list of strings, got {problems!r}; {fix}")
-    if status in VALID_STATUSES and not row.get("identifier") and not row.get("raw_identifier"):
-        raise ValueError(f"{where}: status {status!r} but no identifier; {fix}")
+    identifier = raw = None
+    if status in VALID_STATUSES:
+        identifier = canonical_identifier(row.get("identifier") or "")
+        if not identifier:
+            raise ValueError(f"{where}: status {status!r} but identifier {row.get('identifier')!r} is empty; {fix}")
+        raw = canonical_identifier(row["raw_identifier"]) if row.get("raw_identifier") else identifier
     return IndexEntry(
         image=image,
-        identifier=row.get("identifier"),
+        identifier=identifier,
         status=status,
         problems=list(problems),
         caption=row.get("caption"),
         reason=row.get("reason"),
-        raw_identifier=row.get("raw_identifier"),
+        raw_identifier=raw,
     )
 
 

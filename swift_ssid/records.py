@@ -84,6 +84,8 @@ _TRAILING_PUNCT = ".,;:"
 
 def _strip_controls(text: str) -> str:
     """Drop format characters (zero-width spaces, BOMs) and turn other control characters into spaces."""
+    if text.isprintable():  # fast path: no Cc, Cf, Zl or Zp character
+        return text
     out = []
     for ch in text:
         cat = unicodedata.category(ch)
@@ -158,10 +160,19 @@ def canonical_identifier(text: str) -> str:
         >>> canonical_identifier("**Two White Males – Bushes.**")
         'two white males - bushes'
     """
+    # Short values are cached: a parse looks at each value several times. Long ones are rare and not kept.
+    return _canonical_cached(text) if len(text) <= MAX_IDENTIFIER_CHARS else _canonical(text)
+
+
+def _canonical(text: str) -> str:
+    """Compute :func:`canonical_identifier`."""
     text = _fold(_strip_controls(text))
     text = _SPACE_RE.sub(" ", text).strip()
     text = _DASH_RE.sub(lambda m: "-" if m.group("word") else " - ", text)
     return _strip_decoration(_SPACE_RE.sub(" ", text))
+
+
+_canonical_cached = lru_cache(maxsize=8192)(_canonical)
 
 
 def identifier_words(identifier: str) -> int:
