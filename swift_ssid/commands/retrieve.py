@@ -1,0 +1,89 @@
+"""``swift-ssid retrieve``: trie-constrained top-K retrieval for a queries file, into a resumable run file."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model id or local directory (the base model with --adapters)")
+    parser.add_argument("--adapters", nargs="*", default=[], metavar="A", help="LoRA checkpoint(s) from swift sft")
+    parser.add_argument("--model_type", "--model-type", default=None, help="ms-swift model type (local dirs)")
+    parser.add_argument(
+        "--template", required=True, help="SSID template: ssid_qwen2_5_vl, ssid_llava1_6_vicuna_hf or ssid_qwen2_5"
+    )
+    parser.add_argument("--index", required=True, metavar="DIR", help="identifier index (swift-ssid build-index)")
+    parser.add_argument("--queries", required=True, metavar="Q.jsonl", help="queries: {query_id?, query, gold_images}")
+    parser.add_argument("--k", type=int, default=10, help="beams = identifiers returned per query (default 10)")
+    parser.add_argument("--out", required=True, metavar="RUN.jsonl", help="run file (resumed if it exists)")
+    parser.add_argument("--batch-size", "--batch_size", type=int, default=8, help="queries per engine call")
+    parser.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=64, help="tokens per response")
+    parser.add_argument("--torch-dtype", "--torch_dtype", choices=DTYPES, default=None, help="default: the model's")
+    parser.add_argument(
+        "--target",
+        choices=("reason", "noreason"),
+        default=None,
+        help="the model's training target: identifier + reason line (reason) or identifier only (noreason); "
+        "default: SSID_TARGET or reason",
+    )
+    parser.add_argument(
+        "--no-reason",
+        action="store_true",
+        help="end each response after the identifier line (the paper's 'reason in training only' ablation)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        from swift_ssid.retrieval import load_queries
+        from swift_ssid.templates import DERIVED, SSIDSettings
+
+        if args.template not in DERIVED:
+            raise ValueError(f"--template {args.template!r} is not an SSID template; use one of {', '.join(DERIVED)}")
+        env = SSIDSettings.from_env({k: v for k, v in os.environ.items() if k != SSIDSettings.ENV_INDEX})
+        target = args.target or env.target
+        settings = SSIDSettings(
+            index_dir=Path(args.index), target=target, infer_reason=not args.no_reason and env.infer_reason
+        )
+        queries = load_queries(args.queries)
+    except (OSError, ValueError) as e:
+        print(f"swift-ssid retrieve: error: {e}", file=sys.stderr)
+        return 2
+
+    import torch
+    from swift.infer_engine import TransformersEngine
+    from tqdm import tqdm
+
+    import swift_ssid.register  # noqa: F401  (registers the SSID templates once)
+    from swift_ssid.commands.evaluate import format_metrics
+    from swift_ssid.metrics import evaluate_run
+    from swift_ssid.retrieval import Retriever
+    from swift_ssid.runs import read_run
+
+    engine = TransformersEngine(
+        args.model,
+        adapters=args.adapters or None,
+        model_type=args.model_type,
+        template_type=args.template,
+        torch_dtype=getattr(torch, args.torch_dtype) if args.torch_dtype else None,
+        max_batch_size=args.batch_size,
+    )
+    try:
+        retriever = Retriever(engine, settings, k=args.k, max_new_tokens=args.max_new_tokens)
+        n = retriever.run(
+            queries, args.out, batch_size=args.batch_size, progress=lambda total: tqdm(total=total, desc="retrieve")
+        )
+        print(f"retrieved {n} queries ({len(queries) - n} already in {args.out})")
+        metrics = evaluate_run(read_run(args.out))
+    except (OSError, ValueError) as e:
+        print(f"swift-ssid retrieve: error: {e}", file=sys.stderr)
+        return 2
+    print(format_metrics(metrics, args.out))
+    return 0

@@ -1,0 +1,412 @@
+"""SSID chat templates: ms-swift's own templates plus the trie constraint at generation time.
+
+Three templates, each a subclass of the template ms-swift uses for that model, with a meta derived
+in one line from ms-swift's registered meta (so chat formatting and image handling stay exactly
+ms-swift's):
+
+* ``ssid_qwen2_5_vl``  <- ``qwen2_5_vl`` (:class:`swift.template.templates.qwen.Qwen2_5VLTemplate`)
+* ``ssid_llava1_6_vicuna_hf`` <- ``llava1_6_vicuna_hf`` (:class:`swift.template.templates.llava.Llava1_6HfTemplate`)
+* ``ssid_qwen2_5`` <- ``qwen2_5`` (text only; plain :class:`swift.template.Template`)
+
+Without ``SSID_INDEX`` they behave exactly as their parents. With it, every generation that goes
+through the template (``TransformersEngine``: ``swift infer``, ``swift deploy``, ``swift eval``'s
+server, ``--predict_with_generate``, ``swift-ssid retrieve``) decodes the identifier span under an
+:class:`~swift_ssid.constrained.SSIDConstrainedLogitsProcessor`, appended in
+:meth:`SSIDTemplateMixin.prepare_generate_kwargs`.
+
+Settings (environment variables, read only by :meth:`SSIDSettings.from_env`):
+
+* ``SSID_INDEX=<dir>``: the identifier index directory (``swift-ssid build-index``); unset or empty:
+  unconstrained generation.
+* ``SSID_TARGET=reason|noreason`` (default ``reason``): ``reason``: the target is
+  ``identifier:<id>\\nreason:<...>`` and the trie ends at the newline before ``reason:``;
+  ``noreason``: the target is ``identifier:<id>`` and the trie ends with the end-of-response token.
+* ``SSID_INFER_REASON=true|false`` (default ``true``): ``false`` allows only the end-of-response token
+  after the identifier line (the paper's "reason in training only" ablation).
+
+Registration happens only in :mod:`swift_ssid.register`, which calls :func:`register` for each of
+:func:`template_metas`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from swift.template import TEMPLATE_MAPPING, Template, TemplateMeta, register_template
+from swift.template.templates.llava import Llava1_6HfTemplate
+from swift.template.templates.qwen import Qwen2_5VLTemplate
+from swift.template.utils import StopWordsCriteria
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteriaList
+
+from swift_ssid.constrained import FREE, SSIDConstrainedLogitsProcessor
+from swift_ssid.index import INDEX_FILE
+from swift_ssid.trie import TokenTrie
+from swift_ssid.trie_cache import trie_for_index
+
+SSID_QWEN2_5_VL = "ssid_qwen2_5_vl"
+SSID_LLAVA1_6_VICUNA_HF = "ssid_llava1_6_vicuna_hf"
+SSID_QWEN2_5 = "ssid_qwen2_5"
+
+Target = Literal["reason", "noreason"]
+TARGETS: tuple[str, ...] = ("reason", "noreason")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class SSIDSettings:
+    """The SSID generation settings; the one place that reads them from the environment.
+
+    Args:
+        index_dir: identifier index directory (holds ``index.jsonl``), or None for unconstrained generation.
+        target: ``reason`` (identifier line, then a reason line) or ``noreason`` (identifier, then end).
+        infer_reason: let the model write the reason line at inference; False allows only the
+            end-of-response token after the identifier line.
+    """
+
+    index_dir: Path | None = None
+    target: Target = "reason"
+    infer_reason: bool = True
+
+    ENV_INDEX: ClassVar[str] = "SSID_INDEX"
+    ENV_TARGET: ClassVar[str] = "SSID_TARGET"
+    ENV_INFER_REASON: ClassVar[str] = "SSID_INFER_REASON"
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(
+                f"{self.ENV_TARGET}={self.target!r} is not valid; use one of {', '.join(TARGETS)} "
+                "(reason: the target has a reason line after the identifier; noreason: it ends after the identifier)"
+            )
+        if not isinstance(self.infer_reason, bool):
+            raise ValueError(f"infer_reason must be True or False, got {self.infer_reason!r}")
+        if self.target == "noreason" and self.infer_reason:
+            object.__setattr__(self, "infer_reason", False)  # no reason line exists to infer
+        if self.index_dir is not None:
+            index_dir = Path(self.index_dir).expanduser().resolve()
+            if not (index_dir / INDEX_FILE).is_file():
+                raise ValueError(
+                    f"{self.ENV_INDEX}={str(self.index_dir)!r} is not an identifier index directory (no {INDEX_FILE} "
+                    f"in {index_dir}); build one with `swift-ssid build-index`, or unset {self.ENV_INDEX} for "
+                    "unconstrained generation"
+                )
+            object.__setattr__(self, "index_dir", index_dir)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SSIDSettings:
+        """Read ``SSID_INDEX``, ``SSID_TARGET`` and ``SSID_INFER_REASON`` (see the module docstring).
+
+        Args:
+            environ: the environment to read (defaults to ``os.environ``).
+
+        Returns:
+            The validated settings; ``index_dir`` is None when ``SSID_INDEX`` is unset or empty.
+
+        Raises:
+            ValueError: a value is not one of the documented ones (the message names the variable,
+                the value seen and the accepted values).
+        """
+        env = os.environ if environ is None else environ
+        index = env.get(cls.ENV_INDEX, "").strip()
+        target = env.get(cls.ENV_TARGET, "").strip().lower() or "reason"
+        if target not in TARGETS:
+            raise ValueError(
+                f"{cls.ENV_TARGET}={env.get(cls.ENV_TARGET)!r} is not valid; use one of {', '.join(TARGETS)}"
+            )
+        raw_reason = env.get(cls.ENV_INFER_REASON, "").strip().lower()
+        if raw_reason in ("", *_TRUE):
+            infer_reason = True
+        elif raw_reason in _FALSE:
+            infer_reason = False
+        else:
+            raise ValueError(
+                f"{cls.ENV_INFER_REASON}={env.get(cls.ENV_INFER_REASON)!r} is not valid; use true or false "
+                "(false: only the end of the response may follow the identifier line)"
+            )
+        if target == "noreason" and raw_reason in _TRUE:
+            raise ValueError(
+                f"{cls.ENV_INFER_REASON}={env.get(cls.ENV_INFER_REASON)!r} needs {cls.ENV_TARGET}=reason, but "
+                f"{cls.ENV_TARGET}=noreason has no reason line; unset {cls.ENV_INFER_REASON} or set it to false"
+            )
+        return cls(index_dir=Path(index) if index else None, target=target, infer_reason=infer_reason)  # type: ignore[arg-type]
+
+    @property
+    def enabled(self) -> bool:
+        """True when an index is configured (generation is constrained)."""
+        return self.index_dir is not None
+
+    @property
+    def trie_end(self) -> Literal["newline", "eos"]:
+        """How the identifier's token sequences end in the trie: ``newline`` (reason target) or ``eos``."""
+        return "newline" if self.target == "reason" else "eos"
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that reproduce these settings (for a subprocess or a recipe's ``ENV:``)."""
+        if self.index_dir is None:
+            return {}
+        return {
+            self.ENV_INDEX: str(self.index_dir),
+            self.ENV_TARGET: self.target,
+            self.ENV_INFER_REASON: "true" if self.infer_reason else "false",
+        }
+
+
+class BeamScoreRecorder(LogitsProcessor):
+    """Record each beam hypothesis' cumulative log-probability without ``output_scores``.
+
+    ``transformers`` returns beam scores only with ``output_scores=True``, which keeps every step's
+    full ``[rows, vocab]`` scores (gigabytes for a 150k vocabulary). This processor, placed last,
+    keeps per step only each row's top ``keep`` continuations, keyed by (input group, hash of the
+    generated prefix, token), which covers every candidate beam search can select. It returns the
+    scores unchanged. Rows that already ended with an EOS token (beam search may keep such finished
+    rows running with a -1e9 penalty) are not extended.
+
+    Args:
+        num_beams: beams per input.
+        keep: continuations kept per row and step (at least beam search's ``beams_to_keep``).
+        eos_token_ids: the generation config's EOS ids.
+    """
+
+    def __init__(self, num_beams: int, keep: int, eos_token_ids: set[int]):
+        self.num_beams = num_beams
+        self.keep = keep
+        self.eos_token_ids = set(eos_token_ids)
+        self.prompt_len = -1
+        self._last_len = -1
+        self._cum: dict[tuple[int, int, int], float] = {}
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        rows, length = input_ids.shape
+        if length != self._last_len + 1 or self.prompt_len < 0:
+            self.prompt_len = length
+            self._cum = {}
+        self._last_len = length
+        gen = input_ids[:, self.prompt_len :].tolist()
+        values, tokens = scores.topk(min(self.keep, scores.shape[1]), dim=-1)
+        values, tokens = values.tolist(), tokens.tolist()
+        for r in range(rows):
+            group = r // self.num_beams
+            prefix = gen[r]
+            if prefix and prefix[-1] in self.eos_token_ids:
+                continue
+            base = 0.0 if not prefix else self._cum.get((group, hash(tuple(prefix[:-1])), prefix[-1]))
+            if base is None:  # a row beam search keeps only as padding (-1e9 score)
+                continue
+            h = hash(tuple(prefix))
+            for v, t in zip(values[r], tokens[r], strict=True):
+                if v == -math.inf:
+                    break
+                self._cum[(group, h, t)] = base + v
+        return scores
+
+    def sequence_scores(
+        self, sequences: torch.Tensor, num_return_sequences: int, pad_token_ids: set[int], length_penalty: float
+    ) -> list[float | None]:
+        """Beam scores (sum of log-probabilities / length ** length_penalty) of ``generate``'s sequences.
+
+        Args:
+            sequences: ``LongTensor[batch * num_return_sequences, seq]`` as returned by ``generate``.
+            num_return_sequences: sequences per input.
+            pad_token_ids: tokens that may pad a finished hypothesis on the right.
+            length_penalty: the generation config's ``length_penalty``.
+
+        Returns:
+            One score per sequence, as ``transformers`` computes ``sequences_scores`` for hypotheses
+            with a finite score; None where the sequence was not recorded.
+        """
+        out: list[float | None] = []
+        for i, seq in enumerate(sequences[:, max(self.prompt_len, 0) :].tolist()):
+            group = i // num_return_sequences
+            end = next((j + 1 for j, t in enumerate(seq) if t in self.eos_token_ids), len(seq))
+            while end > 1 and end == len(seq) and seq[end - 1] in pad_token_ids:
+                seq, end = seq[:-1], end - 1
+            s = self._cum.get((group, hash(tuple(seq[: end - 1])), seq[end - 1])) if end else None
+            out.append(None if s is None else s / (end**length_penalty))
+        return out
+
+
+class BeamSafeStopWordsCriteria(StopWordsCriteria):
+    """ms-swift's stop-word criterion without state carried across steps.
+
+    ms-swift's :class:`StopWordsCriteria` remembers "done" per row index, but beam search passes a
+    different candidate in each row at every step, so a row that once held a finished candidate
+    would end every later candidate in it (truncated identifiers). This one judges each call afresh.
+    """
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        if self.start_idx == -1:
+            self.start_idx = input_ids.shape[1] - 1
+        self.is_done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return super().__call__(input_ids, scores, **kwargs)
+
+
+class OneBeamPerIdentifier(LogitsProcessor):
+    """Under beam search, let each identifier's reason line continue greedily (its top-1 token only).
+
+    Without it, the K beams are mostly one identifier with K slightly different reasons. With it, a
+    hypothesis that has closed its identifier line keeps one continuation, so the K returned beams
+    carry K different identifiers (as far as the index has them), each ranked by the score of its
+    identifier plus its greedy reason. Placed right after ``constraint``, whose row phases it reads.
+
+    Args:
+        constraint: the SSID processor of the same ``generate`` call.
+    """
+
+    def __init__(self, constraint: SSIDConstrainedLogitsProcessor):
+        self.constraint = constraint
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        phase = self.constraint._phase  # FREE rows: identifier closed, reason running free
+        free = (phase == FREE).unsqueeze(1)
+        top = scores.argmax(dim=-1, keepdim=True)
+        keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, top, True)
+        return scores.masked_fill(free & ~keep, float("-inf"))
+
+
+class SSIDTemplateMixin:
+    """Adds the SSID trie constraint to an ms-swift template's generation (see the module docstring).
+
+    Attributes:
+        ssid_settings: explicit settings; None (default) reads :meth:`SSIDSettings.from_env` at each generation.
+        ssid_last_beam_scores: scores of the sequences of the last constrained, non-sampling ``generate`` call
+            (sum of log-probabilities / length ** length_penalty, as beam search ranks them), one per returned
+            sequence, input-major as the engine lays out choices; None where unknown.
+    """
+
+    ssid_settings: SSIDSettings | None = None
+    ssid_last_beam_scores: list[float | None] | None = None
+
+    def set_ssid_settings(self, settings: SSIDSettings | None) -> None:
+        """Use ``settings`` instead of the environment (None: read the environment again)."""
+        self.ssid_settings = settings
+
+    def current_ssid_settings(self) -> SSIDSettings:
+        """The settings in force: the explicit ones, else the environment's."""
+        return self.ssid_settings if self.ssid_settings is not None else SSIDSettings.from_env()
+
+    @property
+    def ssid_eos_token_id(self) -> int:
+        """The template's end-of-response token id (e.g. ``<|im_end|>`` for Qwen, ``</s>`` for Vicuna)."""
+        return int(self.template_meta.stop_token_id)
+
+    def ssid_trie(self, settings: SSIDSettings) -> TokenTrie:
+        """The identifier trie for ``settings`` and this template's tokenizer (cached next to the index)."""
+        index_file = settings.index_dir / INDEX_FILE
+        stat = index_file.stat()
+        key = (settings.index_dir, settings.trie_end, stat.st_mtime_ns, stat.st_size)
+        cache = self.__dict__.setdefault("_ssid_trie_cache", {})
+        if key not in cache:
+            cache.clear()
+            cache[key] = trie_for_index(
+                settings.index_dir, self.tokenizer, end=settings.trie_end, eos_token_id=self.ssid_eos_token_id
+            )
+        return cache[key]
+
+    def ssid_logits_processor(self, num_beams: int, settings: SSIDSettings) -> SSIDConstrainedLogitsProcessor:
+        """A fresh constrained-decoding processor for one ``generate`` call."""
+        return SSIDConstrainedLogitsProcessor(
+            self.ssid_trie(settings),
+            num_beams=num_beams,
+            eos_token_id=self.ssid_eos_token_id,
+            reason=settings.infer_reason,
+        )
+
+    def prepare_generate_kwargs(self, generate_kwargs: dict[str, Any], *, model=None) -> dict[str, Any]:
+        """The parent's kwargs, plus the SSID constraint when an index is set.
+
+        Appends one :class:`SSIDConstrainedLogitsProcessor` to ``logits_processor`` (after whatever the
+        engine put there). Under beam search it also appends :class:`OneBeamPerIdentifier` (when the
+        reason line is generated) and swaps ms-swift's stop-word criterion for
+        :class:`BeamSafeStopWordsCriteria`.
+        """
+        generate_kwargs = super().prepare_generate_kwargs(generate_kwargs, model=model)
+        settings = self.current_ssid_settings()
+        if not settings.enabled:
+            return generate_kwargs
+        num_beams = int(getattr(generate_kwargs["generation_config"], "num_beams", None) or 1)
+        processors = generate_kwargs.get("logits_processor")
+        if processors is None:
+            processors = LogitsProcessorList()
+        elif not isinstance(processors, LogitsProcessorList):
+            processors = LogitsProcessorList(processors)
+        constraint = self.ssid_logits_processor(num_beams, settings)
+        processors.append(constraint)
+        if num_beams > 1:
+            if settings.infer_reason:
+                processors.append(OneBeamPerIdentifier(constraint))
+            criteria = generate_kwargs.get("stopping_criteria")
+            if criteria is not None:
+                generate_kwargs["stopping_criteria"] = StoppingCriteriaList(
+                    BeamSafeStopWordsCriteria(c.tokenizer, c.stop_words, **c.tokenizer_kwargs)
+                    if type(c) is StopWordsCriteria
+                    else c
+                    for c in criteria
+                )
+        generate_kwargs["logits_processor"] = processors
+        return generate_kwargs
+
+    def generate(self, model, *args, **kwargs):
+        """The parent's ``generate``; when constrained (greedy or beam search) it also records the sequence scores."""
+        processors = kwargs.get("logits_processor") or []
+        config = kwargs.get("generation_config")
+        num_beams = int(getattr(config, "num_beams", None) or 1)
+        constrained = any(isinstance(p, SSIDConstrainedLogitsProcessor) for p in processors)
+        if not constrained or getattr(config, "do_sample", False):
+            return super().generate(model, *args, **kwargs)
+        eos = getattr(config, "eos_token_id", None)
+        n_eos = len(eos) if isinstance(eos, (list, tuple)) else 1
+        eos_ids = [] if eos is None else list(eos) if isinstance(eos, (list, tuple)) else [eos]
+        recorder = BeamScoreRecorder(num_beams, keep=(n_eos + 2) * num_beams, eos_token_ids=set(eos_ids))
+        processors.append(recorder)
+        self.ssid_last_beam_scores = None
+        output = super().generate(model, *args, **kwargs)
+        sequences = output["sequences"] if isinstance(output, Mapping) else getattr(output, "sequences", output)
+        pad = getattr(config, "pad_token_id", None)
+        self.ssid_last_beam_scores = recorder.sequence_scores(
+            sequences,
+            int(getattr(config, "num_return_sequences", None) or 1),
+            {pad} if pad is not None else set(),
+            float(getattr(config, "length_penalty", None) or 1.0),
+        )
+        return output
+
+
+class SSIDQwen2_5Template(SSIDTemplateMixin, Template):
+    """ms-swift's ``qwen2_5`` chat template (text only) with the SSID constraint."""
+
+
+class SSIDQwen2_5VLTemplate(SSIDTemplateMixin, Qwen2_5VLTemplate):
+    """ms-swift's ``qwen2_5_vl`` template with the SSID constraint."""
+
+
+class SSIDLlava1_6HfTemplate(SSIDTemplateMixin, Llava1_6HfTemplate):
+    """ms-swift's ``llava1_6_vicuna_hf`` template with the SSID constraint."""
+
+
+# ssid template name -> (ms-swift template it derives from, its class)
+DERIVED: dict[str, tuple[str, type[Template]]] = {
+    SSID_QWEN2_5_VL: ("qwen2_5_vl", SSIDQwen2_5VLTemplate),
+    SSID_LLAVA1_6_VICUNA_HF: ("llava1_6_vicuna_hf", SSIDLlava1_6HfTemplate),
+    SSID_QWEN2_5: ("qwen2_5", SSIDQwen2_5Template),
+}
+
+
+def template_metas() -> list[TemplateMeta]:
+    """The SSID template metas: each is ms-swift's registered meta with a new name and the SSID class."""
+    metas = []
+    for name, (base, cls) in DERIVED.items():
+        if not issubclass(cls, TEMPLATE_MAPPING[base].template_cls):
+            raise TypeError(f"{cls.__name__} must subclass ms-swift's {TEMPLATE_MAPPING[base].template_cls.__name__}")
+        metas.append(replace(TEMPLATE_MAPPING[base], template_type=name, template_cls=cls))
+    return metas
+
+
+def register(meta: TemplateMeta) -> None:
+    """Register one template with ms-swift; a second registration of the same name raises ValueError."""
+    register_template(meta)
