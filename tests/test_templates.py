@@ -66,9 +66,9 @@ def index_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    import swift_ssid.register  # noqa: F401  (registers the SSID templates)
     from swift.infer_engine import TransformersEngine
 
+    import swift_ssid.register  # noqa: F401  (registers the SSID templates)
     from swift_ssid.tiny_models import build_tiny_qwen2_text
 
     model_dir = build_tiny_qwen2_text(tmp_path_factory.mktemp("tiny-qwen2"))
@@ -312,7 +312,9 @@ def test_ssid_target_noreason_ends_after_identifier(engine, template, tmp_path, 
 
     monkeypatch.setenv("SSID_INDEX", str(write_index(tmp_path / "index")))
     monkeypatch.setenv("SSID_TARGET", "noreason")
-    responses = engine.infer([request(q) for q in QUERIES], RequestConfig(num_beams=3, n=3, max_tokens=30, temperature=0))
+    responses = engine.infer(
+        [request(q) for q in QUERIES], RequestConfig(num_beams=3, n=3, max_tokens=30, temperature=0)
+    )
     for choice in (c for r in responses for c in r.choices):
         text = choice.message.content
         assert text.startswith("identifier:") and "\n" not in text
