@@ -63,6 +63,16 @@ def _str_list(value: Any, key: str, where: str) -> list[str]:
     return list(value)
 
 
+def _caption_of(content: str) -> str:
+    """The caption inside a retrieval user turn (the turn itself when it is not one)."""
+    from swift_ssid.datasets import RETRIEVE_PROMPT
+
+    head, _, tail = RETRIEVE_PROMPT.partition("{caption}")
+    if content.startswith(head) and content.endswith(tail) and len(content) > len(head) + len(tail):
+        return content[len(head) : len(content) - len(tail)]
+    return content
+
+
 def query_from_row(row: dict[str, Any], lineno: int, where: str) -> Query:
     """Build a :class:`Query` from one queries-file row (see the module docstring for the two forms).
 
@@ -95,7 +105,7 @@ def query_from_row(row: dict[str, Any], lineno: int, where: str) -> Query:
             gold = row.get("gold_images")
         else:
             gold = row.get("gold_images", row.get("images"))
-        text = row.get("query", users[-1]["content"])
+        text = row.get("query", _caption_of(users[-1]["content"]))
     elif "query" in row:
         text = row["query"]
         if not isinstance(text, str) or not text.strip():
@@ -235,7 +245,7 @@ class Retriever:
         )
 
     def retrieve_batch(self, queries: Sequence[Query]) -> list[RunRow]:
-        """Run one batch through the engine and build its run rows (beam order, duplicates dropped)."""
+        """Run one batch through the engine and build its run rows (beam order, each identifier once)."""
         from swift.infer_engine import InferRequest
 
         requests = [InferRequest(messages=[dict(m) for m in q.messages], images=list(q.images)) for q in queries]
@@ -254,17 +264,14 @@ class Retriever:
         identifiers: list[str] = []
         reasons: list[str | None] = []
         row_scores: list[float] = []
-        seen: set[tuple[int, ...]] = set()
         for j, choice in enumerate(choices):
-            tokens = tuple(choice.token_ids or ())
-            if tokens in seen:
-                continue  # a padding beam: the index has fewer hypotheses left than K
-            seen.add(tokens)
+            identifier, reason = parse_choice(choice.message.content or "")
+            if identifier in identifiers:
+                continue  # a padding beam (the index has fewer identifiers left than K): keep the best one
             score = None if scores is None else scores[j]
             if score is None or not math.isfinite(score):
                 logger.warning("query %s: dropping choice %d, which has no beam score", query.query_id, j)
                 continue
-            identifier, reason = parse_choice(choice.message.content or "")
             identifiers.append(identifier)
             reasons.append(reason)
             row_scores.append(float(score))
