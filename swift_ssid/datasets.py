@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -415,8 +416,10 @@ def query_rows(collection: Sequence[CollectionItem]) -> list[dict]:
 
     Returns:
         Rows ``{"messages": [user], "query_id": "<stem>#<k>", "query": caption, "gold_images": [path]}``;
-        the user turn is :func:`retrieve_prompt` of the caption. ms-swift drops the extra columns unless
-        ``--remove_unused_columns false``.
+        the user turn is :func:`retrieve_prompt` of the caption. ms-swift's loader drops the extra columns
+        unless ``remove_unused_columns=False``; ``swift infer`` (transformers backend) cannot run with that
+        flag (it passes the columns to ``model.generate``), so its results keep the ssid-query order instead,
+        and ``swift-ssid retrieve --queries`` reads these rows from a file (:func:`main` writes it).
 
     Raises:
         ValueError: When the collection has no test images.
@@ -496,6 +499,7 @@ def write_dataset_files(
     *,
     protocol: str = "standard",
     train_size: int | None = None,
+    names: Iterable[str] | None = None,
 ) -> dict[str, Path]:
     """Write every dataset as ``<out_dir>/<name>.jsonl`` (usable as ``--dataset <file>`` too).
 
@@ -506,9 +510,13 @@ def write_dataset_files(
             files are written.
         protocol: ``standard`` or ``zeroshot``.
         train_size: Keep only the first N training images.
+        names: Only these datasets (default: all that can be built).
 
     Returns:
         Dataset name -> written file, for the files written (empty datasets are skipped).
+
+    Raises:
+        ValueError: For an unknown name, or a name that needs the index when none is given.
     """
     out_dir = Path(out_dir)
     split = split_collection(collection, protocol, train_size)
@@ -526,9 +534,16 @@ def write_dataset_files(
             )
         for name, reason in ((RETRIEVE, True), (RETRIEVE_NOREASON, False)):
             built[name] = lambda r=reason: retrieve_rows(index, collection, train_size=train_size, with_reason=r)
+    wanted = list(built) if names is None else list(names)
+    for name in wanted:
+        if name not in DATASET_NAMES:
+            raise ValueError(f"unknown dataset {name!r}; the SSID datasets are {', '.join(DATASET_NAMES)}")
+        if name not in built:
+            why = "the collection has no test images" if name == QUERY else f"it needs the index (set {ENV_INDEX})"
+            raise ValueError(f"cannot write {name}: {why}")
     written = {}
-    for name, build in built.items():
-        rows = build()
+    for name in wanted:
+        rows = built[name]()
         if rows:
             path = out_dir / f"{name}.jsonl"
             write_jsonl_atomic(path, rows)
@@ -545,7 +560,7 @@ _HELP = {
     RETRIEVE: "SSID retrieve: training caption -> identifier + reason",
     MEMORIZE_NOREASON: "SSID memorise, identifier only (reason ablation)",
     RETRIEVE_NOREASON: "SSID retrieve, identifier only (reason ablation)",
-    QUERY: "SSID evaluation queries: test captions with query_id/query/gold_images (--remove_unused_columns false)",
+    QUERY: "SSID evaluation queries: test captions (+ query_id/query/gold_images with remove_unused_columns false)",
 }
 
 
@@ -613,3 +628,38 @@ def register(meta: Any) -> None:
     from swift.dataset import register_dataset
 
     register_dataset(meta)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m swift_ssid.datasets --out DIR [NAME ...]``: write the datasets the SSID_* settings select.
+
+    The files are what ``--dataset ssid-...`` loads, for inspection, for ``swift-ssid retrieve --queries
+    DIR/ssid-query.jsonl`` and for ms-swift commands that take a file.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m swift_ssid.datasets", description=main.__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="folder for <name>.jsonl files")
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"any of {', '.join(DATASET_NAMES)} (default: all)")
+    args = parser.parse_args(argv)
+    try:
+        settings = DatasetSettings.from_env()
+        index = settings.load_index() if settings.index_dir is not None else None
+        written = write_dataset_files(
+            args.out,
+            settings.load_collection(),
+            index,
+            protocol=settings.protocol,
+            train_size=settings.train_size,
+            names=args.names or None,
+        )
+    except (OSError, ValueError) as e:
+        print(f"swift_ssid.datasets: error: {e}", file=sys.stderr)
+        return 2
+    for name, path in written.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -402,3 +402,20 @@ def test_ms_swift_loads_the_registered_datasets(monkeypatch, karpathy, index_dir
     monkeypatch.setenv("SSID_PROTOCOL", "zeroshot")
     zeroshot, _ = load_dataset(["ssid-memorize"])
     assert len(zeroshot) == 3
+
+
+def test_module_command_writes_the_files_the_settings_select(monkeypatch, tmp_path, karpathy, index_dir, capsys):
+    from swift_ssid.datasets import main
+
+    path, root = karpathy
+    monkeypatch.setenv("SSID_COLLECTION", str(path))
+    monkeypatch.setenv("SSID_IMAGE_ROOT", str(root))
+    monkeypatch.delenv("SSID_INDEX", raising=False)
+    monkeypatch.setenv("SSID_PROTOCOL", "zeroshot")
+    assert main(["--out", str(tmp_path / "q"), "ssid-query"]) == 0
+    assert [r["query_id"] for r in read_jsonl(tmp_path / "q" / "ssid-query.jsonl")] == ["1004#0", "1004#1", "1005#0"]
+    assert main(["--out", str(tmp_path / "q"), "ssid-memorize"]) == 2
+    assert "cannot write ssid-memorize: it needs the index (set SSID_INDEX)" in capsys.readouterr().err
+    monkeypatch.setenv("SSID_INDEX", str(index_dir))
+    assert main(["--out", str(tmp_path / "all")]) == 0
+    assert len(read_jsonl(tmp_path / "all" / "ssid-memorize.jsonl")) == 3  # zeroshot: training images only
