@@ -15,3 +15,10 @@ for _meta in templates.template_metas():
 
 for _meta in datasets.dataset_metas():
     datasets.register(_meta)
+
+# `--eval_metric ssid_recall`, and the evalscope benchmark `ssid_retrieval` only where evalscope is already
+# imported (`swift eval` imports it before loading plugins; sft/infer never do, so they pay nothing).
+from swift_ssid import evalscope_benchmark, sft_metric  # noqa: E402
+
+sft_metric.register_metrics()
+evalscope_benchmark.register_if_evalscope_loaded()
