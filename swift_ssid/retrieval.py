@@ -240,9 +240,8 @@ class Retriever:
     def _request_config(self) -> Any:
         from swift.infer_engine import RequestConfig
 
-        return RequestConfig(
-            num_beams=self.k, n=self.k, max_tokens=self.max_new_tokens, temperature=0, return_details=True
-        )
+        # k=1 still runs beam search (2 beams, 1 returned): greedy decoding has no comparable score.
+        return RequestConfig(num_beams=max(self.k, 2), n=self.k, max_tokens=self.max_new_tokens, temperature=0)
 
     def retrieve_batch(self, queries: Sequence[Query]) -> list[RunRow]:
         """Run one batch through the engine and build its run rows (beam order, each identifier once)."""
@@ -251,10 +250,15 @@ class Retriever:
         requests = [InferRequest(messages=[dict(m) for m in q.messages], images=list(q.images)) for q in queries]
         template = self.engine.template
         template.ssid_last_beam_scores = None
+        if 0 < self.engine.max_batch_size < len(requests):
+            self.engine.max_batch_size = len(requests)  # one generate call: the scores belong to this batch
         responses = self.engine.infer(requests, self._request_config(), use_tqdm=False)
         scores = template.ssid_last_beam_scores
         if scores is not None and len(scores) != len(queries) * self.k:
-            scores = None
+            raise RuntimeError(
+                f"the template recorded {len(scores)} beam scores for {len(queries)} queries x k={self.k}; "
+                "the engine split the batch (set engine.max_batch_size >= the batch size)"
+            )
         rows = []
         for i, (query, response) in enumerate(zip(queries, responses, strict=True)):
             rows.append(self._row(query, response.choices, None if scores is None else scores[i * self.k :]))
@@ -312,7 +316,6 @@ class Retriever:
         pending = [q for q in queries if q.query_id not in done]
         if done:
             logger.info("%s: %d of %d queries already done; %d to go", out, len(done), len(queries), len(pending))
-        self.engine.max_batch_size = batch_size
         bar = progress(total=len(pending)) if progress is not None else None
         try:
             for start in range(0, len(pending), batch_size):

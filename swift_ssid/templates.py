@@ -274,8 +274,8 @@ class SSIDTemplateMixin:
 
     Attributes:
         ssid_settings: explicit settings; None (default) reads :meth:`SSIDSettings.from_env` at each generation.
-        ssid_last_beam_scores: scores of the sequences of the last constrained, non-sampling ``generate`` call
-            (sum of log-probabilities / length ** length_penalty, as beam search ranks them), one per returned
+        ssid_last_beam_scores: beam scores of the last constrained beam-search ``generate`` call (sum of
+            log-probabilities / length ** length_penalty, as transformers' ``sequences_scores``), one per returned
             sequence, input-major as the engine lays out choices; None where unknown.
     """
 
@@ -352,12 +352,12 @@ class SSIDTemplateMixin:
         return generate_kwargs
 
     def generate(self, model, *args, **kwargs):
-        """The parent's ``generate``; when constrained (greedy or beam search) it also records the sequence scores."""
+        """The parent's ``generate``; under constrained beam search it also records the beam scores."""
         processors = kwargs.get("logits_processor") or []
         config = kwargs.get("generation_config")
         num_beams = int(getattr(config, "num_beams", None) or 1)
         constrained = any(isinstance(p, SSIDConstrainedLogitsProcessor) for p in processors)
-        if not constrained or getattr(config, "do_sample", False):
+        if not constrained or num_beams == 1 or getattr(config, "do_sample", False):
             return super().generate(model, *args, **kwargs)
         eos = getattr(config, "eos_token_id", None)
         n_eos = len(eos) if isinstance(eos, (list, tuple)) else 1

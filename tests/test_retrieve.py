@@ -172,6 +172,13 @@ def test_retriever_k_beyond_index_size_returns_each_identifier_once(engine, inde
     assert sorted(row.images) == sorted(IMAGES)  # the shared identifier expands to both of its images
 
 
+def test_retriever_k1_returns_the_best_beam_with_its_score(engine, index_dir):
+    query = Query("q", "a dog", ["img0.jpg"], [{"role": "user", "content": "Which image matches this caption? a dog"}])
+    (top1,) = Retriever(engine, settings_for(index_dir), k=1, max_new_tokens=16).retrieve_batch([query])
+    assert len(top1.identifiers) == len(top1.scores) == 1 and top1.identifiers[0] in IMAGES.values()
+    assert -100 < top1.scores[0] < 0  # a length-normalised log-probability, not a missing score
+
+
 def test_retriever_refuses_a_template_without_the_constraint(model_dir, index_dir):
     from swift.infer_engine import TransformersEngine
 

@@ -347,3 +347,32 @@ def test_without_index_generation_is_the_parents(engine, template):
     theirs = [r.choices[0].message.content for r in parent.infer([request(q) for q in QUERIES], config)]
     assert ours == theirs
     assert not any(text.startswith("identifier:") for text in ours)  # unconstrained: the random model rambles
+
+
+@pytest.mark.slow
+def test_qwen2_5_vl_template_constrains_beam_search_with_an_image(index_dir, tmp_path, monkeypatch):
+    """ssid_qwen2_5_vl on a tiny Qwen2.5-VL (real Qwen2 tokenizer, 151k ids): an image query, K index identifiers."""
+    import matplotlib
+    from swift.infer_engine import InferRequest, RequestConfig, TransformersEngine
+
+    import swift_ssid.register  # noqa: F401
+    from swift_ssid.templates import SSIDQwen2_5VLTemplate
+    from swift_ssid.tiny_models import build_tiny_qwen2_5_vl
+
+    image = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    model_dir = build_tiny_qwen2_5_vl(tmp_path / "tiny-qwen2.5-vl")
+    vl = TransformersEngine(
+        str(model_dir), model_type="qwen2_5_vl", template_type="ssid_qwen2_5_vl", torch_dtype=torch.float32
+    )
+    assert isinstance(vl.template, SSIDQwen2_5VLTemplate)
+    assert vl.template.ssid_eos_token_id == 151645  # <|im_end|>
+    vl.template.max_pixels = 12544  # ~20 image tokens
+    monkeypatch.setenv("SSID_INDEX", str(index_dir))
+    message = {"role": "user", "content": "<image>Which identifier does this image have?"}
+    (response,) = vl.infer(
+        [InferRequest(messages=[message], images=[str(image)])],
+        RequestConfig(num_beams=3, n=3, max_tokens=16, temperature=0),
+    )
+    identifiers = [identifier_of(c.message.content) for c in response.choices]
+    assert len(set(identifiers)) == 3 and set(identifiers) <= set(IDENTIFIERS)
+    assert len(vl.template.ssid_last_beam_scores) == 3
