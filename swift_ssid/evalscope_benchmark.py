@@ -62,7 +62,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from functools import cache
@@ -72,14 +71,18 @@ from typing import Any
 from swift_ssid.metrics import DEFAULT_KS, evaluate_run, first_relevant_rank
 from swift_ssid.runs import RunRow, expand_identifiers, write_run
 
-logger = logging.getLogger(__name__)
-
 BENCHMARK_NAME = "ssid_retrieval"
 DEFAULT_QUERIES = "ssid-query"
 DEFAULT_K = 10
 DEFAULT_MAX_TOKENS = 64
 PRIMARY_K = 1
 SCORE_KIND = "beam_rank"
+DESCRIPTION = (
+    "Generative text-to-image retrieval with Structured Semantic Identifiers: each caption query gets K "
+    "trie-constrained beams from the deploy server (SSID template, SSID_INDEX); the ranked identifiers expand "
+    "to images and recall[k] is the paper's image-level R@k (hit rate: the gold image among the first k). "
+    "The exact values are in each subset's metadata; the run file is written next to this report."
+)
 SHIMS: dict[str, bool] = {"eval_type_service": False, "list_eval_dataset": False}
 """Which compatibility shims :func:`apply_compat_shims` has applied in this process."""
 
@@ -263,6 +266,9 @@ def _adapter_class() -> type:
     from evalscope.api.messages import ChatMessageAssistant, ChatMessageSystem, ChatMessageUser
     from evalscope.api.metric import AggScore, SampleScore, Score
     from evalscope.api.model import GenerateConfig
+    from evalscope.utils.logger import get_logger
+
+    log = get_logger()
 
     roles = {"user": ChatMessageUser, "system": ChatMessageSystem, "assistant": ChatMessageAssistant}
 
@@ -303,7 +309,7 @@ def _adapter_class() -> type:
                 )
             self._ssid()
             queries = load_benchmark_queries(self.dataset_id)
-            logger.info("%s: %d queries from %s, K=%d", BENCHMARK_NAME, len(queries), self.dataset_id, self.k)
+            log.info(f"{BENCHMARK_NAME}: {len(queries)} queries from {self.dataset_id}, K={self.k} beams per query")
             dataset = build_dataset_from_records(
                 records=[dataclasses.asdict(q) for q in queries],
                 sample_fields=self.record_to_sample,
@@ -377,7 +383,8 @@ def _adapter_class() -> type:
             out = [
                 AggScore(
                     score=metrics[f"R@{k}"], metric_name="recall", aggregation="mean", dimensions={"k": k},
-                    num=len(rows), ids=ids, metadata={"metric": metrics["metric"]},
+                    num=len(rows), ids=ids,
+                    metadata={"metric": metrics["metric"], f"R@{k}": metrics[f"R@{k}"], "n_queries": len(rows)},
                 )
                 for k in DEFAULT_KS
             ]  # fmt: skip
@@ -394,7 +401,9 @@ def _adapter_class() -> type:
             for subset, rows in self._runs.items():
                 path = Path(output_dir) / f"{self.name}_{subset}_run.jsonl"
                 write_run(path, rows)
-                logger.info("%s: wrote the run file %s (`swift-ssid evaluate %s`)", BENCHMARK_NAME, path, path)
+                log.info(
+                    f"{BENCHMARK_NAME}: run file {path} (read it with `swift-ssid evaluate` / `swift-ssid report`)"
+                )
 
     return SSIDRetrievalAdapter
 
@@ -407,7 +416,7 @@ def benchmark_meta() -> Any:
     return BenchmarkMeta(
         name=BENCHMARK_NAME,
         pretty_name="SSID text-to-image retrieval",
-        description=__doc__,
+        description=DESCRIPTION,
         tags=["Retrieval"],
         dataset_id=DEFAULT_QUERIES,
         subset_list=["default"],

@@ -36,19 +36,19 @@ Settings:
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
 import torch
 from swift.metrics import eval_metrics_map
 from swift.metrics.base import EvalMetrics
+from swift.utils import get_logger
 from transformers.trainer_utils import EvalPrediction
 
 from swift_ssid.metrics import DEFAULT_KS, evaluate_run
 from swift_ssid.runs import RunRow, write_run
 
-logger = logging.getLogger(__name__)
+logger = get_logger()
 
 METRIC_NAME = "ssid_recall"
 DEFAULT_K = 10
