@@ -33,8 +33,8 @@ test: setup assets
 test-fast: setup assets
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
-demo: setup
-	$(BIN)/python -m swift_ssid.demo --out demo_out
+demo: setup assets
+	$(BIN)/swift-ssid demo --out demo_out
 
 lint: setup
 	$(BIN)/ruff check .

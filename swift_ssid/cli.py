@@ -13,11 +13,13 @@ import sys
 
 # name -> (module, one-line help); listed in pipeline order.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "plugin-path": ("swift_ssid.commands.plugin_path", "print the plugin file for --custom_register_path"),
     "build-index": ("swift_ssid.commands.build_index", "parse `swift infer` results into the identifier index"),
     "retrieve": ("swift_ssid.commands.retrieve", "trie-constrained top-K retrieval for a query file"),
     "evaluate": ("swift_ssid.commands.evaluate", "image-level R@K of a run file"),
     "table": ("swift_ssid.commands.table", "tabulate run files in the paper's layout (Markdown and CSV)"),
     "report": ("swift_ssid.commands.report", "self-contained HTML report of a run"),
+    "demo": ("swift_ssid.commands.demo", "run the whole pipeline offline on the bundled mini collection"),
 }
 
 

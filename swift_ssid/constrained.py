@@ -106,6 +106,7 @@ class SSIDConstrainedLogitsProcessor(LogitsProcessor):
         first = FORCE if self.force_prefix else (SPAN if not self._trigger_list else SEARCH)
         self._phase = torch.full((rows,), first, dtype=torch.long, device=input_ids.device)
         self._node = torch.zeros(rows, dtype=torch.long, device=input_ids.device)
+        self._lo, self._hi = self._children_range(self._node)
         self._prev_gen = input_ids[:, length:]
 
     def _children_range(self, node: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,44 +161,47 @@ class SSIDConstrainedLogitsProcessor(LogitsProcessor):
         key = node * self._V + last
         idx = torch.searchsorted(self._keys, key).clamp(max=self._keys.numel() - 1)
         hit = (self._keys[idx] == key) & (last < self._V)
-        child = idx + 1
-        lo, hi = self._children_range(child)
-        leaf = lo == hi
-        node = torch.where(in_span & hit, child, node)
-        phase = torch.where(in_span & hit & leaf, FREE, phase)
+        node = torch.where(in_span & hit, idx + 1, node)
+        # One children-range lookup per step, of each row's new node: it finds leaves here and is
+        # reused by the masking below.
+        lo, hi = self._children_range(node)
+        phase = torch.where(in_span & hit & (lo == hi), FREE, phase)
         phase = torch.where(in_span & ~hit, DEAD, phase)
 
-        self._phase, self._node = phase, node
+        self._phase, self._node, self._lo, self._hi = phase, node, lo, hi
         self._prev_gen = gen
 
     # ------------------------------------------------------------------ masking
     def _allowed_tokens(self, width: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-row allowed token ids ``[rows, W]`` (padded with each row's first allowed id) and a free-row mask."""
-        phase, node = self._phase, self._node
-        rows = phase.shape[0]
-        lo, hi = self._children_range(node)
-        count = torch.where(phase == SPAN, hi - lo, torch.zeros_like(lo))
-        if width is None:
-            width = max(int(count.max()), len(self._eos_list), 1)
-        ar = torch.arange(width, device=phase.device)
-        pos = (lo.unsqueeze(1) + ar).clamp(max=max(self._keys.numel() - 1, 0))
-        tokens = self._keys[pos] % self._V
-        valid = ar < count.unsqueeze(1)
+        """Per-row allowed token ids ``[rows, W]`` (padded with repeats of an allowed id) and a free-row mask.
 
-        # Rows with a single forced token (trigger) or ending (dead end, empty span, no-reason FREE).
-        forced = self._trigger[node.clamp(max=max(len(self._trigger_list) - 1, 0))] if self._trigger_list else None
-        end_rows = (phase == DEAD) | ((phase == SPAN) & (count == 0)) | ((phase == FREE) & (not self.reason))
-        eos_pad = self._eos.repeat((width + len(self._eos_list) - 1) // len(self._eos_list))[:width]
-        eos_valid = ar < len(self._eos_list)
-        tokens = torch.where(end_rows.unsqueeze(1), eos_pad.unsqueeze(0).expand(rows, width), tokens)
-        valid = torch.where(end_rows.unsqueeze(1), eos_valid.unsqueeze(0).expand(rows, width), valid)
-        if forced is not None:
-            is_force = (phase == FORCE).unsqueeze(1)
-            tokens = torch.where(is_force, forced.unsqueeze(1).expand(rows, width), tokens)
-            valid = torch.where(is_force, ar.unsqueeze(0) == 0, valid)
+        Few and cheap ops on ``[rows, W]``: the row's children are the key positions ``lo .. hi - 1``,
+        padded by repeating the last one (a duplicate, not a new id); rows that are not inside the
+        trie (forced trigger, ending) take their token(s) in one ``where``, skipped on CPU when no row
+        needs it.
+        """
+        phase, node, lo, hi = self._phase, self._node, self._lo, self._hi
+        span = phase == SPAN
+        trie_rows = span & (hi > lo)
+        n_eos = len(self._eos_list)
+        on_cpu = phase.device.type == "cpu"
+        if width is None:
+            width = max(int(torch.where(trie_rows, hi - lo, 0).max()), n_eos, 1)
+        ar = torch.arange(width, device=phase.device)
+        last = (hi - 1).clamp(min=0, max=max(self._keys.numel() - 1, 0))
+        pos = torch.minimum(lo.unsqueeze(1) + ar, last.unsqueeze(1))
+        tokens = self._keys[pos]
+        tokens -= (node * self._V).unsqueeze(1)
         free = (phase == SEARCH) | ((phase == FREE) & self.reason)
-        # Pad invalid slots with the row's first allowed token, so scatter writes a duplicate, not a new id.
-        tokens = torch.where(valid, tokens, tokens[:, :1])
+        if not on_cpu or not bool(trie_rows.all()):
+            # Forced rows: the next trigger token; ending rows (dead end, empty span, no-reason FREE): the EOS
+            # ids; free rows: any valid id (the whole row is kept anyway).
+            eos_pad = self._eos.repeat((width + n_eos - 1) // n_eos)[:width]
+            other = eos_pad.unsqueeze(0).expand(phase.shape[0], width)
+            if self._trigger_list:
+                forced = self._trigger[node.clamp(max=len(self._trigger_list) - 1)]
+                other = torch.where((phase == FORCE).unsqueeze(1), forced.unsqueeze(1), other)
+            tokens = torch.where(trie_rows.unsqueeze(1), tokens, other)
         return tokens, free
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -217,13 +221,25 @@ class SSIDConstrainedLogitsProcessor(LogitsProcessor):
         self._last_len = length
 
         # CPU: size the gather to this step's largest fan-out; CUDA: a fixed width avoids a device sync.
-        width = None if scores.device.type == "cpu" else self._fanout
-        tokens, free = self._allowed_tokens(width)
-        out = scores.masked_fill(~free.unsqueeze(1), float("-inf"))
+        on_cpu = scores.device.type == "cpu"
+        tokens, free = self._allowed_tokens(None if on_cpu else self._fanout)
+        # The one pass over the whole [rows, vocab] tensor. A write-only fill when no row is free is the
+        # cheapest new tensor there is (cheaper than clone or masked_fill, which also read ``scores``).
+        if on_cpu and not bool(free.any()):
+            out = torch.full_like(scores, float("-inf"))
+        elif on_cpu and bool(free.all()):
+            return scores.clone()
+        else:
+            out = torch.where(free.unsqueeze(1), scores, float("-inf"))
         out.scatter_(1, tokens, scores.gather(1, tokens))
         return out
 
     # ------------------------------------------------------------------ introspection (tests, debugging)
+    @property
+    def phase(self) -> torch.Tensor:
+        """Per-row phases ``[rows]`` (FORCE, SEARCH, SPAN, FREE, DEAD) after the last call, on the scores' device."""
+        return self._phase
+
     @property
     def phases(self) -> list[int]:
         return self._phase.tolist()

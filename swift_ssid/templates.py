@@ -262,7 +262,7 @@ class OneBeamPerIdentifier(LogitsProcessor):
         self.constraint = constraint
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        phase = self.constraint._phase  # FREE rows: identifier closed, reason running free
+        phase = self.constraint.phase  # FREE rows: identifier closed, reason running free
         free = (phase == FREE).unsqueeze(1)
         top = scores.argmax(dim=-1, keepdim=True)
         keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, top, True)
