@@ -6,7 +6,7 @@ caption of each image is cut at function words into phrases, and the content wor
 phrases are joined with `` - `` in the SSID format, e.g.
 
     >>> caption_identifier("Two young, White males are outside near many bushes.")
-    'two young white males - outside - many bushes'
+    'white males - outside - many bushes'
 
 Results are written in the same three-line form as ``swift infer`` results, marked with
 ``"identifier_source": "caption-derived"``, so ``swift-ssid build-index`` treats them alike.
@@ -33,7 +33,7 @@ _DROP = frozenset("a an the its their his her this these those some there here v
 _WORD = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
 
 
-def caption_identifier(caption: str, max_phrases: int = 3, max_words_per_phrase: int = 4) -> str:
+def caption_identifier(caption: str, max_phrases: int = 3, max_words_per_phrase: int = 2) -> str:
     """SSID-style identifier from one caption (content-word phrases joined by `` - ``).
 
     Args:

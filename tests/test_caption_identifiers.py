@@ -10,7 +10,7 @@ from swift_ssid.records import MAX_IDENTIFIER_WORDS, canonical_identifier, parse
 
 def test_paper_example_and_shape():
     assert caption_identifier("Two young, White males are outside near many bushes.") == (
-        "two young white males - outside - many bushes"
+        "white males - outside - many bushes"
     )
     assert caption_identifier("A dog runs with a ball in the park") == "dog runs - ball - park"
     assert caption_identifier("The the a") == ""
@@ -23,7 +23,7 @@ def test_real_captions_give_valid_compact_identifiers(flickr_captions):
     parsed = [parse_response(f"caption:c\nidentifier:{i}\nreason:r") for i in idents]
     assert all(p.status == "ok" and p.identifier == i for p, i in zip(parsed, idents, strict=True))
     # Distinct enough to be a usable index on 1,000 real images.
-    assert len(set(idents)) >= 900
+    assert len(set(idents)) >= 900  # collisions go to the index's policy
 
 
 def test_written_results_build_an_index(tmp_path):
