@@ -259,8 +259,9 @@ class IdentifierIndex:
         if found != INDEX_FORMAT:
             raise ValueError(f"{meta_path}: format {found!r}, expected {INDEX_FORMAT!r}; {REBUILD}")
         if meta.get("version") != INDEX_VERSION:
-            raise ValueError(f"{meta_path}: index version {meta.get('version')!r}, this code reads {INDEX_VERSION}; "
-                             f"{REBUILD}")
+            raise ValueError(
+                f"{meta_path}: index version {meta.get('version')!r}, this code reads {INDEX_VERSION}; {REBUILD}"
+            )
         policy = meta.get("policy")
         if policy not in POLICIES:
             raise ValueError(f"{meta_path}: policy {policy!r} is not one of {', '.join(POLICIES)}; fix the file")
@@ -273,8 +274,10 @@ class IdentifierIndex:
                 raise ValueError(f"{error}; or {REBUILD}")
             entry = _entry_from_row(row, f"{path}:{lineno}")
             if entry.image in images:
-                raise ValueError(f"{path}:{lineno}: image {entry.image!r} also on line {images[entry.image]}; "
-                                 f"keep one row per image or {REBUILD}")
+                raise ValueError(
+                    f"{path}:{lineno}: image {entry.image!r} also on line {images[entry.image]}; "
+                    f"keep one row per image or {REBUILD}"
+                )
             images[entry.image] = lineno
             if entry.identifier is not None and policy == "disambiguate":
                 if entry.identifier in owner:
@@ -354,8 +357,9 @@ def _regenerate_row(row: dict, image: str) -> dict:
     """Return a ``swift infer`` dataset row that asks again for this image's identifier."""
     messages = row.get("messages")
     if isinstance(messages, list):
-        last_user = max((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"),
-                        default=None)
+        last_user = max(
+            (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"), default=None
+        )
         if last_user is not None and isinstance(messages[last_user].get("content"), str):
             kept = [
                 {"role": m["role"], "content": m["content"]}
@@ -439,8 +443,11 @@ def build_index(
             continue
         response = row.get("response")
         if "response" not in row:
-            fail(lineno, f"{where}: missing 'response' field (keys: {sorted(row)}); is this a swift infer result "
-                         f"file? {_RESULT_FIX}")
+            fail(
+                lineno,
+                f"{where}: missing 'response' field (keys: {sorted(row)}); is this a swift infer result "
+                f"file? {_RESULT_FIX}",
+            )
             continue
         if not isinstance(response, str):
             fail(lineno, f"{where}: 'response' must be a string, got {type(response).__name__}; {_RESULT_FIX}")
@@ -453,8 +460,11 @@ def build_index(
         if check_images and not image.startswith(_URL_PREFIXES):
             resolved = Path(image) if Path(image).is_absolute() else root / image
             if not resolved.is_file():
-                fail(lineno, f"{where}: image file not found: {resolved} (given as {image!r}); pass --image-root DIR "
-                             "if paths are relative to another folder, or --no-check-images to skip this check")
+                fail(
+                    lineno,
+                    f"{where}: image file not found: {resolved} (given as {image!r}); pass --image-root DIR "
+                    "if paths are relative to another folder, or --no-check-images to skip this check",
+                )
                 continue
         record = parse_response(response)
         entry = IndexEntry(

@@ -76,8 +76,19 @@ _DASH_RE = re.compile(
     rf"(?P<word>(?<=[^\W_])[-\u2010\u2011](?=[^\W_]))|(?P<sep> ?[{_DASHES}](?:[ {_DASHES}]*[{_DASHES}])? ?)"
 )
 _SPACE_RE = re.compile(r"\s+")
-_PAIRS = {'"': '"', "'": "'", "\u201c": "\u201d", "\u2018": "\u2019", "<": ">", "(": ")", "[": "]", "{": "}",
-          "\u300c": "\u300d", "\u300e": "\u300f", "\u00ab": "\u00bb"}
+_PAIRS = {
+    '"': '"',
+    "'": "'",
+    "\u201c": "\u201d",
+    "\u2018": "\u2019",
+    "<": ">",
+    "(": ")",
+    "[": "]",
+    "{": "}",
+    "\u300c": "\u300d",
+    "\u300e": "\u300f",
+    "\u00ab": "\u00bb",
+}
 _ALWAYS_STRIP = "*`_"
 _TRAILING_PUNCT = ".,;:"
 
@@ -217,8 +228,13 @@ class SSIDRecord:
 
 # ---------------------------------------------------------------- parsing
 
-_KEY_ALIASES = {"caption": "caption", "identifier": "identifier", "reason": "reason",
-                "rationale": "reason", "explanation": "reason"}
+_KEY_ALIASES = {
+    "caption": "caption",
+    "identifier": "identifier",
+    "reason": "reason",
+    "rationale": "reason",
+    "explanation": "reason",
+}
 _KEY_NAMES = "caption|identifier|reason|rationale|explanation"
 _EMPHASIS = r"(?:\*{1,2}|_{1,2}|`)"
 # One keyed line: optional bullet / heading / block quote, optional numbering, optional markdown
@@ -242,8 +258,21 @@ _FENCE_RE = re.compile(r"^\s*(?:```|~~~)")
 _RULE_RE = re.compile(r"^\s*(?:-{3,}|\*{3,}|_{3,}|={3,})\s*$")
 # Canonical values that stand in for an answer (the bracketed template placeholders are caught by shape).
 PLACEHOLDER_VALUES = frozenset(
-    {"your identifier here", "your caption here", "your explanation here", "your reason here", "your identifier",
-     "identifier", "caption", "reason", "explanation", "n/a", "tbd", "todo", "placeholder"}
+    {
+        "your identifier here",
+        "your caption here",
+        "your explanation here",
+        "your reason here",
+        "your identifier",
+        "identifier",
+        "caption",
+        "reason",
+        "explanation",
+        "n/a",
+        "tbd",
+        "todo",
+        "placeholder",
+    }
 )
 _FIELD_WORD_RE = re.compile(r"\b(?:caption|identifier|reason|explanation)\b")
 _BRACKETED_RE = re.compile(r"^\s*[<\[{(\uff1c].*[>\]})\uff1e]\s*$")
@@ -514,8 +543,9 @@ def parse_response(text: str) -> SSIDRecord:
         positions = [i for i, f in enumerate(fields) if id(f) in used]
         for i, f in enumerate(fields):
             if f.key is None:
-                problems.append("preamble" if i < positions[0] else "trailing_chatter" if i > positions[-1]
-                                else "stray_lines")
+                problems.append(
+                    "preamble" if i < positions[0] else "trailing_chatter" if i > positions[-1] else "stray_lines"
+                )
 
     if rejection:
         return SSIDRecord(caption, None, reason, "invalid", _dedupe(problems + [rejection]))
