@@ -21,7 +21,7 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RECIPES_DIR = REPO_ROOT / "recipes"
-RECIPES = sorted(RECIPES_DIR.glob("*.yaml"))
+RECIPES = sorted(p for p in RECIPES_DIR.glob("*.yaml") if not p.name.startswith("eval_"))  # eval_*: test_swift_eval
 COMMANDS = {"generate": "infer", "train": "sft", "retrieve": "infer"}  # file-name prefix -> swift command
 PLUGINS = ["templates/ssid_templates.py", "dataset_plugins/ssid_datasets.py"]
 

@@ -308,6 +308,49 @@ def test_shims_let_ms_swift_build_its_native_eval_task(registered, tmp_path):
     assert task.dataset_args[eb.BENCHMARK_NAME] == {"extra_params": {"k": 4}}
 
 
+# ---------------------------------------------------------------- recipes
+
+
+EVAL_RECIPES = sorted((REPO_ROOT / "recipes").glob("eval_*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", EVAL_RECIPES, ids=lambda p: p.name)
+def test_eval_recipe_parses_as_swift_eval_arguments(recipe):
+    """ms-swift's own YAML step and EvalArguments parser accept the recipe (no model is loaded)."""
+    import dataclasses
+    from unittest import mock
+
+    import yaml
+    from swift.arguments import EvalArguments
+    from swift.cli.main import parse_yaml_args
+    from swift.utils.utils import _patch_get_type_hints
+    from transformers import HfArgumentParser
+
+    from swift_ssid import datasets, templates
+
+    config = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    with _patch_get_type_hints():
+        parser = HfArgumentParser([EvalArguments])
+    fields = {f.name for f in dataclasses.fields(EvalArguments) if f.init}
+    assert not set(config) - {"ENV"} - fields, f"not swift eval arguments: {set(config) - {'ENV'} - fields}"
+    argv = [str(recipe)]
+    with mock.patch.dict(os.environ, clear=True):
+        parse_yaml_args(argv)
+        env = {k: v for k, v in os.environ.items() if k != "SWIFT_CONFIG_FILE"}
+    namespace, remaining = parser.parse_known_args(argv)
+    assert remaining == []
+    assert namespace.eval_dataset == [eb.BENCHMARK_NAME] and namespace.eval_backend == "Native"
+    dataset_args = json.loads(namespace.eval_dataset_args)[eb.BENCHMARK_NAME]
+    assert set(dataset_args["extra_params"]) <= set(eb.benchmark_meta().extra_params)
+    assert dataset_args["extra_params"]["k"] == 10
+    assert namespace.infer_backend == "transformers"  # beam search
+    assert config["template"] in templates.DERIVED
+    assert config["custom_register_path"] == ["templates/ssid_templates.py", "dataset_plugins/ssid_datasets.py"]
+    settings = templates.SSIDSettings.from_env({k: v for k, v in env.items() if k != "SSID_INDEX"})
+    assert settings.target == "reason" and settings.infer_reason
+    assert env["SSID_INDEX"] and datasets.DatasetSettings.from_env(env).collection  # index + ssid-query source
+
+
 # ---------------------------------------------------------------- the real CLI
 
 
