@@ -15,6 +15,7 @@ cost that grows with the vocabulary is the one masked copy of the scores.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -28,6 +29,20 @@ SEARCH = 1  # free text, watching for the trigger
 SPAN = 2  # inside the identifier: trie continuations only
 FREE = 3  # identifier closed: free text (or EOS only, with reason=False)
 DEAD = 4  # left the trie (cannot happen under this processor alone): EOS only
+
+
+# Each trie's keys on each accelerator, uploaded once (a processor is created per generate call).
+_DEVICE_KEYS: weakref.WeakKeyDictionary[TokenTrie, dict[torch.device, torch.Tensor]] = weakref.WeakKeyDictionary()
+
+
+def _device_keys(trie: TokenTrie, device: torch.device) -> torch.Tensor:
+    """``trie.keys`` as a tensor on ``device``: shared memory on CPU, one cached copy per accelerator."""
+    if device.type == "cpu":
+        return torch.from_numpy(trie.keys)
+    per_device = _DEVICE_KEYS.setdefault(trie, {})
+    if device not in per_device:
+        per_device[device] = torch.as_tensor(trie.keys, device=device)
+    return per_device[device]
 
 
 class SSIDConstrainedLogitsProcessor(LogitsProcessor):
@@ -83,8 +98,7 @@ class SSIDConstrainedLogitsProcessor(LogitsProcessor):
         self._trigger_list = [int(t) for t in trigger]
         self._eos_list = [int(t) for t in eos]
         self._fanout = max(trie.max_fanout(), len(self._eos_list), 1)
-        trie_max = int((trie.keys % trie.vocab_size).max()) if trie.keys.size else 0
-        self._max_token = max([trie_max, *self._trigger_list, *self._eos_list])
+        self._max_token = max([trie.max_token(), *self._trigger_list, *self._eos_list])
         self._device: torch.device | None = None
         self._last_len = -1
 
@@ -92,7 +106,7 @@ class SSIDConstrainedLogitsProcessor(LogitsProcessor):
     def _to(self, device: torch.device) -> None:
         if self._device == device:
             return
-        self._keys = torch.as_tensor(self.trie.keys, device=device)
+        self._keys = _device_keys(self.trie, device)
         self._trigger = torch.tensor(self._trigger_list, dtype=torch.long, device=device)
         self._eos = torch.tensor(self._eos_list, dtype=torch.long, device=device)
         self._V = self.trie.vocab_size

@@ -94,6 +94,8 @@ class TokenTrie:
         self.vocab_size = int(vocab_size)
         self.header = header
         self._num_leaves: int | None = None
+        self._max_fanout: int | None = None
+        self._max_token: int | None = None
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -112,38 +114,39 @@ class TokenTrie:
         if lengths.min() == 0:
             raise ValueError("cannot store an empty token sequence in the trie: every identifier needs >= 1 token")
         flat = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.int64, count=int(lengths.sum()))
-        rows = np.repeat(np.arange(len(seqs)), lengths)
-        cols = np.arange(flat.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        mat = np.full((len(seqs), int(lengths.max())), -1, dtype=np.int64)
-        mat[rows, cols] = flat
-        if mat.max() >= vocab_size:
-            raise ValueError(f"token id {int(mat.max())} >= vocab_size {vocab_size}: pass the model's vocabulary size")
-        if (mat[mat != -1] < 0).any():
+        if flat.max() >= vocab_size:
+            raise ValueError(f"token id {int(flat.max())} >= vocab_size {vocab_size}: pass the model's vocabulary size")
+        if flat.min() < 0:
             raise ValueError("token ids must be non-negative")
-        return cls._from_matrix(mat, vocab_size, header)
+        # Column-major padded matrix (one contiguous row per depth), -1 past each sequence's end.
+        dtype = np.int32 if vocab_size < 2**31 else np.int64
+        cols = np.full((int(lengths.max()), len(seqs)), -1, dtype=dtype)
+        cols.T[np.arange(cols.shape[0]) < lengths[:, None]] = flat
+        del flat
+        return cls._from_columns(cols, vocab_size, header)
 
     @classmethod
-    def _from_matrix(cls, mat: np.ndarray, vocab_size: int, header: TrieHeader | None) -> TokenTrie:
-        # Lexicographic row order; -1 padding sorts a sequence before its extensions.
-        order = np.lexsort(mat.T[::-1])
-        mat = mat[order]
-        n_rows, width = mat.shape
+    def _from_columns(cls, cols: np.ndarray, vocab_size: int, header: TrieHeader | None) -> TokenTrie:
+        """Trie from a ``[depth, sequences]`` matrix of token ids padded with -1."""
+        cols = cols[:, _lexicographic_order(cols, vocab_size)]
+        width, n_rows = cols.shape
         parent_of_row = np.zeros(n_rows, dtype=np.int64)  # node id of each row's prefix at depth d-1
         new_prefix = np.zeros(n_rows, dtype=bool)
+        changed = np.ones(n_rows, dtype=bool)
         next_id = 1
         chunks: list[np.ndarray] = []
         for d in range(width):
-            col = mat[:, d]
+            col = cols[d]
             present = col >= 0
-            changed = np.ones(n_rows, dtype=bool)
-            changed[1:] = col[1:] != col[:-1]
+            np.not_equal(col[1:], col[:-1], out=changed[1:])
             new_prefix = present & (changed | new_prefix)  # prefix of length d+1 differs from the row above
             starts = np.flatnonzero(new_prefix)
             if starts.size == 0:
                 break
             chunks.append(parent_of_row[starts] * vocab_size + col[starts])
             # Node id of each row at depth d: ids are assigned to distinct prefixes in row order.
-            node_of_row = next_id - 1 + np.cumsum(new_prefix)
+            node_of_row = np.cumsum(new_prefix, dtype=np.int64)
+            node_of_row += next_id - 1
             parent_of_row = np.where(present, node_of_row, parent_of_row)
             next_id += starts.size
         keys = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
@@ -185,11 +188,16 @@ class TokenTrie:
         return self.children(node).size == 0
 
     def max_fanout(self) -> int:
-        """Largest number of children of any node (sizes per-step buffers)."""
-        if self.keys.size == 0:
-            return 0
-        parents = self.keys // self.vocab_size
-        return int(np.bincount(parents).max())
+        """Largest number of children of any node (sizes per-step buffers); computed once."""
+        if self._max_fanout is None:
+            self._max_fanout = int(np.bincount(self.keys // self.vocab_size).max()) if self.keys.size else 0
+        return self._max_fanout
+
+    def max_token(self) -> int:
+        """Largest token id stored in the trie (-1 when empty); computed once."""
+        if self._max_token is None:
+            self._max_token = int((self.keys % self.vocab_size).max()) if self.keys.size else -1
+        return self._max_token
 
     def __len__(self) -> int:
         """Number of stored sequences (= leaves: no sequence is a prefix of another by construction)."""
@@ -275,6 +283,24 @@ class TokenTrie:
             )
 
 
+def _lexicographic_order(cols: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Row order that sorts the sequences (columns of ``cols``) lexicographically, a prefix before its extensions.
+
+    Packs several depths into one ``int64`` sort key (token + 1 in ``vocab_size.bit_length()`` bits,
+    padding = 0 sorts first), so ``lexsort`` runs over ~3x fewer keys than depths.
+    """
+    bits = int(vocab_size).bit_length()
+    per_key = max(1, 63 // bits)
+    keys = []
+    for start in range(0, cols.shape[0], per_key):
+        key = np.zeros(cols.shape[1], dtype=np.int64)
+        for d in range(start, min(start + per_key, cols.shape[0])):
+            key <<= bits
+            key |= cols[d] + 1
+        keys.append(key)
+    return np.lexsort(keys[::-1])  # lexsort's primary key is the last
+
+
 # -------------------------------------------------------------------- tokenizer side
 def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
     """Name, vocabulary size and a hash of the vocabulary (token -> id), for trie headers."""
@@ -323,43 +349,71 @@ def identifier_token_sequences(
     if not prefix_ids:
         raise ValueError(f"prefix {prefix!r} tokenises to nothing")
     suffix = line_end + continuation if end == "newline" else ""
+    eos_tail = [int(eos_token_id)] if end == "eos" else []
     trigger_len = len(prefix_ids)
-    spans: list[tuple[list[int], list[tuple[int, int]]]] = []
+    sequences: list[list[int]] = []
+    # (index of the first sequence cut at this trigger length, trigger length), to re-extend if it shrinks later.
+    cuts: list[tuple[int, int]] = [(0, trigger_len)]
     for start in range(0, len(identifiers), batch_size):
         chunk = identifiers[start : start + batch_size]
-        for ident in chunk:
-            if line_end and line_end in ident:
-                raise ValueError(f"identifier {ident!r} contains the line end {line_end!r}; canonicalise it first")
-        texts = [prefix + ident + suffix for ident in chunk]
-        enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-        for ids, offsets in zip(enc["input_ids"], enc["offset_mapping"], strict=True):
-            ids = list(ids)
-            shared = 0
-            while shared < trigger_len and shared < len(ids) and ids[shared] == prefix_ids[shared]:
-                shared += 1
-            trigger_len = shared
-            spans.append((ids, [tuple(o) for o in offsets]))
-    if trigger_len == 0:
-        raise ValueError(
-            f"unstable boundary tokenisation: the prefix {prefix!r} tokenises to {prefix_ids}, but some identifier "
-            "targets share none of those tokens; this tokenizer cannot find the identifier span. Use a prefix that "
-            "ends in whitespace or a token boundary."
-        )
-    trigger = tuple(prefix_ids[:trigger_len])
-    sequences: list[list[int]] = []
-    for ident, (ids, offsets) in zip(identifiers, spans, strict=True):
-        if end == "eos":
-            seq = ids[trigger_len:] + [int(eos_token_id)]
-        else:
-            ident_end = len(prefix) + len(ident) + len(line_end)  # char offset just past the line end
-            stop = next((i for i, (_, e) in enumerate(offsets) if e >= ident_end and i >= trigger_len), None)
-            if stop is None:
-                raise ValueError(f"could not find the token that ends identifier {ident!r}'s line")
-            seq = ids[trigger_len : stop + 1]
-        if not seq:
-            raise ValueError(f"identifier {ident!r} produced an empty token span after the prefix {prefix!r}")
-        sequences.append(seq)
-    return trigger, sequences
+        if line_end:
+            for ident in chunk:
+                if line_end in ident:
+                    raise ValueError(f"identifier {ident!r} contains the line end {line_end!r}; canonicalise it first")
+        encoded = _encode_with_offsets(tokenizer, [prefix + ident + suffix for ident in chunk])
+        for ident, (ids, offsets) in zip(chunk, encoded, strict=True):
+            if ids[:trigger_len] != prefix_ids[:trigger_len]:
+                shared = 0
+                while shared < trigger_len and shared < len(ids) and ids[shared] == prefix_ids[shared]:
+                    shared += 1
+                if shared == 0:
+                    raise ValueError(
+                        f"unstable boundary tokenisation: the prefix {prefix!r} tokenises to {prefix_ids}, but "
+                        f"identifier {ident!r} shares none of those tokens; this tokenizer cannot find the identifier "
+                        "span. Use a prefix that ends in whitespace or a token boundary."
+                    )
+                trigger_len = shared
+                cuts.append((len(sequences), trigger_len))
+            if end == "eos":
+                seq = ids[trigger_len:] + eos_tail
+            else:
+                # The token that covers the end of the line: the first whose end offset reaches it.
+                ident_end = len(prefix) + len(ident) + len(line_end)
+                stop, n_ids = trigger_len, len(ids)
+                while stop < n_ids and offsets[stop][1] < ident_end:
+                    stop += 1
+                if stop == n_ids:
+                    raise ValueError(f"could not find the token that ends identifier {ident!r}'s line")
+                seq = ids[trigger_len : stop + 1]
+            if not seq:
+                raise ValueError(f"identifier {ident!r} produced an empty token span after the prefix {prefix!r}")
+            sequences.append(seq)
+    # Sequences cut at a longer trigger than the final one start with the prefix tokens in between.
+    for (first, cut_len), (nxt, _) in zip(cuts, [*cuts[1:], (len(sequences), 0)], strict=True):
+        if cut_len > trigger_len:
+            head = prefix_ids[trigger_len:cut_len]
+            for i in range(first, nxt):
+                sequences[i] = head + sequences[i]
+    return tuple(prefix_ids[:trigger_len]), sequences
+
+
+def _encode_with_offsets(tokenizer: Any, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    """Token ids and character offsets of ``texts`` (no special tokens), as ``tokenizer(texts)`` returns them.
+
+    Calls the Rust backend of a fast tokenizer directly when its settings make that identical to
+    ``tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)`` (no truncation or
+    padding configured): that skips building a ``BatchEncoding`` and halves the tokenisation time.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    if (
+        backend is not None
+        and backend.truncation is None
+        and backend.padding is None
+        and backend.encode_special_tokens == bool(getattr(tokenizer, "split_special_tokens", False))
+    ):
+        return [(e.ids, e.offsets) for e in backend.encode_batch(texts, add_special_tokens=False)]
+    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    return [(list(ids), offsets) for ids, offsets in zip(enc["input_ids"], enc["offset_mapping"], strict=True)]
 
 
 def build_identifier_trie(
@@ -387,8 +441,6 @@ def build_identifier_trie(
     trigger, sequences = identifier_token_sequences(
         tokenizer, identifiers, prefix, end, line_end, continuation, eos_token_id=eos_token_id
     )
-    if len(set(map(tuple, sequences))) != len(sequences):
-        raise ValueError("two identifiers produced the same token sequence: deduplicate the identifiers first")
     fp = tokenizer_fingerprint(tokenizer)
     vocab_size = int(vocab_size or len(tokenizer))
     header = TrieHeader(
@@ -401,4 +453,10 @@ def build_identifier_trie(
         eos_token_id=eos_token_id,
         num_sequences=len(sequences),
     )
-    return TokenTrie.from_sequences(sequences, vocab_size=vocab_size, header=header)
+    trie = TokenTrie.from_sequences(sequences, vocab_size=vocab_size, header=header)
+    if len(trie) != len(sequences):  # the trie's leaves: fewer when sequences repeat (or one extends another)
+        raise ValueError(
+            f"{len(sequences)} identifiers gave only {len(trie)} distinct complete token sequences: two identifiers "
+            "produced the same token sequence; deduplicate the identifiers first"
+        )
+    return trie
