@@ -331,6 +331,7 @@ def _adapter_class() -> type:
                     "query_id": record["query_id"],
                     "query": record["query"],
                     "gold_images": record["gold_images"],
+                    "ssid_query": record,  # the whole swift_ssid.retrieval.Query, rebuilt for scoring
                 },
             )
 
@@ -348,7 +349,7 @@ def _adapter_class() -> type:
 
             settings, index = self._ssid()
             meta = task_state.metadata
-            query = Query(meta["query_id"], meta["query"], list(meta["gold_images"]), [])
+            query = Query(**meta["ssid_query"])
             choices = task_state.output.choices if task_state.output is not None else []
             row = run_row_from_texts(
                 query, [c.message.text for c in choices], index.images_for, run_setting(settings, self.k)
