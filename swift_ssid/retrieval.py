@@ -13,7 +13,9 @@ Queries file (JSON Lines), one query a line, either
   "gold_images": [...]}`` (the messages are sent as they are; ``images`` stands for ``gold_images``
   when the messages hold no ``<image>`` tag).
 
-A query without ``query_id`` gets ``line<N>`` (its line number). Run rows: see :mod:`swift_ssid.runs`.
+A query without ``query_id`` gets ``line<N>`` (its line number). Either form may carry ``"language": "zh"``
+(the query's language, for the multilingual protocol; ``swift-ssid retrieve`` records it in the run's
+``setting``). Run rows: see :mod:`swift_ssid.runs`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 IDENTIFIER_PREFIX = "identifier:"
 REASON_PREFIX = "reason:"
+RESERVED_SETTING_KEYS: tuple[str, ...] = ("reason", "k")
+"""Setting keys the retriever itself writes; labels may not override them."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class Query:
         gold_images: the relevant image(s).
         messages: the chat messages sent to the model (the user turn).
         images: model-input images referenced by ``<image>`` tags in ``messages`` (usually none).
+        language: the query's language (e.g. ``"zh"``), or None when the row does not say.
     """
 
     query_id: str
@@ -53,6 +58,7 @@ class Query:
     gold_images: list[str]
     messages: list[dict[str, Any]]
     images: list[str] = field(default_factory=list)
+    language: str | None = None
 
 
 def _str_list(value: Any, key: str, where: str) -> list[str]:
@@ -118,7 +124,12 @@ def query_from_row(row: dict[str, Any], lineno: int, where: str) -> Query:
         raise ValueError(f"{where}: no 'gold_images'; list the relevant image(s) so the run can be scored")
     if not isinstance(text, str):
         raise ValueError(f"{where}: 'query' must be a string, got {type(text).__name__}")
-    return Query(str(query_id), text, _str_list(gold, "gold_images", where), messages, images)
+    language = row.get("language")
+    if language is not None and (not isinstance(language, str) or not language.strip()):
+        raise ValueError(f"{where}: 'language' must be a non-empty string such as \"zh\", got {language!r:.80}")
+    return Query(
+        str(query_id), text, _str_list(gold, "gold_images", where), messages, images, language and language.strip()
+    )
 
 
 def load_queries(path: str | os.PathLike) -> list[Query]:
@@ -194,6 +205,21 @@ def done_query_ids(out: str | os.PathLike, setting: dict[str, Any]) -> set[str]:
     return {row["query_id"] for row in good}
 
 
+def reason_label(settings: Any) -> str:
+    """The run rows' ``setting.reason`` for SSID settings (the paper's Table III rows).
+
+    Args:
+        settings: :class:`~swift_ssid.templates.SSIDSettings` (``target``, ``infer_reason``).
+
+    Returns:
+        ``"train+infer"`` (reason target, reason generated), ``"train-only"`` (reason target, the response
+        ends after the identifier line) or ``"none"`` (identifier-only target).
+    """
+    if settings.target == "noreason":
+        return "none"
+    return "train+infer" if settings.infer_reason else "train-only"
+
+
 class Retriever:
     """Ranks identifiers for queries with trie-constrained beam search on a ``TransformersEngine``.
 
@@ -202,9 +228,18 @@ class Retriever:
         settings: the :class:`~swift_ssid.templates.SSIDSettings` (an index is required).
         k: beams = returned identifiers per query.
         max_new_tokens: generation budget per response (identifier line plus reason).
+        labels: extra ``setting`` entries written into every run row (e.g. ``{"language": "zh"}``,
+            ``{"protocol": "zeroshot", "n_train": 1000}``); a resumed run file must hold the same ones.
     """
 
-    def __init__(self, engine: Any, settings: Any, k: int = 10, max_new_tokens: int = 64):
+    def __init__(
+        self,
+        engine: Any,
+        settings: Any,
+        k: int = 10,
+        max_new_tokens: int = 64,
+        labels: Mapping[str, Any] | None = None,
+    ):
         from swift_ssid.index import IdentifierIndex
         from swift_ssid.templates import SSIDTemplateMixin
 
@@ -219,6 +254,14 @@ class Retriever:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens!r}")
+        labels = dict(labels or {})
+        reserved = sorted(set(labels) & set(RESERVED_SETTING_KEYS))
+        if reserved:
+            raise ValueError(
+                f"setting label(s) {reserved} are written by the retriever itself (reason mode and K); "
+                "set them with the SSID settings and k instead"
+            )
+        self.labels = labels
         self.engine = engine
         self.settings = settings
         self.k = k
@@ -232,10 +275,8 @@ class Retriever:
 
     @property
     def setting(self) -> dict[str, Any]:
-        """The run rows' ``setting``: reason mode and K."""
-        s = self.settings
-        reason = "none" if s.target == "noreason" else "train+infer" if s.infer_reason else "train-only"
-        return {"reason": reason, "k": self.k}
+        """The run rows' ``setting``: reason mode (:func:`reason_label`), K, then the labels."""
+        return {"reason": reason_label(self.settings), "k": self.k, **self.labels}
 
     def _request_config(self) -> Any:
         from swift.infer_engine import RequestConfig
