@@ -74,6 +74,10 @@ def group_by_setting(rows: Sequence[RunRow], key: str, source: str = "run") -> d
     return groups
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def summarize_runs(
     runs: Sequence[tuple[str, Sequence[RunRow]]], by: str | None = None, ks: Iterable[int] = DEFAULT_KS
 ) -> list[TableRow]:
@@ -82,21 +86,28 @@ def summarize_runs(
     Args:
         runs: ``(name, rows)`` pairs, one per run.
         by: a ``setting`` key; when given, each run is split by that setting's value and each
-            value gets its own row (named by the value, or ``"name: value"`` with several runs).
+            value gets its own row. Rows are named by the value alone when no value occurs in two
+            runs (one run, or one run file per language / N / reason mode), else ``"name: value"``.
         ks: cut-offs.
 
     Returns:
-        One :class:`TableRow` per run (or per run and setting value), in input order.
+        One :class:`TableRow` per run (or per run and setting value), in input order; rows named by
+        numeric values alone (e.g. ``n_train``) come in ascending order.
     """
     ks = check_ks(ks)
     table: list[TableRow] = []
-    for name, rows in runs:
-        if by is None:
-            table.append(TableRow(name, evaluate_run(rows, ks), name))
-            continue
-        for value, group in group_by_setting(rows, by, source=name).items():
-            label = value if len(runs) == 1 else f"{name}: {value}"
-            table.append(TableRow(label, evaluate_run(group, ks), f"{name} [{by}={value}]"))
+    if by is None:
+        return [TableRow(name, evaluate_run(rows, ks), name) for name, rows in runs]
+    groups = [(name, value, group) for name, rows in runs for value, group in group_by_setting(rows, by, name).items()]
+    values = [value for _, value, _ in groups]
+    by_value = len(set(values)) == len(values)
+    for name, value, group in groups:
+        label = value if by_value else f"{name}: {value}"
+        table.append(TableRow(label, evaluate_run(group, ks), f"{name} [{by}={value}]"))
+    raw = [group[0].setting[by] for _, _, group in groups]
+    if by_value and raw and all(_is_number(v) for v in raw):
+        order = sorted(range(len(table)), key=lambda i: raw[i])
+        table = [table[i] for i in order]
     return table
 
 
@@ -162,6 +173,71 @@ def to_markdown(
         cells.append(str(row.metrics["n_queries"]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def plot_table(
+    table: Sequence[TableRow],
+    out_path: str | os.PathLike,
+    ks: Iterable[int] = DEFAULT_KS,
+    x_label: str = "run",
+    title: str | None = None,
+) -> Path:
+    """Plot R@K (percent) of each table row as a PNG: one line per K, rows along x (as the paper's Fig. 3).
+
+    When every row label is a number (``--by n_train``) the x axis is numeric (rows sorted by it),
+    otherwise the rows are evenly spaced categories in table order.
+
+    Args:
+        table: rows from :func:`summarize_runs`.
+        out_path: the PNG to write (folders created; written atomically).
+        ks: the R@K curves to draw (each must have been evaluated).
+        x_label: the x axis title (e.g. the ``--by`` key).
+        title: optional plot title.
+
+    Returns:
+        ``out_path`` as a Path.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ks = check_ks(ks)
+    if not table:
+        raise ValueError("nothing to plot: the table has no rows")
+    rows = list(table)
+    try:
+        xs: list[float] = [float(row.name) for row in rows]
+        numeric = True
+    except ValueError:
+        numeric = False
+    if numeric:
+        order = sorted(range(len(rows)), key=lambda i: xs[i])
+        rows, xs = [rows[i] for i in order], [xs[i] for i in order]
+    else:
+        xs = list(range(len(rows)))
+    fig = Figure(figsize=(6.4, 4.0), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for k in ks:
+        ys = [100 * row.metrics[f"R@{k}"] for row in rows]
+        ax.plot(xs, ys, marker="o", label=f"R@{k}")
+    ax.set_xticks(xs, [row.name for row in rows])  # a tick per row: its N, language or run name
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("R@K (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
 
 
 def to_csv(table: Sequence[TableRow], ks: Iterable[int] = DEFAULT_KS, first_column: str = "run") -> str:

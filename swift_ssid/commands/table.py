@@ -7,7 +7,7 @@ import sys
 
 from swift_ssid.metrics import DEFAULT_KS
 from swift_ssid.runs import write_text_atomic
-from swift_ssid.tables import summarize_run_files, to_csv, to_markdown
+from swift_ssid.tables import plot_table, summarize_run_files, to_csv, to_markdown
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--title", help="a line above the Markdown table")
     parser.add_argument("--csv", metavar="OUT.csv", help="also write the table as CSV")
     parser.add_argument("--markdown", metavar="OUT.md", help="also write the Markdown table to a file")
+    parser.add_argument(
+        "--plot", metavar="OUT.png", help="also plot R@K per row as a PNG (numeric --by values, e.g. n_train, on x)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,4 +36,6 @@ def run(args: argparse.Namespace) -> int:
         write_text_atomic(args.markdown, markdown)
     if args.csv:
         write_text_atomic(args.csv, to_csv(table, ks=args.ks, first_column=args.by or "run"))
+    if args.plot:
+        plot_table(table, args.plot, ks=args.ks, x_label=args.by or "run", title=args.title)
     return 0
