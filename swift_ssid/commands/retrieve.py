@@ -1,4 +1,11 @@
-"""``swift-ssid retrieve``: trie-constrained top-K retrieval for a queries file, into a resumable run file."""
+"""``swift-ssid retrieve``: trie-constrained top-K retrieval for a queries file, into a resumable run file.
+
+Every run row's ``setting`` holds the reason mode (``train+infer`` / ``train-only`` / ``none``), K, and the
+``--setting KEY=VALUE`` labels (plus ``language`` when the queries file declares one); resuming a run file
+made with other settings is refused. With ``--adapters``, the training target defaults to the one the
+checkpoint's ``args.json`` datasets imply (``ssid-*-noreason``: ``noreason``), and a contradicting
+``--target`` / ``SSID_TARGET`` is an error, so ``setting.reason`` says what the model was trained on.
+"""
 
 from __future__ import annotations
 
@@ -37,22 +44,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="end each response after the identifier line (the paper's 'reason in training only' ablation)",
     )
+    parser.add_argument(
+        "--setting",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="labels for every run row's setting, e.g. language=zh n_train=1000 protocol=zeroshot "
+        "(numbers stay numbers; `swift-ssid table --by KEY` groups by them)",
+    )
+
+
+def training_target(args: argparse.Namespace, env_target: str) -> str:
+    """The model's training target: ``--target``, else ``SSID_TARGET``, else the adapters' (``args.json``), else reason.
+
+    Raises:
+        ValueError: an explicit target contradicts the datasets an adapter was trained on, or adapters disagree.
+    """
+    from swift_ssid.protocols import checkpoint_training_target
+
+    explicit = args.target or (env_target if os.environ.get("SSID_TARGET", "").strip() else None)
+    trained = {str(a): t for a in args.adapters if (t := checkpoint_training_target(a)) is not None}
+    if len(set(trained.values())) > 1:
+        raise ValueError(f"the adapters were trained on different targets {trained}; pass one ablation's adapter")
+    if not trained:
+        return explicit or env_target
+    adapter, target = next(iter(trained.items()))
+    if explicit is not None and explicit != target:
+        raise ValueError(
+            f"--target/SSID_TARGET is {explicit!r} but adapter {adapter} was trained on the {target} datasets "
+            f"(its args.json); drop --target or pass --target {target}"
+        )
+    if explicit is None:
+        logging.getLogger(__name__).info("training target %s, from %s/args.json", target, adapter)
+    return target
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        from swift_ssid.protocols import parse_labels, queries_language
         from swift_ssid.retrieval import load_queries
         from swift_ssid.templates import DERIVED, SSIDSettings
 
         if args.template not in DERIVED:
             raise ValueError(f"--template {args.template!r} is not an SSID template; use one of {', '.join(DERIVED)}")
+        labels = parse_labels(args.setting)
         env = SSIDSettings.from_env({k: v for k, v in os.environ.items() if k != SSIDSettings.ENV_INDEX})
-        target = args.target or env.target
+        target = training_target(args, env.target)
         settings = SSIDSettings(
             index_dir=Path(args.index), target=target, infer_reason=not args.no_reason and env.infer_reason
         )
         queries = load_queries(args.queries)
+        language = queries_language(queries, args.queries)
+        if language is not None:
+            if labels.setdefault("language", language) != language:
+                raise ValueError(
+                    f"--setting language={labels['language']} but {args.queries} declares language {language!r}; "
+                    "drop one of them or fix the file"
+                )
     except (OSError, ValueError) as e:
         print(f"swift-ssid retrieve: error: {e}", file=sys.stderr)
         return 2
@@ -76,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         max_batch_size=args.batch_size,
     )
     try:
-        retriever = Retriever(engine, settings, k=args.k, max_new_tokens=args.max_new_tokens)
+        retriever = Retriever(engine, settings, k=args.k, max_new_tokens=args.max_new_tokens, labels=labels)
         n = retriever.run(
             queries, args.out, batch_size=args.batch_size, progress=lambda total: tqdm(total=total, desc="retrieve")
         )
