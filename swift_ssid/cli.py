@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("swift_ssid.commands.evaluate", "image-level R@K of a run file"),
     "table": ("swift_ssid.commands.table", "tabulate run files in the paper's layout (Markdown and CSV)"),
     "report": ("swift_ssid.commands.report", "self-contained HTML report of a run"),
+    "protocol": ("swift_ssid.commands.protocol", "run the paper's ablation / zero-shot / multilingual protocols"),
     "demo": ("swift_ssid.commands.demo", "run the whole pipeline offline on the bundled mini collection"),
 }
 
