@@ -10,7 +10,13 @@ Per-row state (phase and trie node) advances by one token per step. Beam search 
 between steps without telling logits processors, so each new row finds its parent among the
 previous step's rows of the same beam group by comparing the generated tokens (vectorised, no
 host round-trip on CUDA). All work is torch tensor ops on the scores' device; the only per-step
-cost that grows with the vocabulary is the one masked copy of the scores.
+cost that grows with the vocabulary is the one new ``[rows, vocab]`` output tensor.
+
+Masking has two paths with identical results. On CPU (host syncs are free) the output is a
+write-only ``-inf`` fill (or a copy of the free rows) and then only the allowed entries are copied,
+ragged, so the work beyond the fill is the sum of the rows' fan-outs. On accelerators a fixed-width
+gather/scatter of ``[rows, max fan-out]`` avoids data-dependent shapes and so any host-device sync.
+``benchmarks/bench_constrained.py`` measures the CPU path against the cost of a bare copy.
 """
 
 from __future__ import annotations
@@ -101,6 +107,8 @@ class SSIDConstrainedLogitsProcessor(LogitsProcessor):
         self._max_token = max([trie.max_token(), *self._trigger_list, *self._eos_list])
         self._device: torch.device | None = None
         self._last_len = -1
+        # None: fixed-width masking on accelerators, ragged on CPU; True/False force one (tests, benchmarks).
+        self._fixed_width: bool | None = None
 
     # ------------------------------------------------------------------ device-side constants
     def _to(self, device: torch.device) -> None:
@@ -186,37 +194,81 @@ class SSIDConstrainedLogitsProcessor(LogitsProcessor):
         self._prev_gen = gen
 
     # ------------------------------------------------------------------ masking
-    def _allowed_tokens(self, width: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-row allowed token ids ``[rows, W]`` (padded with repeats of an allowed id) and a free-row mask.
+    def _allowed_tokens(self, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fixed-width path: per-row allowed ids ``[rows, width]`` (padded with repeats) and a free-row mask.
 
-        Few and cheap ops on ``[rows, W]``: the row's children are the key positions ``lo .. hi - 1``,
-        padded by repeating the last one (a duplicate, not a new id); rows that are not inside the
-        trie (forced trigger, ending) take their token(s) in one ``where``, skipped on CPU when no row
-        needs it.
+        No data-dependent shapes, so no host-device sync: the accelerator path. A row's children are
+        the key positions ``lo .. hi - 1``, padded by repeating the last one (a duplicate, not a new
+        id); rows outside the trie (forced trigger, ending) take their token(s) in one ``where``.
         """
         phase, node, lo, hi = self._phase, self._node, self._lo, self._hi
-        span = phase == SPAN
-        trie_rows = span & (hi > lo)
+        trie_rows = (phase == SPAN) & (hi > lo)
         n_eos = len(self._eos_list)
-        on_cpu = phase.device.type == "cpu"
-        if width is None:
-            width = max(int(torch.where(trie_rows, hi - lo, 0).max()), n_eos, 1)
         ar = torch.arange(width, device=phase.device)
         last = (hi - 1).clamp(min=0, max=max(self._keys.numel() - 1, 0))
         pos = torch.minimum(lo.unsqueeze(1) + ar, last.unsqueeze(1))
         tokens = self._keys[pos]
         tokens -= (node * self._V).unsqueeze(1)
-        free = (phase == SEARCH) | ((phase == FREE) & self.reason)
-        if not on_cpu or not bool(trie_rows.all()):
-            # Forced rows: the next trigger token; ending rows (dead end, empty span, no-reason FREE): the EOS
-            # ids; free rows: any valid id (the whole row is kept anyway).
-            eos_pad = self._eos.repeat((width + n_eos - 1) // n_eos)[:width]
-            other = eos_pad.unsqueeze(0).expand(phase.shape[0], width)
-            if self._trigger_list:
-                forced = self._trigger[node.clamp(max=len(self._trigger_list) - 1)]
-                other = torch.where((phase == FORCE).unsqueeze(1), forced.unsqueeze(1), other)
-            tokens = torch.where(trie_rows.unsqueeze(1), tokens, other)
-        return tokens, free
+        # Forced rows: the next trigger token; ending rows (dead end, empty span, no-reason FREE): the EOS
+        # ids; free rows: any valid id (the whole row is kept anyway).
+        eos_pad = self._eos.repeat((width + n_eos - 1) // n_eos)[:width]
+        other = eos_pad.unsqueeze(0).expand(phase.shape[0], width)
+        if self._trigger_list:
+            forced = self._trigger[node.clamp(max=len(self._trigger_list) - 1)]
+            other = torch.where((phase == FORCE).unsqueeze(1), forced.unsqueeze(1), other)
+        return torch.where(trie_rows.unsqueeze(1), tokens, other), self._free_rows()
+
+    def _free_rows(self) -> torch.Tensor:
+        return (self._phase == SEARCH) | ((self._phase == FREE) & self.reason)
+
+    def _copy_allowed(self, scores: torch.Tensor, out: torch.Tensor, free: torch.Tensor) -> None:
+        """CPU path: copy every allowed entry of the constrained rows from ``scores`` into ``out``.
+
+        The work is proportional to the allowed entries (the sum of the rows' fan-outs), not rows x the
+        largest fan-out. When all trie rows sit on one node (the root, or all beams after the same
+        token), that node's children are one slice of ``keys`` and, if every other row is free, one
+        column copy (rows in ascending token order: cache-friendly); otherwise one flat index copy.
+        """
+        phase, node, lo, hi = self._phase, self._node, self._lo, self._hi
+        width = scores.shape[1]  # flat index = row * width + token; keys use the trie's own vocab_size
+        flat = []
+        trie_rows = (phase == SPAN) & (hi > lo)
+        trie_r = trie_rows.nonzero().flatten()
+        if trie_r.numel():
+            n_r = node[trie_r]
+            if bool((n_r == n_r[0]).all()):
+                first, stop = int(lo[trie_r[0]]), int(hi[trie_r[0]])
+                tok = self._keys[first:stop] - int(n_r[0]) * self._V
+                if bool((trie_rows | free).all()):
+                    out.index_copy_(1, tok, scores.index_select(1, tok))
+                else:
+                    flat.append((trie_r.unsqueeze(1) * width + tok.unsqueeze(0)).flatten())
+            else:
+                # Ragged: the key positions lo..hi-1 of every row, one after another, and each entry's
+                # row offset, built as running sums of per-entry steps (serial scans and small writes).
+                lo_r, hi_r = lo[trie_r], hi[trie_r]
+                ends = torch.cumsum(hi_r - lo_r, 0)
+                total, bounds = int(ends[-1]), ends[:-1]
+                step = torch.ones(total, dtype=torch.long)
+                step[0] = lo_r[0]
+                step.index_copy_(0, bounds, lo_r[1:] - hi_r[:-1] + 1)
+                shift = trie_r * width - n_r * self._V  # flat index = key + shift of the entry's row
+                jump = torch.zeros(total, dtype=torch.long)
+                jump[0] = shift[0]
+                jump.index_copy_(0, bounds, shift[1:] - shift[:-1])
+                flat.append(self._keys.index_select(0, torch.cumsum(step, 0)) + torch.cumsum(jump, 0))
+        force_r = (phase == FORCE).nonzero().flatten()
+        if force_r.numel() and self._trigger_list:
+            flat.append(force_r * width + self._trigger[node[force_r].clamp(max=len(self._trigger_list) - 1)])
+        end_rows = (phase == DEAD) | ((phase == SPAN) & (hi == lo)) | ((phase == FREE) & (not self.reason))
+        end_r = end_rows.nonzero().flatten()
+        if end_r.numel():
+            flat.append((end_r.unsqueeze(1) * width + self._eos.unsqueeze(0)).flatten())
+        if flat:
+            index = torch.cat(flat) if len(flat) > 1 else flat[0]
+            # 1-D index_select/index_copy_ stay serial for small index sets (take/put_ go parallel and can
+            # stall for a scheduler tick on a busy machine). Both tensors are contiguous here.
+            out.view(-1).index_copy_(0, index, scores.view(-1).index_select(0, index))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         self._to(scores.device)
@@ -234,18 +286,23 @@ class SSIDConstrainedLogitsProcessor(LogitsProcessor):
             self._start(input_ids)
         self._last_len = length
 
-        # CPU: size the gather to this step's largest fan-out; CUDA: a fixed width avoids a device sync.
-        on_cpu = scores.device.type == "cpu"
-        tokens, free = self._allowed_tokens(None if on_cpu else self._fanout)
-        # The one pass over the whole [rows, vocab] tensor. A write-only fill when no row is free is the
-        # cheapest new tensor there is (cheaper than clone or masked_fill, which also read ``scores``).
-        if on_cpu and not bool(free.any()):
-            out = torch.full_like(scores, float("-inf"))
-        elif on_cpu and bool(free.all()):
-            return scores.clone()
-        else:
+        if self._fixed_width if self._fixed_width is not None else scores.device.type != "cpu":
+            # Accelerators: fixed-width gather/scatter and one where, no host-device sync.
+            tokens, free = self._allowed_tokens(self._fanout)
             out = torch.where(free.unsqueeze(1), scores, float("-inf"))
-        out.scatter_(1, tokens, scores.gather(1, tokens))
+            out.scatter_(1, tokens, scores.gather(1, tokens))
+            return out
+        # CPU: the one pass over the whole [rows, vocab] tensor is a write-only fill when no row is free
+        # (cheaper than clone or masked_fill, which also read ``scores``); then the allowed entries only.
+        free = self._free_rows()
+        if bool(free.all()):
+            return scores.clone()
+        scores = scores.contiguous()  # a no-op for generate's scores; the flat indexing below needs it
+        if bool(free.any()):
+            out = torch.where(free.unsqueeze(1), scores, float("-inf"))
+        else:
+            out = torch.full_like(scores, float("-inf"))
+        self._copy_allowed(scores, out, free)
         return out
 
     # ------------------------------------------------------------------ introspection (tests, debugging)
