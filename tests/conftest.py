@@ -54,3 +54,18 @@ def byte_bpe_tokenizer(flickr_captions):
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", name_or_path="test-byte-bpe"
     )
+
+
+@pytest.fixture(autouse=True)
+def _isolate_ssid_environment():
+    """Restore every SSID_* variable after each test.
+
+    ``datasets.Dataset.map(num_proc=...)`` rebinds ``os.environ`` to a copy, so ``monkeypatch.setenv``
+    undoes its change on the old mapping and the variable leaks into later tests.
+    """
+    before = {k: v for k, v in os.environ.items() if k.startswith("SSID_")}
+    yield
+    for key in [k for k in os.environ if k.startswith("SSID_")]:
+        if key not in before:
+            del os.environ[key]
+    os.environ.update(before)
