@@ -1,0 +1,502 @@
+"""Benchmark: trie build, memory, per-step cost and end-to-end constrained beam search at 10^4-10^6+ identifiers.
+
+Run from the repository root (``make bench`` runs the full benchmark, ``--quick`` a short one)::
+
+    .venv/bin/python benchmarks/bench_constrained.py --out benchmarks/RESULTS.md
+    .venv/bin/python benchmarks/bench_constrained.py --quick --out /tmp/RESULTS.md --json /tmp/results.json
+
+Identifiers are real-caption SSID phrases (see ``bench_identifiers.py``) tokenised with the real Qwen2
+tokenizer (``make assets``). All timings are medians of interleaved repeats taken in this one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MODELSCOPE_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_genre import NestedDictTrie, genre_processor  # noqa: E402
+from bench_identifiers import CAPTIONS, make_identifiers  # noqa: E402
+from bench_report import write_plot, write_results_md  # noqa: E402
+from bench_system import (  # noqa: E402
+    interleaved,
+    load_average,
+    machine_description,
+    now_utc,
+    peak_rss_bytes,
+    release_memory,
+    reset_peak_rss,
+    rss_bytes,
+    summary,
+    timed,
+)
+
+from swift_ssid.constrained import SPAN, SSIDConstrainedLogitsProcessor  # noqa: E402
+from swift_ssid.trie import (  # noqa: E402
+    TokenTrie,
+    build_identifier_trie,
+    identifier_token_sequences,
+    tokenizer_fingerprint,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TOKENIZER_DIR = REPO_ROOT / ".cache" / "assets" / "qwen2-tokenizer"
+MODEL_VOCAB = 151_936  # Qwen2 / Qwen2.5(-VL) logits width
+PREFIX = "identifier:"
+
+FULL = {"sizes": [10_000, 100_000, 1_000_000, 5_000_000], "repeats": 31, "e2e_repeats": 5, "build_repeats": 3}
+QUICK = {"sizes": [10_000, 100_000], "repeats": 9, "e2e_repeats": 3, "build_repeats": 2}
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def load_tokenizer():
+    from transformers import AutoTokenizer
+
+    if not (TOKENIZER_DIR / "tokenizer.json").is_file():
+        raise SystemExit(f"missing {TOKENIZER_DIR}/tokenizer.json: run `make assets` first")
+    return AutoTokenizer.from_pretrained(str(TOKENIZER_DIR))
+
+
+def caption_prompts(tokenizer, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` real captions as left-padded prompt ids and attention mask."""
+    captions = [c.strip() for c in CAPTIONS.read_text(encoding="utf-8").splitlines() if c.strip()][: n * 5 : 5]
+    ids = [tokenizer(f"Query: {c}\nAnswer:\n", add_special_tokens=False)["input_ids"] for c in captions]
+    width = max(map(len, ids))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids])
+    attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
+    return input_ids, attention
+
+
+# ---------------------------------------------------------------------------------------------- build + memory
+def measure_build(tokenizer, identifiers: list[str], eos: int, build_repeats: int, tok_repeats: int) -> dict[str, Any]:
+    """Tokenise and build the trie; time both parts; measure trie bytes, RSS deltas and peak RSS."""
+    release_memory()
+    rss0 = rss_bytes()
+    peak_ok = reset_peak_rss()
+    tok_s = []
+    for _ in range(tok_repeats):
+        seconds, (trigger, seqs) = timed(lambda: identifier_token_sequences(tokenizer, identifiers, eos_token_id=eos))
+        tok_s.append(seconds)
+        if len(tok_s) < tok_repeats:
+            del seqs
+            release_memory()
+    build_s = []
+    for _ in range(build_repeats):
+        seconds, trie = timed(lambda: TokenTrie.from_sequences(seqs, vocab_size=MODEL_VOCAB))
+        build_s.append(seconds)
+    fp_s, _ = timed(lambda: tokenizer_fingerprint(tokenizer))
+    peak = peak_rss_bytes() - rss0 if peak_ok else None
+    n = len(identifiers)
+    if len(trie) != n:
+        raise RuntimeError(f"trie holds {len(trie)} sequences for {n} unique identifiers")
+    span_lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=n)
+    return {
+        "trigger": list(trigger),
+        "seqs": seqs,
+        "trie": trie,
+        "tokenise_s": summary(tok_s),
+        "construct_s": summary(build_s),
+        "fingerprint_s": fp_s,
+        "peak_rss_delta_bytes": peak,
+        "rss0": rss0,
+        "tokens_per_id": float(span_lengths.mean()),
+        "max_tokens": int(span_lengths.max()),
+    }
+
+
+def measure_memory(trie: TokenTrie, n: int) -> dict[str, Any]:
+    """Trie array bytes, and the RSS delta of loading the saved trie (what a serving process holds)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = trie.save(Path(tmp) / "trie.npz")
+        release_memory()
+        before = rss_bytes()
+        loaded = TokenTrie.load(path)
+        load_delta = rss_bytes() - before
+        file_bytes = path.stat().st_size
+        del loaded
+    return {
+        "nodes": trie.num_nodes,
+        "nodes_per_id": trie.num_nodes / n,
+        "trie_bytes": trie.nbytes,
+        "trie_bytes_per_id": trie.nbytes / n,
+        "rss_load_bytes_per_id": load_delta / n,
+        "file_bytes_per_id": file_bytes / n,
+        "max_fanout": trie.max_fanout(),
+        "root_fanout": int(trie.children(TokenTrie.ROOT).size),
+    }
+
+
+def measure_genre_build(full_seqs: list[list[int]], n: int) -> tuple[NestedDictTrie, dict[str, Any]]:
+    """Build the nested-dict reference; its size is summed over its dicts and keys (RSS deltas mislead
+    here: the allocator reuses the memory the tokenisation just freed)."""
+    seconds, ref = timed(lambda: NestedDictTrie(full_seqs))
+    return ref, {"build_s": seconds, "bytes_per_id": ref.nbytes() / n}
+
+
+def check_public_build(tokenizer, identifiers: list[str], eos: int, trie: TokenTrie) -> None:
+    """The benchmark times the two halves of ``build_identifier_trie``; check they make the same trie."""
+    public = build_identifier_trie(tokenizer, identifiers, vocab_size=MODEL_VOCAB, eos_token_id=eos)
+    if not np.array_equal(public.keys, trie.keys):
+        raise RuntimeError("build_identifier_trie and tokenise + TokenTrie.from_sequences built different tries")
+
+
+# ---------------------------------------------------------------------------------------------- per-step cost
+def beam_calls(
+    prompt: torch.Tensor, row_seqs: list[list[int]], beams: int, steps: int, seed: int
+) -> list[torch.Tensor]:
+    """The ``input_ids`` a processor sees at each of ``steps + 1`` beam-search calls.
+
+    Row ``r`` follows ``row_seqs[r]``; before each new token the rows of every group are permuted
+    (beam search reorders beams between steps without telling logits processors).
+    """
+    rng = np.random.default_rng(seed)
+    groups = prompt.shape[0]
+    cur = prompt.repeat_interleave(beams, dim=0)
+    who = np.arange(cur.shape[0])
+    calls = [cur]
+    for s in range(steps):
+        perm = np.concatenate([g * beams + rng.permutation(beams) for g in range(groups)])
+        cur, who = cur[torch.from_numpy(perm)], who[perm]
+        tok = torch.tensor([row_seqs[w][s] for w in who]).unsqueeze(1)
+        cur = torch.cat([cur, tok], dim=1)
+        calls.append(cur)
+    return calls
+
+
+def widest_prefix(trie: TokenTrie) -> list[int]:
+    """Token path from the root to the node with the most children."""
+    parents = trie.keys // trie.vocab_size
+    node = int(np.bincount(parents).argmax())
+    path = []
+    while node != TokenTrie.ROOT:
+        path.append(int(trie.keys[node - 1] % trie.vocab_size))
+        node = int(parents[node - 1])
+    return path[::-1]
+
+
+def position_rows(
+    seqs: list[list[int]], trie: TokenTrie, rows: int, seed: int
+) -> dict[str, tuple[int, list[list[int]]]]:
+    """For each measured position: (span tokens already generated, one span sequence per row)."""
+    rng = np.random.default_rng(seed)
+    sample = [seqs[i] for i in rng.choice(len(seqs), size=min(len(seqs), 200_000), replace=False)]
+    wide = widest_prefix(trie)
+    under = [s for s in sample if s[: len(wide)] == wide and len(s) > len(wide)] or [
+        s for s in seqs if s[: len(wide)] == wide and len(s) > len(wide)
+    ]
+    mid_depth = 3
+    deep = [s for s in sample if len(s) > mid_depth + 1]
+    pick = lambda pool: [pool[i] for i in rng.integers(0, len(pool), size=rows)]  # noqa: E731
+    return {"root": (0, pick(sample)), "widest": (len(wide), pick(under)), "mid": (mid_depth, pick(deep))}
+
+
+def allowed_sets(out: torch.Tensor) -> list[tuple[int, ...]]:
+    return [tuple(torch.isfinite(r).nonzero().flatten().tolist()) for r in out]
+
+
+def measure_steps(
+    trie: TokenTrie,
+    trigger: list[int],
+    seqs: list[list[int]],
+    genre: NestedDictTrie | None,
+    prompt: torch.Tensor,
+    eos: int,
+    beams: int,
+    repeats: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Per-call cost at the root, the widest node and mid-identifier: floors, SSID processor, GENRE reference."""
+    rows = prompt.shape[0] * beams
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.randn(rows, MODEL_VOCAB, generator=gen)
+    all_rows = torch.ones(rows, 1, dtype=torch.bool)
+    results: dict[str, Any] = {}
+    for position, (depth, row_seqs) in position_rows(seqs, trie, rows, seed).items():
+        full = [trigger + s for s in row_seqs]
+        calls = beam_calls(prompt, full, beams, len(trigger) + depth, seed)
+        warm = SSIDConstrainedLogitsProcessor(trie, num_beams=beams, eos_token_id=eos, trigger=trigger)
+        for ids in calls[:-1]:
+            warm(ids, scores)
+        last = calls[-1]
+
+        def ssid(w=warm, last=last):
+            return copy.copy(w)(last, scores)  # a snapshot that has seen the previous steps
+
+        fresh = SSIDConstrainedLogitsProcessor(trie, num_beams=beams, eos_token_id=eos, trigger=trigger)
+        for ids in calls:
+            reference = fresh(ids, scores)
+        if not bool((fresh.phase == SPAN).all()):
+            raise RuntimeError(f"{position}: not every row is inside the identifier span at the measured step")
+        fixed = copy.copy(warm)
+        fixed._fixed_width = True  # the accelerator path, run on CPU: must agree exactly
+        if not torch.equal(fixed(last, scores), reference):
+            raise RuntimeError(f"{position}: the fixed-width (accelerator) path disagrees with the CPU path")
+        variants = {
+            "floor_clone": lambda: scores.clone(),
+            "floor_masked_fill": lambda: scores.masked_fill(all_rows, float("-inf")),
+            "floor_full": lambda: torch.full_like(scores, float("-inf")),
+            "ssid": ssid,
+        }
+        ssid_sets = allowed_sets(reference)
+        if genre is not None:
+            ref_proc = genre_processor(genre, prompt.shape[1], beams, eos)
+            if allowed_sets(ref_proc(last, scores)) != ssid_sets:
+                raise RuntimeError(f"{position}: SSID processor and GENRE reference allow different tokens")
+            variants["genre"] = lambda p=ref_proc, last=last: p(last, scores)
+        samples = interleaved(variants, repeats)
+        if not torch.equal(ssid(), reference):
+            raise RuntimeError(f"{position}: the snapshot processor's output drifted from a freshly warmed one")
+        results[position] = {
+            "depth": depth,
+            "fanout_max": max(map(len, ssid_sets)),
+            "fanout_mean": float(np.mean([len(s) for s in ssid_sets])),
+            **{name: summary(s) for name, s in samples.items()},
+        }
+    return results
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+def tiny_qwen2(seed: int):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(
+        vocab_size=MODEL_VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+    )
+    model = Qwen2ForCausalLM(cfg).eval()
+    with torch.no_grad():
+        model.model.embed_tokens.weight.normal_(0, 2.0)  # peaked logits: the constraint changes the choice
+    return model
+
+
+def measure_e2e(
+    model, trie: TokenTrie, trigger: list[int], prompt, attention, eos, pad, beams, new_tokens, repeats, mode
+):
+    """Wall time of constrained vs unconstrained beam search generating the same number of tokens.
+
+    ``mode="no-eos"``: neither run stops at EOS (the processor still uses ``eos`` for dead ends), so both
+    generate exactly ``new_tokens`` with nothing else in the processor list; ``"min-new-tokens"``: both
+    stop at EOS but ``min_new_tokens = max_new_tokens``.
+    """
+    common = {
+        "input_ids": prompt,
+        "attention_mask": attention,
+        "num_beams": beams,
+        "num_return_sequences": beams,
+        "do_sample": False,
+        "max_new_tokens": new_tokens,
+        "pad_token_id": pad,
+    }
+    if mode == "min-new-tokens":
+        common.update(min_new_tokens=new_tokens, eos_token_id=eos)
+    else:
+        model.generation_config.eos_token_id = None
+        common.update(eos_token_id=None)
+    from transformers import LogitsProcessorList
+
+    def constrained():
+        proc = SSIDConstrainedLogitsProcessor(trie, num_beams=beams, eos_token_id=eos, trigger=trigger)
+        with torch.inference_mode():
+            return model.generate(**common, logits_processor=LogitsProcessorList([proc]))
+
+    def unconstrained():
+        with torch.inference_mode():
+            return model.generate(**common)
+
+    out_c, out_u = constrained(), unconstrained()  # warm-up, and the outputs checked below
+    width = prompt.shape[1]
+    if out_c.shape != out_u.shape or out_c.shape[1] != width + new_tokens:
+        raise RuntimeError(f"unequal work: constrained {tuple(out_c.shape)} vs unconstrained {tuple(out_u.shape)}")
+    valid = 0
+    for row in out_c[:, width:].tolist():
+        if row[: len(trigger)] != trigger:
+            raise RuntimeError(f"constrained output does not open with the trigger: {row}")
+        node = TokenTrie.ROOT
+        for tok in row[len(trigger) :]:
+            node = trie.child(node, tok)
+            if node < 0:
+                raise RuntimeError(f"constrained output left the trie: {row}")
+            if trie.is_leaf(node):
+                valid += 1
+                break
+    samples = interleaved({"constrained": constrained, "unconstrained": unconstrained}, repeats)
+    c, u = samples["constrained"], samples["unconstrained"]
+    return {
+        "new_tokens": new_tokens,
+        "mode": mode,
+        "rows": int(out_c.shape[0]),
+        "complete_identifiers": valid,
+        "constrained_s": summary(c),
+        "unconstrained_s": summary(u),
+        "ratio_of_medians": summary(c)["median"] / summary(u)["median"],
+        "median_paired_ratio": float(np.median(np.array(c) / np.array(u))),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- driver
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/RESULTS.md"), help="Markdown results file")
+    p.add_argument("--json", type=Path, default=None, help="raw results (default: results.json beside --out)")
+    p.add_argument("--plot", type=Path, default=None, help="PNG plot (default: scaling.png beside --out)")
+    p.add_argument("--quick", action="store_true", help="short run: 10k and 100k identifiers, fewer repeats")
+    p.add_argument("--sizes", type=int, nargs="+", help="identifier counts (overrides the preset)")
+    p.add_argument("--repeats", type=int, help="timed repeats per step variant")
+    p.add_argument("--build-repeats", type=int, help="repeats of trie construction (tokenisation: 1 run >= 1M)")
+    p.add_argument("--e2e-repeats", type=int, help="timed generate calls per variant")
+    p.add_argument(
+        "--e2e-sizes", type=int, nargs="*", help="sizes with the end-to-end run (default: smallest, 1M, largest)"
+    )
+    p.add_argument("--genre-max", type=int, default=1_000_000, help="largest size with the nested-dict reference")
+    p.add_argument("--new-tokens", type=int, default=16, help="tokens generated per generate call")
+    p.add_argument("--groups", type=int, default=8, help="inputs per batch")
+    p.add_argument("--beams", type=int, default=10, help="beams per input")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, the core count)")
+    p.add_argument(
+        "--tokenizers-parallelism",
+        choices=["true", "false"],
+        help="set TOKENIZERS_PARALLELISM for the tokenisation (default: as the environment has it)",
+    )
+    p.add_argument(
+        "--e2e-mode",
+        choices=["no-eos", "min-new-tokens"],
+        default="no-eos",
+        help="how both generate runs are made to produce exactly --new-tokens tokens: no EOS stop (default), or\n"
+        "min_new_tokens = max_new_tokens (adds transformers' MinNewTokensLength processor to both runs)",
+    )
+    return p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    preset = QUICK if args.quick else FULL
+    sizes = sorted(args.sizes or preset["sizes"])
+    repeats = args.repeats or preset["repeats"]
+    build_repeats = args.build_repeats or preset["build_repeats"]
+    e2e_repeats = args.e2e_repeats or preset["e2e_repeats"]
+    default_e2e = {sizes[0], sizes[-1], *(n for n in sizes if n == 1_000_000)}
+    e2e_sizes = set(default_e2e if args.e2e_sizes is None else args.e2e_sizes)
+    if args.tokenizers_parallelism:
+        os.environ["TOKENIZERS_PARALLELISM"] = args.tokenizers_parallelism
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    report: dict[str, Any] = {
+        "date": now_utc(),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": machine_description(),
+        "load_start": load_average(),
+        "config": {
+            "sizes": sizes,
+            "repeats": repeats,
+            "build_repeats": build_repeats,
+            "e2e_repeats": e2e_repeats,
+            "e2e_sizes": sorted(e2e_sizes),
+            "genre_max": args.genre_max,
+            "rows": args.groups * args.beams,
+            "groups": args.groups,
+            "beams": args.beams,
+            "vocab": MODEL_VOCAB,
+            "new_tokens": args.new_tokens,
+            "e2e_mode": args.e2e_mode,
+            "seed": args.seed,
+        },
+        "sizes": [],
+    }
+    tokenizer = load_tokenizer()
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    prompt, attention = caption_prompts(tokenizer, args.groups)
+    log(f"generating {sizes[-1]:,} identifiers ...")
+    gen_s, identifiers = timed(lambda: make_identifiers(sizes[-1], seed=args.seed))
+    report["identifier_generation_s"] = gen_s
+    report["examples"] = identifiers[:8]
+    model = tiny_qwen2(args.seed) if e2e_sizes else None
+    for n in sizes:
+        log(f"[{n:,}] tokenise + build (load {load_average()})")
+        entry: dict[str, Any] = {"n": n, "load": load_average()}
+        tok_repeats = build_repeats if n < 1_000_000 else 1
+        b = measure_build(tokenizer, identifiers[:n], eos, build_repeats, tok_repeats)
+        trie, seqs, trigger = b.pop("trie"), b.pop("seqs"), b.pop("trigger")
+        entry["build"] = {k: v for k, v in b.items() if k != "rss0"}
+        entry["memory"] = measure_memory(trie, n)
+        if n == sizes[0]:
+            check_public_build(tokenizer, identifiers[:n], eos, trie)
+        log(f"[{n:,}] {entry['memory']['trie_bytes_per_id']:.1f} B/id, building reference (n <= {args.genre_max:,})")
+        genre = None
+        if n <= args.genre_max:
+            genre, entry["genre_build"] = measure_genre_build([trigger + s for s in seqs], n)
+        log(f"[{n:,}] step costs, {repeats} repeats (load {load_average()})")
+        entry["steps"] = measure_steps(trie, trigger, seqs, genre, prompt, eos, args.beams, repeats, args.seed)
+        del genre, seqs
+        release_memory()
+        if n in e2e_sizes:
+            log(f"[{n:,}] generate, constrained vs unconstrained (load {load_average()})")
+            entry["e2e"] = measure_e2e(
+                model,
+                trie,
+                trigger,
+                prompt,
+                attention,
+                eos,
+                pad,
+                args.beams,
+                args.new_tokens,
+                e2e_repeats,
+                args.e2e_mode,
+            )
+        release_memory()
+        # Process RSS with only the trie left of this size's build (tokenisation temporaries, the reference
+        # trie and step tensors freed). Includes allocator fragmentation, so it is an upper bound.
+        entry["memory"]["rss_retained_bytes_per_id"] = (rss_bytes() - b["rss0"]) / n
+        del trie
+        release_memory()
+        entry["load_end"] = load_average()
+        report["sizes"].append(entry)
+    report["load_end"] = load_average()
+    report["runtime_s"] = time.perf_counter() - started
+    return report
+
+
+def log(msg: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    report = run(args)
+    out = args.out
+    json_path = args.json or out.with_name("results.json")
+    plot_path = args.plot or out.with_name("scaling.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(report, indent=1) + "\n")
+    write_plot(report, plot_path)
+    write_results_md(report, out, json_path, plot_path)
+    log(f"wrote {out}, {json_path}, {plot_path} in {report['runtime_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
