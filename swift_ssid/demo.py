@@ -50,7 +50,7 @@ def demo_sft_flags(steps: int) -> list[str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_out", help="work folder (re-running resumes finished stages)")
     parser.add_argument("--family", choices=sorted(TEMPLATES), default="qwen2_5_vl", help="tiny model family")
-    parser.add_argument("--steps", type=int, default=120, help="swift sft steps (default 120)")
+    parser.add_argument("--steps", type=int, default=80, help="swift sft steps (default 80)")
     parser.add_argument("--k", type=int, default=10, help="beams per query (the collection has 12 images)")
 
 
