@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,23 @@ def measure_build(tokenizer, identifiers: list[str], eos: int, build_repeats: in
     }
 
 
+def tokenizer_floor(tokenizer, identifiers: list[str], repeats: int) -> dict[str, Any]:
+    """Seconds per identifier of the Rust tokenizer alone on the same texts (no offsets handling, no trie work):
+    what ``identifier_token_sequences`` cannot go below with this tokenizer."""
+    texts = [PREFIX + i + "\nreason:" for i in identifiers]
+    backend = tokenizer.backend_tokenizer
+    samples = [timed(lambda: backend.encode_batch(texts, add_special_tokens=False))[0] for _ in range(repeats)]
+    pretok = backend.pre_tokenizer
+    sub = texts[: min(len(texts), 20_000)]
+    regex_s = timed(lambda: [pretok.pre_tokenize_str(t) for t in sub])[0]
+    return {
+        "n": len(texts),
+        "encode_batch_s": summary(samples),
+        "per_id_us": summary(samples)["median"] / len(texts) * 1e6,
+        "pre_tokenize_per_id_us": regex_s / len(sub) * 1e6,
+    }
+
+
 def measure_memory(trie: TokenTrie, n: int) -> dict[str, Any]:
     """Trie array bytes, and the RSS delta of loading the saved trie (what a serving process holds)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -210,26 +228,30 @@ def allowed_sets(out: torch.Tensor) -> list[tuple[int, ...]]:
     return [tuple(torch.isfinite(r).nonzero().flatten().tolist()) for r in out]
 
 
-def measure_steps(
+def prepare_steps(
     trie: TokenTrie,
     trigger: list[int],
     seqs: list[list[int]],
     genre: NestedDictTrie | None,
     prompt: torch.Tensor,
+    scores: torch.Tensor,
     eos: int,
     beams: int,
-    repeats: int,
     seed: int,
-) -> dict[str, Any]:
-    """Per-call cost at the root, the widest node and mid-identifier: floors, SSID processor, GENRE reference."""
-    rows = prompt.shape[0] * beams
-    gen = torch.Generator().manual_seed(seed)
-    scores = torch.randn(rows, MODEL_VOCAB, generator=gen)
+) -> tuple[dict[str, dict[str, Any]], dict[tuple[str, str], Callable[[], Any]], list[Callable[[], None]]]:
+    """Set up the step at the root, the widest node and mid-identifier, and check every variant's output.
+
+    Returns:
+        per-position metadata, the timed variants keyed ``(position, variant)`` (floors, SSID processor,
+        GENRE reference), and checks to run after timing (the snapshot processor did not drift).
+    """
+    rows = scores.shape[0]
     all_rows = torch.ones(rows, 1, dtype=torch.bool)
-    results: dict[str, Any] = {}
+    meta: dict[str, dict[str, Any]] = {}
+    variants: dict[tuple[str, str], Callable[[], Any]] = {}
+    after: list[Callable[[], None]] = []
     for position, (depth, row_seqs) in position_rows(seqs, trie, rows, seed).items():
-        full = [trigger + s for s in row_seqs]
-        calls = beam_calls(prompt, full, beams, len(trigger) + depth, seed)
+        calls = beam_calls(prompt, [trigger + s for s in row_seqs], beams, len(trigger) + depth, seed)
         warm = SSIDConstrainedLogitsProcessor(trie, num_beams=beams, eos_token_id=eos, trigger=trigger)
         for ids in calls[:-1]:
             warm(ids, scores)
@@ -247,28 +269,28 @@ def measure_steps(
         fixed._fixed_width = True  # the accelerator path, run on CPU: must agree exactly
         if not torch.equal(fixed(last, scores), reference):
             raise RuntimeError(f"{position}: the fixed-width (accelerator) path disagrees with the CPU path")
-        variants = {
-            "floor_clone": lambda: scores.clone(),
-            "floor_masked_fill": lambda: scores.masked_fill(all_rows, float("-inf")),
-            "floor_full": lambda: torch.full_like(scores, float("-inf")),
-            "ssid": ssid,
-        }
         ssid_sets = allowed_sets(reference)
+        variants[(position, "floor_clone")] = lambda: scores.clone()
+        variants[(position, "floor_masked_fill")] = lambda: scores.masked_fill(all_rows, float("-inf"))
+        variants[(position, "floor_full")] = lambda: torch.full_like(scores, float("-inf"))
+        variants[(position, "ssid")] = ssid
         if genre is not None:
             ref_proc = genre_processor(genre, prompt.shape[1], beams, eos)
             if allowed_sets(ref_proc(last, scores)) != ssid_sets:
                 raise RuntimeError(f"{position}: SSID processor and GENRE reference allow different tokens")
-            variants["genre"] = lambda p=ref_proc, last=last: p(last, scores)
-        samples = interleaved(variants, repeats)
-        if not torch.equal(ssid(), reference):
-            raise RuntimeError(f"{position}: the snapshot processor's output drifted from a freshly warmed one")
-        results[position] = {
+            variants[(position, "genre")] = lambda p=ref_proc, last=last: p(last, scores)
+
+        def check(ssid=ssid, reference=reference, position=position):
+            if not torch.equal(ssid(), reference):
+                raise RuntimeError(f"{position}: the snapshot processor's output drifted from a freshly warmed one")
+
+        after.append(check)
+        meta[position] = {
             "depth": depth,
             "fanout_max": max(map(len, ssid_sets)),
-            "fanout_mean": float(np.mean([len(s) for s in ssid_sets])),
-            **{name: summary(s) for name, s in samples.items()},
+            "fanout_mean": float(np.mean([len(x) for x in ssid_sets])),
         }
-    return results
+    return meta, variants, after
 
 
 # ---------------------------------------------------------------------------------------------- end to end
@@ -292,10 +314,8 @@ def tiny_qwen2(seed: int):
     return model
 
 
-def measure_e2e(
-    model, trie: TokenTrie, trigger: list[int], prompt, attention, eos, pad, beams, new_tokens, repeats, mode
-):
-    """Wall time of constrained vs unconstrained beam search generating the same number of tokens.
+def e2e_generate_kwargs(prompt, attention, pad, eos, beams, new_tokens, mode) -> dict[str, Any]:
+    """``generate`` arguments shared by the constrained and unconstrained runs.
 
     ``mode="no-eos"``: neither run stops at EOS (the processor still uses ``eos`` for dead ends), so both
     generate exactly ``new_tokens`` with nothing else in the processor list; ``"min-new-tokens"``: both
@@ -313,25 +333,14 @@ def measure_e2e(
     if mode == "min-new-tokens":
         common.update(min_new_tokens=new_tokens, eos_token_id=eos)
     else:
-        model.generation_config.eos_token_id = None
         common.update(eos_token_id=None)
-    from transformers import LogitsProcessorList
+    return common
 
-    def constrained():
-        proc = SSIDConstrainedLogitsProcessor(trie, num_beams=beams, eos_token_id=eos, trigger=trigger)
-        with torch.inference_mode():
-            return model.generate(**common, logits_processor=LogitsProcessorList([proc]))
 
-    def unconstrained():
-        with torch.inference_mode():
-            return model.generate(**common)
-
-    out_c, out_u = constrained(), unconstrained()  # warm-up, and the outputs checked below
-    width = prompt.shape[1]
-    if out_c.shape != out_u.shape or out_c.shape[1] != width + new_tokens:
-        raise RuntimeError(f"unequal work: constrained {tuple(out_c.shape)} vs unconstrained {tuple(out_u.shape)}")
-    valid = 0
-    for row in out_c[:, width:].tolist():
+def check_constrained_output(out: torch.Tensor, width: int, trie: TokenTrie, trigger: list[int]) -> int:
+    """Raise unless every row opens with the trigger and stays in the trie; return how many close an identifier."""
+    complete = 0
+    for row in out[:, width:].tolist():
         if row[: len(trigger)] != trigger:
             raise RuntimeError(f"constrained output does not open with the trigger: {row}")
         node = TokenTrie.ROOT
@@ -340,20 +349,54 @@ def measure_e2e(
             if node < 0:
                 raise RuntimeError(f"constrained output left the trie: {row}")
             if trie.is_leaf(node):
-                valid += 1
+                complete += 1
                 break
-    samples = interleaved({"constrained": constrained, "unconstrained": unconstrained}, repeats)
-    c, u = samples["constrained"], samples["unconstrained"]
-    return {
-        "new_tokens": new_tokens,
-        "mode": mode,
-        "rows": int(out_c.shape[0]),
-        "complete_identifiers": valid,
-        "constrained_s": summary(c),
-        "unconstrained_s": summary(u),
-        "ratio_of_medians": summary(c)["median"] / summary(u)["median"],
-        "median_paired_ratio": float(np.median(np.array(c) / np.array(u))),
-    }
+    return complete
+
+
+def measure_e2e(model, tries: dict[int, TokenTrie], trigger, common, eos, beams, repeats) -> dict[int, dict[str, Any]]:
+    """Constrained beam search at each size and unconstrained beam search, all interleaved round by round."""
+    from transformers import LogitsProcessorList
+
+    if common["eos_token_id"] is None:
+        model.generation_config.eos_token_id = None
+
+    def unconstrained():
+        with torch.inference_mode():
+            return model.generate(**common)
+
+    def constrained(trie):
+        proc = SSIDConstrainedLogitsProcessor(trie, num_beams=beams, eos_token_id=eos, trigger=trigger)
+        with torch.inference_mode():
+            return model.generate(**common, logits_processor=LogitsProcessorList([proc]))
+
+    width = common["input_ids"].shape[1]
+    out_u = unconstrained()  # warm-up; its shape is the equal-work reference
+    if out_u.shape[1] != width + common["max_new_tokens"]:
+        raise RuntimeError(f"unconstrained run stopped early: {tuple(out_u.shape)}")
+    complete = {}
+    for n, trie in tries.items():
+        out_c = constrained(trie)
+        if out_c.shape != out_u.shape:
+            raise RuntimeError(f"unequal work: constrained {tuple(out_c.shape)} vs unconstrained {tuple(out_u.shape)}")
+        complete[n] = check_constrained_output(out_c, width, trie, trigger)
+    variants = {("e2e", "unconstrained"): unconstrained}
+    variants.update({("e2e", n): (lambda t=trie: constrained(t)) for n, trie in tries.items()})
+    samples = interleaved(variants, repeats)
+    u = np.array(samples[("e2e", "unconstrained")])
+    results = {}
+    for n in tries:
+        c = np.array(samples[("e2e", n)])
+        results[n] = {
+            "new_tokens": common["max_new_tokens"],
+            "rows": int(out_u.shape[0]),
+            "complete_identifiers": complete[n],
+            "constrained_s": summary(c.tolist()),
+            "unconstrained_s": summary(u.tolist()),
+            "ratio_of_medians": float(np.median(c) / np.median(u)),
+            "median_paired_ratio": float(np.median(c / u)),
+        }
+    return results
 
 
 # ---------------------------------------------------------------------------------------------- driver
@@ -434,7 +477,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     gen_s, identifiers = timed(lambda: make_identifiers(sizes[-1], seed=args.seed))
     report["identifier_generation_s"] = gen_s
     report["examples"] = identifiers[:8]
-    model = tiny_qwen2(args.seed) if e2e_sizes else None
+    log("tokenizer floor (Rust encode_batch alone) ...")
+    report["tokenizer_floor"] = tokenizer_floor(tokenizer, identifiers[: min(sizes[-1], 100_000)], build_repeats)
+    gen = torch.Generator().manual_seed(args.seed)
+    scores = torch.randn(args.groups * args.beams, MODEL_VOCAB, generator=gen)
+    step_variants: dict[tuple, Callable[[], Any]] = {}
+    checks: list[Callable[[], None]] = []
+    e2e_tries: dict[int, TokenTrie] = {}
+    entries: dict[int, dict[str, Any]] = {}
     for n in sizes:
         log(f"[{n:,}] tokenise + build (load {load_average()})")
         entry: dict[str, Any] = {"n": n, "load": load_average()}
@@ -445,37 +495,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         entry["memory"] = measure_memory(trie, n)
         if n == sizes[0]:
             check_public_build(tokenizer, identifiers[:n], eos, trie)
-        log(f"[{n:,}] {entry['memory']['trie_bytes_per_id']:.1f} B/id, building reference (n <= {args.genre_max:,})")
+        log(f"[{n:,}] {entry['memory']['trie_bytes_per_id']:.1f} B/id; reference trie (n <= {args.genre_max:,})")
         genre = None
         if n <= args.genre_max:
             genre, entry["genre_build"] = measure_genre_build([trigger + s for s in seqs], n)
-        log(f"[{n:,}] step costs, {repeats} repeats (load {load_average()})")
-        entry["steps"] = measure_steps(trie, trigger, seqs, genre, prompt, eos, args.beams, repeats, args.seed)
-        del genre, seqs
-        release_memory()
+        meta, variants, after = prepare_steps(trie, trigger, seqs, genre, prompt, scores, eos, args.beams, args.seed)
+        entry["steps"] = meta
+        step_variants.update({(n, *key): fn for key, fn in variants.items()})
+        checks += after
         if n in e2e_sizes:
-            log(f"[{n:,}] generate, constrained vs unconstrained (load {load_average()})")
-            entry["e2e"] = measure_e2e(
-                model,
-                trie,
-                trigger,
-                prompt,
-                attention,
-                eos,
-                pad,
-                args.beams,
-                args.new_tokens,
-                e2e_repeats,
-                args.e2e_mode,
-            )
+            e2e_tries[n] = trie
+        del seqs, genre, trie
         release_memory()
-        # Process RSS with only the trie left of this size's build (tokenisation temporaries, the reference
-        # trie and step tensors freed). Includes allocator fragmentation, so it is an upper bound.
-        entry["memory"]["rss_retained_bytes_per_id"] = (rss_bytes() - b["rss0"]) / n
-        del trie
-        release_memory()
-        entry["load_end"] = load_average()
-        report["sizes"].append(entry)
+        entries[n] = entry
+    log(f"step costs: {len(step_variants)} variants x {repeats} interleaved rounds (load {load_average()})")
+    report["load_steps_start"] = load_average()
+    samples = interleaved(step_variants, repeats)
+    report["load_steps_end"] = load_average()
+    for check in checks:
+        check()
+    for (n, position, variant), values in samples.items():
+        entries[n]["steps"][position][variant] = summary(values)
+    if e2e_tries:
+        log(
+            f"generate: unconstrained + constrained at {sorted(e2e_tries)}, {e2e_repeats} rounds "
+            f"(load {load_average()})"
+        )
+        report["load_e2e_start"] = load_average()
+        common = e2e_generate_kwargs(prompt, attention, pad, eos, args.beams, args.new_tokens, args.e2e_mode)
+        for n, e2e in measure_e2e(
+            tiny_qwen2(args.seed), e2e_tries, trigger, common, eos, args.beams, e2e_repeats
+        ).items():
+            entries[n]["e2e"] = e2e
+        report["load_e2e_end"] = load_average()
+    report["sizes"] = [entries[n] for n in sizes]
     report["load_end"] = load_average()
     report["runtime_s"] = time.perf_counter() - started
     return report

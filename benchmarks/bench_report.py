@@ -40,8 +40,10 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     total = build + at["build"]["tokenise_s"]["median"] + at["build"]["fingerprint_s"]
     rows.append(("tokenisation + construction", f"{total:.1f} s", "<= 60 s", total <= 60))
     if "e2e" in at:
-        ratio = at["e2e"]["ratio_of_medians"]
-        rows.append(("constrained / unconstrained beam search", f"{ratio:.2f}x", "<= 1.2x", ratio <= 1.2))
+        e = at["e2e"]
+        ratio = e["ratio_of_medians"]
+        shown = f"{ratio:.2f}x (paired {e['median_paired_ratio']:.2f}x)"
+        rows.append(("constrained / unconstrained beam search", shown, "<= 1.2x", ratio <= 1.2))
     return [{"what": w, "measured": m, "target": t, "met": ok, "n": at["n"]} for w, m, t, ok in rows]
 
 
@@ -62,8 +64,10 @@ def write_results_md(report: dict[str, Any], out: Path, json_path: Path, plot_pa
         f"transparent hugepages `{m['transparent_hugepage']}`",
         f"- Python {m['python']}, torch {m['torch']} ({m['torch_threads']} threads), transformers {m['transformers']}, "
         f"tokenizers {m['tokenizers']} (TOKENIZERS_PARALLELISM={m['tokenizers_parallelism']}), numpy {m['numpy']}",
-        f"- Load average (1/5/15 min) at start {report['load_start']}, at end {report['load_end']}; per size below. "
-        "The machine is shared: compare numbers within this run, not across runs.",
+        f"- Load average (1/5/15 min): start {report['load_start']}, step timings "
+        f"{report.get('load_steps_start')} -> {report.get('load_steps_end')}, generate "
+        f"{report.get('load_e2e_start', '-')} -> {report.get('load_e2e_end', '-')}, end {report['load_end']}. "
+        "The machine is shared with other engineers' test runs: compare numbers within this run, not across runs.",
         f"- GPU: {'available' if m['cuda'] else 'none in this session'}. The processor's CUDA path (fixed-width "
         "gathers, no host-device sync per step) is not measured here.",
         "",
@@ -80,7 +84,8 @@ def write_results_md(report: dict[str, Any], out: Path, json_path: Path, plot_pa
         "permuted within each beam group before every step (beam reordering). Positions: **root** (first span "
         "step), **widest** (the node with the most children; Qwen2 merges `:` into the first word, so the widest "
         "node is not the root), **mid** (3 span tokens in). "
-        f"Medians of {cfg['repeats']} interleaved repeats.",
+        f"Medians of {cfg['repeats']} rounds; each round times every variant at every size and position, in a "
+        "rotating order, so drift in the machine's load hits all of them alike.",
         "- Floors: `scores.clone()` and `scores.masked_fill(rows_mask, -inf)`: a new copy of an "
         f"{cfg['rows']} x {cfg['vocab']:,} tensor, which any processor that does not modify `scores` in place pays.",
         "- GENRE-style reference (`benchmarks/bench_genre.py`): nested-dict trie walked from the root for every "
@@ -95,7 +100,9 @@ def write_results_md(report: dict[str, Any], out: Path, json_path: Path, plot_pa
         )
         + "; output lengths checked equal). Every constrained output is checked to open with the trigger and "
         "spell an identifier of the set. "
-        f"Medians of {cfg['e2e_repeats']} interleaved runs.",
+        f"Medians of {cfg['e2e_repeats']} rounds, each running the unconstrained search and the constrained one at "
+        "every size, in a rotating order; the paired ratio is the median over rounds of constrained / "
+        "unconstrained within a round.",
         "",
         "## Targets (at 1M identifiers)",
         "",
@@ -108,9 +115,9 @@ def write_results_md(report: dict[str, Any], out: Path, json_path: Path, plot_pa
         "",
         "## Build and memory",
         "",
-        "| identifiers | tokens/id | nodes/id | tokenise s | construct s | together s | trie B/id | RSS retained "
-        "B/id | RSS load B/id | peak RSS MB | nested-dict B/id | nested-dict build s | load |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| identifiers | tokens/id | nodes/id | tokenise s | construct s | together s | trie B/id | RSS load B/id "
+        "| peak RSS MB | nested-dict B/id | nested-dict build s | load at build |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for s in report["sizes"]:
         b, mem, g = s["build"], s["memory"], s.get("genre_build")
@@ -121,22 +128,34 @@ def write_results_md(report: dict[str, Any], out: Path, json_path: Path, plot_pa
         lines.append(
             f"| {s['n']:,} | {b['tokens_per_id']:.2f} | {mem['nodes_per_id']:.2f} | {tok:.2f} | {con:.2f} | "
             f"{tok + con + b['fingerprint_s']:.2f} | {mem['trie_bytes_per_id']:.1f} | "
-            f"{mem['rss_retained_bytes_per_id']:.1f} | {mem['rss_load_bytes_per_id']:.1f} | {peak} | "
+            f"{mem['rss_load_bytes_per_id']:.1f} | {peak} | "
             f"{g_mem} | {g_build} | {s['load']} |"
         )
     lines += [
         "",
         "`together` = tokenisation + construction + tokenizer fingerprint (what `build_identifier_trie` does). "
         "trie B/id: the trie's arrays (`TokenTrie.nbytes`). RSS load: RSS delta of `TokenTrie.load` of the saved "
-        "file, what a serving process holds. RSS retained: process RSS at the end of the size's measurements with "
-        "everything but the trie freed, minus before tokenising (includes allocator fragmentation: an upper "
-        "bound). Peak RSS: VmHWM during tokenisation and construction, minus before. nested-dict B/id: "
+        "file, what a serving process holds. Peak RSS: VmHWM during tokenisation and construction minus RSS "
+        "before (the token lists as Python lists dominate it). nested-dict B/id: "
         "`sys.getsizeof` of the reference's dicts and keys.",
+    ]
+    tf = report.get("tokenizer_floor")
+    if tf:
+        big = report["sizes"][-1]
+        ours = big["build"]["tokenise_s"]["median"] / big["n"] * 1e6
+        lines += [
+            "",
+            f"Tokenisation floor: the Rust tokenizer alone (`backend_tokenizer.encode_batch` on the same texts, "
+            f"{tf['n']:,} identifiers) takes {tf['per_id_us']:.1f} us per identifier, of which its pre-tokenizer "
+            f"regex alone is {tf['pre_tokenize_per_id_us']:.1f} us; `identifier_token_sequences` takes {ours:.1f} us "
+            f"per identifier at {big['n']:,}. Tokenisation is bounded by the tokenizer, not by the trie code.",
+        ]
+    lines += [
         "",
         "## Per-step cost (ms, median)",
         "",
-        "| identifiers | position | fan-out max / mean | clone floor | masked_fill floor | full_like | SSID processor "
-        "| SSID / floor | GENRE-style | GENRE / SSID | GENRE / floor |",
+        "| identifiers | position | fan-out max / mean | clone floor | masked_fill floor | full_like "
+        "| SSID processor | SSID / floor | GENRE-style | GENRE / SSID | GENRE / floor |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s in report["sizes"]:
@@ -173,10 +192,70 @@ def write_results_md(report: dict[str, Any], out: Path, json_path: Path, plot_pa
                 f"{e['complete_identifiers']}/{e['rows']} |"
             )
     lines += ["", f"![step cost and memory against identifier count]({plot_path.name})", ""]
-    notes = report.get("notes")
-    if notes:
-        lines += ["## Notes", "", *notes, ""]
+    lines += ["## What the numbers say", "", *analysis(report), ""]
     out.write_text("\n".join(lines))
+
+
+def analysis(report: dict[str, Any]) -> list[str]:
+    """Data-driven reading of the results: where the step time goes and which floors bound each target."""
+    sizes = report["sizes"]
+    at = next((s for s in sizes if s["n"] == TARGET_N), sizes[-1])
+    st = at["steps"]
+    out = []
+    extra = {p: (st[p]["ssid"]["median"] - st[p]["floor_full"]["median"]) * 1e3 for p in POSITIONS}
+    out.append(
+        f"- **Where a step goes** ({at['n']:,} identifiers): the processor's CPU path is one write-only `-inf` "
+        f"tensor (full_like: {_ms(st['mid']['floor_full'])} ms at mid) plus everything else (state update, "
+        "parent matching, trie lookups, copying the allowed entries): "
+        + ", ".join(f"{extra[p]:+.1f} ms at {p} (fan-out {st[p]['fanout_max']})" for p in POSITIONS)
+        + ". The new output tensor is the step; on this machine allocating and first touching 48 MB "
+        "(page faults) costs more than filling it."
+    )
+    if all("genre" in st[p] for p in POSITIONS):
+        ceiling = max(st[p]["genre"]["median"] / floor_s(st[p]) for p in POSITIONS)
+        out.append(
+            f"- **GENRE-style reference**: it builds a full `-inf` mask, adds it to the scores, takes a row max and "
+            f"a `where` (four passes over {report['config']['rows']} x {report['config']['vocab']:,}) plus a Python "
+            f"callback per row. Even a processor costing exactly the floor would be at most {ceiling:.1f}x faster "
+            f"here (GENRE / floor, best position), so the 10x target cannot be met on this CPU by any processor "
+            "that returns a new tensor; it is bounded by memory traffic, not by the trie."
+        )
+    small = sizes[0]
+    rel = [
+        (st[p]["ssid"]["median"] / floor_s(st[p])) / (small["steps"][p]["ssid"]["median"] / floor_s(small["steps"][p]))
+        for p in POSITIONS
+    ]
+    out.append(
+        f"- **Scaling**: relative to the floor measured in the same rounds, the step at {at['n']:,} is "
+        + ", ".join(f"{r:.2f}x" for r in rel)
+        + f" (root, widest, mid) the step at {small['n']:,}. What grows with the collection is the fan-out "
+        "(the allowed entries copied per row) and the binary searches over a larger key array (log n)."
+    )
+    if "e2e" in at:
+        e = at["e2e"]
+        per_u = e["unconstrained_s"]["median"] / e["new_tokens"] * 1e3
+        per_c = e["constrained_s"]["median"] / e["new_tokens"] * 1e3
+        out.append(
+            f"- **End to end**: unconstrained beam search costs {per_u:.0f} ms per generated token here (model, "
+            "log_softmax, beam top-k over 80 x 151,936); the constrained one "
+            f"{per_c:.0f} ms, i.e. {per_c - per_u:+.0f} ms per token against a processor step of about "
+            f"{st['mid']['ssid']['median'] * 1e3:.0f} ms measured alone."
+        )
+    tf = report.get("tokenizer_floor")
+    if tf:
+        out.append(
+            f"- **Tokenisation** is the tokenizer: its pre-tokenizer regex alone costs "
+            f"{tf['pre_tokenize_per_id_us']:.0f} us per identifier on this machine. Construction "
+            "(`TokenTrie.from_sequences`) is a few seconds per million identifiers."
+        )
+    big = sizes[-1]
+    out.append(
+        f"- **Memory**: {big['memory']['nodes_per_id']:.2f} trie nodes per identifier at {big['n']:,} (shared "
+        "prefixes), 8 bytes each (one int64 key: parent x vocab + token). A uint32 or path-compressed layout "
+        "could cut this further, but the target is met without it; the nested-dict reference needs "
+        "~1 KB per identifier."
+    )
+    return out
 
 
 def write_plot(report: dict[str, Any], path: Path) -> None:
@@ -204,7 +283,6 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
     ax1.legend(fontsize=7)
     ax2.plot(ns, [s["memory"]["trie_bytes_per_id"] for s in sizes], "o-", label="trie arrays")
     ax2.plot(ns, [s["memory"]["rss_load_bytes_per_id"] for s in sizes], "s-", label="RSS delta (load)")
-    ax2.plot(ns, [s["memory"]["rss_retained_bytes_per_id"] for s in sizes], "^-", label="RSS delta (after build)")
     gm = [(s["n"], s["genre_build"]["bytes_per_id"]) for s in sizes if "genre_build" in s]
     if gm:
         ax2.plot(*zip(*gm, strict=True), "x--", label="nested dicts (reference)")
