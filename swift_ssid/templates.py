@@ -351,6 +351,23 @@ class SSIDTemplateMixin:
         generate_kwargs["logits_processor"] = processors
         return generate_kwargs
 
+    def decode_generate_ids(self, generate_ids: list[int], **kwargs) -> Any:
+        """The parent's decoding, done separately up to and after the first line break (the identifier line's end).
+
+        A byte-fallback tokenizer (Llama / Vicuna: ``\\n`` is the byte token ``<0x0A>``) decodes a run of byte
+        tokens together and turns every byte of an invalid UTF-8 run into U+FFFD, so a line break followed by a
+        stray byte token came out as ``"��"``: the identifier line never ended and parsed as unknown.
+        """
+        settings = self.current_ssid_settings()
+        if not settings.enabled:
+            return super().decode_generate_ids(generate_ids, **kwargs)
+        ids = list(generate_ids)
+        cut = next((i + 1 for i, t in enumerate(ids) if "\n" in self.tokenizer.decode([t])), len(ids))
+        if cut == len(ids):
+            return super().decode_generate_ids(ids, **kwargs)
+        head = super().decode_generate_ids(ids[:cut], **kwargs)
+        return head + super().decode_generate_ids(ids[cut:], **{**kwargs, "first_token": False})
+
     def generate(self, model, *args, **kwargs):
         """The parent's ``generate``; under constrained beam search it also records the beam scores."""
         processors = kwargs.get("logits_processor") or []
