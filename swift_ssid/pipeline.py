@@ -1,13 +1,16 @@
 """The whole SSID method as one resumable sequence of real ``swift`` / ``swift-ssid`` commands.
 
-Stages (each a subprocess, each skipped when its output already exists, so a re-run resumes):
+Stages (each a subprocess, each skipped when its output already exists, so a re-run resumes; a skipped
+stage is marked ``"skipped": true`` in ``summary.json`` and keeps what its earlier run recorded):
 
-1. ``generate``   ``swift infer`` over ``ssid-generate`` rows (the paper's prompt per image)
+1. ``generate``   ``swift infer`` over ``ssid-generate`` rows (the paper's prompt per image); a killed run's
+                  partial results are kept and only the images without an answer are generated again
 2. ``index``      ``swift-ssid build-index`` on the raw results; if too few answers are usable (a tiny
                   random model), the labelled caption-derived fallback source builds the index instead
 3. ``train``      ``swift sft --dataset ssid-memorize ssid-retrieve`` (registered datasets, read from
                   ``SSID_COLLECTION`` / ``SSID_INDEX`` / ``SSID_PROTOCOL``)
-4. ``retrieve``   ``swift-ssid retrieve`` (top-K trie-constrained beam search) on the test captions
+4. ``retrieve``   ``swift-ssid retrieve`` (top-K trie-constrained beam search) on the test captions; resumes
+                  an unfinished run file, skipped when the same command already finished it
 5. ``evaluate``   ``swift-ssid evaluate`` and ``swift-ssid report`` (R@1/5/10, HTML report)
 
 Used by the offline demo (:mod:`swift_ssid.demo`) and the end-to-end tests; with a real model
@@ -27,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from swift_ssid.jsonl import write_json_atomic, write_jsonl_atomic
+from swift_ssid.jsonl import iter_jsonl, write_json_atomic, write_jsonl_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +119,7 @@ class Pipeline:
         self.work.mkdir(parents=True, exist_ok=True)
         self.logs = self.work / "logs"
         self.summary: dict = {"config": {k: str(v) for k, v in asdict(config).items()}, "stages": {}}
+        self._previous_stages = _previous_stages(self.work / "summary.json")
 
     # ------------------------------------------------------------------ helpers
     def _env(self, **extra: str) -> dict[str, str]:
@@ -128,7 +132,7 @@ class Pipeline:
     def _stage(self, name: str, outputs: Sequence[Path], fn) -> None:
         if all(p.exists() for p in outputs):
             logger.info("[%s] done before, skipping (%s)", name, ", ".join(map(str, outputs)))
-            self.summary["stages"].setdefault(name, {"skipped": True})
+            self._skipped(name)
             return
         logger.info("[%s] running", name)
         start = time.perf_counter()
@@ -136,6 +140,12 @@ class Pipeline:
         info["seconds"] = round(time.perf_counter() - start, 1)
         self.summary["stages"][name] = info
         logger.info("[%s] finished in %.1f s", name, info["seconds"])
+
+    def _skipped(self, name: str) -> None:
+        """Mark stage ``name`` skipped, keeping what its earlier run recorded (source, checkpoint, ...)."""
+        earlier = self.summary["stages"].get(name) or self._previous_stages.get(name) or {}
+        kept = {k: v for k, v in earlier.items() if k not in ("seconds", "skipped")}
+        self.summary["stages"][name] = {**kept, "skipped": True}
 
     def _swift(self, command: str, args: list[str], log: str, **env: str) -> float:
         cmd = [swift_executable(), command, "--custom_register_path", str(PLUGIN_FILE), *args]
@@ -162,16 +172,32 @@ class Pipeline:
         from swift_ssid.sources import load_collection
 
         raw = self.work / "generate" / "results.jsonl"
+        # swift infer appends to --result_path every `write_batch_size` rows, so a killed run leaves a partial file.
+        # It writes here and the stage renames it to `raw` only once every image has an answer; a re-run keeps the
+        # finished rows and asks only for the missing images.
+        partial = self.work / "generate" / "results.partial.jsonl"
 
         def run() -> dict:
             rows = generate_rows(load_collection(self.cfg.collection))
-            rows_path = self.work / "generate" / "rows.jsonl"
-            write_jsonl_atomic(rows_path, rows)
-            args = ["--model", self.cfg.model, *self.cfg.model_flags, "--template", self.cfg.template]
-            args += ["--val_dataset", str(rows_path), "--result_path", str(raw)]
-            args += ["--max_new_tokens", str(self.cfg.generate_max_new_tokens), "--temperature", "0"]
-            self._swift("infer", args, "1_generate.log")
-            return {"images": len(rows)}
+            done = _answered_images(partial)
+            todo = [row for row in rows if row["images"][0] not in done]
+            if done:
+                logger.info("%s: %d of %d images answered before; %d to go", partial, len(done), len(rows), len(todo))
+            if todo:
+                rows_path = self.work / "generate" / "rows.jsonl"
+                write_jsonl_atomic(rows_path, todo)
+                args = ["--model", self.cfg.model, *self.cfg.model_flags, "--template", self.cfg.template]
+                args += ["--val_dataset", str(rows_path), "--result_path", str(partial)]
+                args += ["--max_new_tokens", str(self.cfg.generate_max_new_tokens), "--temperature", "0"]
+                self._swift("infer", args, "1_generate.log")
+            missing = [row["images"][0] for row in rows if row["images"][0] not in _answered_images(partial)]
+            if missing:
+                raise StageError(
+                    f"swift infer left {len(missing)} of {len(rows)} images without an answer in {partial} "
+                    f"(first: {missing[0]}); see {self.logs / '1_generate.log'} and re-run to resume"
+                )
+            partial.replace(raw)
+            return {"images": len(rows), "answered_before": len(done & {row["images"][0] for row in rows})}
 
         self._stage("generate", [raw], run)
 
@@ -256,13 +282,27 @@ class Pipeline:
         dtype = _flag(self.cfg.model_flags, "--torch_dtype")
         if dtype:
             args += ["--torch-dtype", dtype]
-        # Always invoked: retrieve itself skips the queries already in the run file.
+        # Invoked unless an earlier call with the same command and SSID_* settings left every query in the run
+        # file (loading the model only to find nothing to do costs minutes for a 7B model); otherwise retrieve
+        # itself skips the queries already in the run file.
+        env = self._env()
+        stamp = {"args": args, "env": {k: v for k, v in sorted(env.items()) if k.startswith("SSID_")}}
+        stamp_file = self.work / "retrieve_done.json"
+        query_ids = [row["query_id"] for row in _read_rows(queries)]
+        if _read_json(stamp_file) == stamp and set(query_ids) <= {r.get("query_id") for r in _read_rows(run_file)}:
+            logger.info("[retrieve] done before, skipping (%s holds all %d queries)", run_file, len(query_ids))
+            self._skipped("retrieve")
+            return
+        stamp_file.unlink(missing_ok=True)
         start = time.perf_counter()
         self._ssid(args, "4_retrieve.log")
-        self.summary["stages"]["retrieve"] = {"seconds": round(time.perf_counter() - start, 1)}
+        write_json_atomic(stamp_file, stamp)
+        seconds = round(time.perf_counter() - start, 1)
+        self.summary["stages"]["retrieve"] = {"queries": len(query_ids), "seconds": seconds}
 
     def evaluate(self) -> dict:
         """Stage 5: R@1/5/10 (``swift-ssid evaluate``) and the HTML report (``swift-ssid report``)."""
+        start = time.perf_counter()
         run_file, metrics_file = self.work / "run.jsonl", self.work / "metrics.json"
         self._ssid(["evaluate", str(run_file), "--json", str(metrics_file)], "5_evaluate.log")
         report = self.work / "report.html"
@@ -274,6 +314,7 @@ class Pipeline:
         metrics = json.loads(metrics_file.read_text())
         self.summary["metrics"] = metrics
         self.summary["report"] = str(report)
+        self.summary["stages"]["evaluate"] = {"seconds": round(time.perf_counter() - start, 1)}
         return metrics
 
     def run_all(self) -> dict:
@@ -294,3 +335,51 @@ def _flag(flags: Sequence[str], name: str) -> str | None:
     """The value following ``name`` in a flat flag list, or None."""
     flags = list(flags)
     return flags[flags.index(name) + 1] if name in flags and flags.index(name) + 1 < len(flags) else None
+
+
+def _read_rows(path: Path) -> list[dict]:
+    """The readable rows of a JSON Lines file (none when it is missing); broken lines are left out."""
+    if not path.is_file():
+        return []
+    return [row for _, row, error in iter_jsonl(path) if error is None]
+
+
+def _read_json(path: Path) -> object:
+    """The JSON value in ``path``, or None when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _previous_stages(summary_path: Path) -> dict:
+    """The ``stages`` of an earlier run's summary, or ``{}``."""
+    previous = _read_json(summary_path)
+    stages = previous.get("stages") if isinstance(previous, dict) else None
+    return stages if isinstance(stages, dict) else {}
+
+
+def _answered_images(results: Path) -> set[str]:
+    """Images that have a result row in a (possibly partial) ``swift infer`` result file.
+
+    A killed writer can leave a broken last line; the file is rewritten without it, since ``swift infer``
+    appends the next rows right after it.
+    """
+    if not results.is_file():
+        return set()
+    rows, broken = [], 0
+    for _, row, error in iter_jsonl(results):
+        if error is None and isinstance(row.get("response"), str) and isinstance(row.get("images"), list):
+            rows.append(row)
+        else:
+            broken += 1
+    if broken:
+        logger.warning("%s: dropping %d broken line(s) before resuming", results, broken)
+        write_jsonl_atomic(results, rows)
+    images = set()
+    for row in rows:
+        first = row["images"][0] if row["images"] else None
+        path = first.get("path") if isinstance(first, dict) else first
+        if isinstance(path, str):
+            images.add(path)
+    return images
