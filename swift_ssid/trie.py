@@ -24,6 +24,8 @@ for a whole batch of beams at once (numpy here, torch in :mod:`swift_ssid.constr
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import itertools
 import json
@@ -348,6 +350,37 @@ def identifier_token_sequences(
     prefix_ids = list(tokenizer(prefix, add_special_tokens=False)["input_ids"])
     if not prefix_ids:
         raise ValueError(f"prefix {prefix!r} tokenises to nothing")
+    with _gc_paused():
+        return _token_sequences(
+            tokenizer, identifiers, prefix, prefix_ids, end, line_end, continuation, batch_size, eos_token_id
+        )
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: building millions of small lists otherwise triggers collections
+    that traverse every live container (the lists are acyclic; reference counting still frees them)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _token_sequences(
+    tokenizer: Any,
+    identifiers: Sequence[str],
+    prefix: str,
+    prefix_ids: list[int],
+    end: End,
+    line_end: str,
+    continuation: str,
+    batch_size: int,
+    eos_token_id: int | None,
+) -> tuple[tuple[int, ...], list[list[int]]]:
+    """The loop of :func:`identifier_token_sequences` (arguments already validated)."""
     suffix = line_end + continuation if end == "newline" else ""
     eos_tail = [int(eos_token_id)] if end == "eos" else []
     trigger_len = len(prefix_ids)
