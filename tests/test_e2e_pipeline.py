@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from e2e_helpers import TINY_MODEL_ENV, read_jsonl, swift, write_jsonl
 
 from swift_ssid.caption_identifiers import SOURCE_LABEL, caption_identifier
 from swift_ssid.datasets import query_rows
-from swift_ssid.demo import DEMO_COLLECTION, TEMPLATES, model_flags
+from swift_ssid.demo import DEMO_COLLECTION, demo_config
 from swift_ssid.index import IdentifierIndex
 from swift_ssid.metrics import evaluate_run
 from swift_ssid.pipeline import Pipeline, PipelineConfig
@@ -105,18 +105,15 @@ def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     seconds["build_model"] = time.perf_counter() - start
 
     work = root / "work"
-    config = PipelineConfig(
-        workdir=work,
-        collection=DEMO_COLLECTION,
-        model=str(model_dir),
-        template=TEMPLATES[family],
-        model_flags=model_flags(family),
+    # The demo's settings (template, model flags, environment, collection), with a shorter run.
+    config = replace(
+        demo_config(work, family, model_dir),
         sft_flags=sft_flags(TUNER[family]),
         k=K,
         generate_max_new_tokens=16,  # the random model's answers are unusable at any length
         retrieve_max_new_tokens=24,  # identifiers are at most 12 tokens (+ the newline) with either tokenizer
-        env={"MAX_PIXELS": "12544", **TINY_MODEL_ENV},
     )
+    config.env.update(TINY_MODEL_ENV)
     seeded = [item.image for item in load_collection(DEMO_COLLECTION)[:SEEDED]]
     seed_killed_generate(work, seeded)
 
