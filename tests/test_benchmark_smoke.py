@@ -52,7 +52,7 @@ def test_benchmark_runs_at_tiny_size(tmp_path, qwen2_tokenizer, flickr_captions)
         assert size["build"]["tokens_per_id"] > 2
         for position in ("root", "widest", "mid"):
             step = size["steps"][position]
-            for variant in ("floor_clone", "floor_masked_fill", "floor_full", "ssid", "genre"):
+            for variant in ("floor_clone", "floor_masked_fill", "floor_full", "fill_existing", "ssid", "genre"):
                 assert step[variant]["n"] == 2 and step[variant]["median"] > 0
         assert size["steps"]["widest"]["fanout_max"] >= size["steps"]["root"]["fanout_max"]
     e2e = report["sizes"][1]["e2e"]
