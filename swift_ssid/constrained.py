@@ -292,16 +292,23 @@ class SSIDConstrainedLogitsProcessor(LogitsProcessor):
             out = torch.where(free.unsqueeze(1), scores, float("-inf"))
             out.scatter_(1, tokens, scores.gather(1, tokens))
             return out
-        # CPU: the one pass over the whole [rows, vocab] tensor is a write-only fill when no row is free
-        # (cheaper than clone or masked_fill, which also read ``scores``); then the allowed entries only.
+        # CPU: one pass over the whole [rows, vocab] tensor, the cheapest that makes a new tensor: a write-only
+        # -inf fill plus a copy of the free rows, or (mostly free rows) a clone with the other rows filled;
+        # both beat masked_fill/where, which run a slower broadcast kernel over every entry. Then the allowed
+        # entries of the constrained rows only.
         free = self._free_rows()
-        if bool(free.all()):
+        n_free = int(free.sum())
+        if n_free == rows:
             return scores.clone()
         scores = scores.contiguous()  # a no-op for generate's scores; the flat indexing below needs it
-        if bool(free.any()):
-            out = torch.where(free.unsqueeze(1), scores, float("-inf"))
-        else:
+        if 2 * n_free <= rows:
             out = torch.full_like(scores, float("-inf"))
+            for r in free.nonzero().flatten().tolist():
+                out[r].copy_(scores[r])
+        else:
+            out = scores.clone()
+            for r in (~free).nonzero().flatten().tolist():
+                out[r].fill_(float("-inf"))
         self._copy_allowed(scores, out, free)
         return out
 
