@@ -60,7 +60,7 @@ TOKENIZER_DIR = REPO_ROOT / ".cache" / "assets" / "qwen2-tokenizer"
 MODEL_VOCAB = 151_936  # Qwen2 / Qwen2.5(-VL) logits width
 PREFIX = "identifier:"
 
-FULL = {"sizes": [10_000, 100_000, 1_000_000, 5_000_000], "repeats": 31, "e2e_repeats": 7, "build_repeats": 3}
+FULL = {"sizes": [10_000, 100_000, 1_000_000, 5_000_000], "repeats": 31, "e2e_repeats": 9, "build_repeats": 3}
 QUICK = {"sizes": [10_000, 100_000], "repeats": 9, "e2e_repeats": 3, "build_repeats": 2}
 
 
@@ -398,6 +398,7 @@ def measure_e2e(model, tries: dict[int, TokenTrie], trigger, common, eos, beams,
             "unconstrained_s": summary(u.tolist()),
             "ratio_of_medians": float(np.median(c) / np.median(u)),
             "median_paired_ratio": float(np.median(c / u)),
+            "ratio_of_minimums": float(c.min() / u.min()),
         }
     return results
 
