@@ -252,20 +252,21 @@ def analysis(report: dict[str, Any]) -> list[str]:
             f"processor step of about {st['mid']['ssid']['median'] * 1e3:.0f} ms measured alone. Any processor "
             f"that returns a new tensor adds at least the floor ({floor_ms:.0f} ms) per token, so on this model the "
             f"ratio cannot go below about {1 + floor_ms / per_u:.2f}; with a larger model the forward pass takes a "
-            "larger share of each step and the ratio moves toward 1 (not measured here). The machine's load moves "
-            "single generate calls by up to 2x (see the minimums), so the paired and minimum ratios are shown too."
+            "larger share of each step and the ratio moves toward 1 (not measured here). Single generate calls move "
+            "with the machine's load, so the paired and minimum ratios are shown too."
         )
     tf = report.get("tokenizer_floor")
     if tf:
         tok_s, con_s = at["build"]["tokenise_s"]["median"], at["build"]["construct_s"]["median"]
+        total = tok_s + con_s + at["build"]["fingerprint_s"]
         out.append(
             f"- **Tokenisation is the tokenizer's cost**: the Rust `encode_batch` alone takes {tf['per_id_us']:.0f} us "
-            f"per identifier here ({tf['per_id_us'] * at['n'] / 1e6:.0f} s for {at['n']:,}; its pre-tokenizer regex "
-            f"alone {tf['pre_tokenize_per_id_us']:.0f} us), so tokenising {at['n']:,} identifiers cannot take much "
-            f"less than that on one core of this machine; `identifier_token_sequences` took {tok_s:.0f} s "
-            f"({tok_s / at['n'] * 1e6:.0f} us per identifier) and the trie construction {con_s:.1f} s. The "
-            "construction half of the target is met with a wide margin; the tokenisation half is bounded by the "
-            "tokenizer (with `TOKENIZERS_PARALLELISM=true` the encode can use both cores of an idle machine)."
+            f"per identifier on this machine (its pre-tokenizer regex alone {tf['pre_tokenize_per_id_us']:.0f} us; "
+            f"measured on {tf['n']:,} identifiers at the start of the run); `identifier_token_sequences` took "
+            f"{tok_s / at['n'] * 1e6:.0f} us per identifier at {at['n']:,} ({tok_s:.0f} s) and the trie construction "
+            f"{con_s:.1f} s, {total:.0f} s in all. So the build time is the tokenizer's single-thread speed: "
+            "`TOKENIZERS_PARALLELISM=true` lets the encode use both cores of an idle machine (on this busy one it "
+            "did not help)."
         )
     big = sizes[-1]
     out.append(
