@@ -39,11 +39,12 @@ from swift_ssid.protocols import (
 from swift_ssid.retrieval import done_query_ids, load_queries
 from swift_ssid.runs import RunRow, read_run, write_run
 from swift_ssid.tables import plot_table, summarize_run_files, summarize_runs
+from swift_ssid.tiny_models import OFFLINE_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RECIPES_DIR = REPO_ROOT / "recipes"
 SWIFT = Path(sys.executable).with_name("swift")
-OFFLINE = {"HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+OFFLINE = OFFLINE_ENV  # the environment every swift call on a tiny model needs
 K = 4
 # name -> (split, captions, identifier)
 COLLECTION = {

@@ -20,10 +20,11 @@ import torch
 from swift_ssid.index import IdentifierIndex, build_index
 from swift_ssid.retrieval import Query, Retriever, done_query_ids, load_queries, parse_choice
 from swift_ssid.runs import read_run
+from swift_ssid.tiny_models import OFFLINE_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SWIFT = Path(sys.executable).with_name("swift")
-OFFLINE = {"HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+OFFLINE = OFFLINE_ENV  # the environment every swift call on a tiny model needs
 # image -> identifier; img6 shares img0's identifier (a collision under the "shared" policy)
 IMAGES = {
     "img0.jpg": "dog - park - ball",

@@ -30,11 +30,12 @@ from swift_ssid.sft_metric import (
     register_metrics,
     rows_from_predictions,
 )
+from swift_ssid.tiny_models import OFFLINE_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = REPO_ROOT / "templates" / "ssid_templates.py"
 SWIFT = Path(sys.executable).with_name("swift")
-OFFLINE = {"HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+OFFLINE = OFFLINE_ENV  # the environment every swift call on a tiny model needs
 IMAGES = {
     "img0.jpg": "dog - park - ball",
     "img1.jpg": "two men - street",

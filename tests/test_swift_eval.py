@@ -25,11 +25,12 @@ from swift_ssid.index import IdentifierIndex, IndexEntry
 from swift_ssid.metrics import DEFAULT_KS, evaluate_run
 from swift_ssid.retrieval import Query
 from swift_ssid.runs import RunRow, read_run
+from swift_ssid.tiny_models import OFFLINE_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = REPO_ROOT / "templates" / "ssid_templates.py"
 BIN = Path(sys.executable).parent
-OFFLINE = {"HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+OFFLINE = OFFLINE_ENV  # the environment every swift call on a tiny model needs
 # image -> identifier; img6 shares img0's identifier, so one identifier expands to two images
 IMAGES = {
     "img0.jpg": "dog - park - ball",
