@@ -47,8 +47,8 @@ from bench_system import (  # noqa: E402
     timed,
 )
 
-from swift_ssid.constrained import SPAN, SSIDConstrainedLogitsProcessor  # noqa: E402
-from swift_ssid.trie import (  # noqa: E402
+from swift_ssid.decoding.constrained import SPAN, SSIDConstrainedLogitsProcessor  # noqa: E402
+from swift_ssid.decoding.trie import (  # noqa: E402
     TokenTrie,
     build_identifier_trie,
     identifier_token_sequences,

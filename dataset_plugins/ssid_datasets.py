@@ -8,10 +8,10 @@ Usage (run from the repository root; any command that takes ``--custom_register_
 
 ms-swift 4.6.0 imports this FILE under a hashed module name (a package name such as ``swift_ssid``
 fails with ``ImportError: Cannot import external file``); the registering happens once, in
-``swift_ssid.register``. Datasets: ``ssid-generate``, ``ssid-generate-nocaption``, ``ssid-memorize``,
+``swift_ssid.integration.register``. Datasets: ``ssid-generate``, ``ssid-generate-nocaption``, ``ssid-memorize``,
 ``ssid-retrieve``, ``ssid-memorize-noreason``, ``ssid-retrieve-noreason``, ``ssid-query``; settings
 ``SSID_COLLECTION``, ``SSID_IMAGE_ROOT``, ``SSID_INDEX``, ``SSID_PROTOCOL``, ``SSID_TRAIN_SIZE``
-(see ``swift_ssid/datasets.py``).
+(see ``swift_ssid/integration/datasets.py``).
 """
 
-import swift_ssid.register  # noqa: F401
+import swift_ssid.integration.register  # noqa: F401

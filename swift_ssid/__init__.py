@@ -4,7 +4,7 @@ Data flow: images -> identifier generation (``swift infer``) -> identifier index
 -> memorise/retrieve datasets -> ``swift sft`` -> trie-constrained retrieval -> R@K report.
 
 Importing this package (or its pure modules: records, index, trie, metrics) registers nothing
-with ms-swift and does not import torch; registration lives in :mod:`swift_ssid.register`.
+with ms-swift and does not import torch; registration lives in :mod:`swift_ssid.integration.register`.
 """
 
 __version__ = "0.1.0"

@@ -5,7 +5,7 @@ ms-swift 4.6.0 imports ``--custom_register_path`` entries as files (a package na
 
     swift sft --custom_register_path "$(swift-ssid plugin-path)" --template ssid_qwen2_5_vl ...
 
-It only imports :mod:`swift_ssid.register`, which registers everything exactly once per process.
+It only imports :mod:`swift_ssid.integration.register`, which registers everything exactly once per process.
 """
 
-import swift_ssid.register  # noqa: F401
+import swift_ssid.integration.register  # noqa: F401

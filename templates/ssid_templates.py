@@ -7,9 +7,9 @@ Usage (any ms-swift command that takes ``--custom_register_path``: sft, infer, d
         --template ssid_qwen2_5_vl --model Qwen/Qwen2.5-VL-7B-Instruct --adapters CKPT ...
 
 ms-swift 4.6.0 imports this FILE under a hashed module name; the registering happens once, in
-``swift_ssid.register`` (cached in ``sys.modules``), however often this file is imported.
+``swift_ssid.integration.register`` (cached in ``sys.modules``), however often this file is imported.
 Templates: ``ssid_qwen2_5_vl``, ``ssid_llava1_6_vicuna_hf``, ``ssid_qwen2_5``; settings
-``SSID_INDEX``, ``SSID_TARGET``, ``SSID_INFER_REASON`` (see ``swift_ssid/templates.py``).
+``SSID_INDEX``, ``SSID_TARGET``, ``SSID_INFER_REASON`` (see ``swift_ssid/integration/templates.py``).
 """
 
-import swift_ssid.register  # noqa: F401
+import swift_ssid.integration.register  # noqa: F401

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from swift_ssid.pipeline import PLUGIN_FILE, run_logged, swift_executable
-from swift_ssid.tiny_models import OFFLINE_ENV
+from swift_ssid.testing.tiny_models import OFFLINE_ENV
+from swift_ssid.workflows.pipeline import PLUGIN_FILE, run_logged, swift_executable
 
 # One BLAS/OpenMP thread per process: on 2 cores shared with other jobs, torch's default thread pool spins
 # against the other processes and a tiny model's sft step takes 3x longer (0.5 s vs 1.6 s measured here).

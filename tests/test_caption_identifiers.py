@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from swift_ssid.caption_identifiers import SOURCE_LABEL, caption_identifier, write_caption_results
-from swift_ssid.index import build_index
-from swift_ssid.jsonl import read_jsonl
-from swift_ssid.records import MAX_IDENTIFIER_WORDS, canonical_identifier, parse_response
+from swift_ssid.core.answers import MAX_IDENTIFIER_WORDS, canonical_identifier, parse_response
+from swift_ssid.core.caption_identifiers import SOURCE_LABEL, caption_identifier, write_caption_results
+from swift_ssid.core.index import build_index
+from swift_ssid.core.jsonl import read_jsonl
 
 
 def test_paper_example_and_shape():

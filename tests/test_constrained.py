@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from swift_ssid.constrained import DEAD, FORCE, FREE, SEARCH, SPAN, SSIDConstrainedLogitsProcessor
-from swift_ssid.trie import TokenTrie
+from swift_ssid.decoding.constrained import DEAD, FORCE, FREE, SEARCH, SPAN, SSIDConstrainedLogitsProcessor
+from swift_ssid.decoding.trie import TokenTrie
 
 V = 8
 EOS = 0

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import LogitsProcessorList, Qwen2Config, Qwen2ForCausalLM
 
-from swift_ssid.constrained import SSIDConstrainedLogitsProcessor
-from swift_ssid.trie import build_identifier_trie, identifier_token_sequences
+from swift_ssid.decoding.constrained import SSIDConstrainedLogitsProcessor
+from swift_ssid.decoding.trie import build_identifier_trie, identifier_token_sequences
 
 PREFIX = "identifier:"
 

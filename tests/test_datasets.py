@@ -8,10 +8,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from swift_ssid.datasets import (
+from swift_ssid.core.collection import load_collection
+from swift_ssid.core.index import IdentifierIndex, build_index
+from swift_ssid.core.jsonl import read_jsonl
+from swift_ssid.core.prompt import load_prompt, render_prompt
+from swift_ssid.integration.datasets import (
     DATASET_NAMES,
     MEMORIZE_PROMPT,
-    DatasetSettings,
     build_rows,
     format_target,
     generate_rows,
@@ -22,10 +25,7 @@ from swift_ssid.datasets import (
     split_collection,
     write_dataset_files,
 )
-from swift_ssid.index import IdentifierIndex, build_index
-from swift_ssid.jsonl import read_jsonl
-from swift_ssid.prompt import load_prompt, render_prompt
-from swift_ssid.sources import load_collection
+from swift_ssid.integration.settings import SSIDSettings
 
 # (file name, split, captions): 2 train + 1 restval (training), 1 val (unused), 2 test.
 IMAGES = [
@@ -137,7 +137,7 @@ def test_missing_image_error_names_row_path_and_fix(karpathy):
         load_collection(path, root)
     msg = str(e.value)
     assert "1 of 6 images" in msg and f"first: images[4]: {root / '1004.jpg'}." in msg
-    assert "SSID_IMAGE_ROOT" in msg
+    assert "--image-root" in msg
 
 
 def test_wrong_image_root_reports_every_image_missing(karpathy, tmp_path):
@@ -323,23 +323,28 @@ def test_settings_from_env_and_their_errors(tmp_path):
         "SSID_TRAIN_SIZE": "100",
         "SSID_IMAGE_ROOT": "",
     }
-    assert DatasetSettings.from_env(env) == DatasetSettings("c.json", None, "idx", "zeroshot", 100)
-    assert DatasetSettings.from_env({}) == DatasetSettings()
+    expected = SSIDSettings(collection="c.json", protocol="zeroshot", train_size=100)
+    assert SSIDSettings.from_env(env, ignore=("index_dir",)) == expected
+    assert SSIDSettings.from_env({}) == SSIDSettings()
+    with pytest.raises(ValueError, match="SSID_INDEX='idx' is not an identifier index directory"):
+        SSIDSettings.from_env(env)
     with pytest.raises(ValueError, match="SSID_PROTOCOL='fewshot' is not a protocol; use one of standard, zeroshot"):
-        DatasetSettings.from_env({"SSID_PROTOCOL": "fewshot"})
+        SSIDSettings.from_env({"SSID_PROTOCOL": "fewshot"})
     with pytest.raises(ValueError, match="SSID_TRAIN_SIZE='1k' is not a whole number"):
-        DatasetSettings.from_env({"SSID_TRAIN_SIZE": "1k"})
+        SSIDSettings.from_env({"SSID_TRAIN_SIZE": "1k"})
     with pytest.raises(ValueError, match="SSID_TRAIN_SIZE=-1 must be a whole number >= 0"):
-        DatasetSettings.from_env({"SSID_TRAIN_SIZE": "-1"})
+        SSIDSettings.from_env({"SSID_TRAIN_SIZE": "-1"})
     with pytest.raises(ValueError, match="SSID_COLLECTION is not set"):
-        build_rows("ssid-query", DatasetSettings())
+        build_rows("ssid-query", SSIDSettings())
 
 
 def test_build_rows_needs_the_index_and_refuses_empty_datasets(karpathy, index_dir):
     path, root = karpathy
     with pytest.raises(ValueError, match="SSID_INDEX is not set"):
-        build_rows("ssid-memorize", DatasetSettings(str(path), str(root)))
-    empty = DatasetSettings(str(path), str(root), str(index_dir), "zeroshot", 0)
+        build_rows("ssid-memorize", SSIDSettings(collection=str(path), image_root=str(root)))
+    empty = SSIDSettings(
+        index_dir=index_dir, collection=str(path), image_root=str(root), protocol="zeroshot", train_size=0
+    )
     with pytest.raises(ValueError, match="ssid-retrieve has no rows .* SSID_TRAIN_SIZE=0 is the zero-data point"):
         build_rows("ssid-retrieve", empty)
     assert len(build_rows("ssid-query", empty)) == 3
@@ -370,8 +375,8 @@ def test_write_dataset_files_writes_every_dataset(tmp_path, collection, index_di
 def test_ms_swift_loads_the_registered_datasets(monkeypatch, karpathy, index_dir, collection):
     from swift.dataset import DATASET_MAPPING, load_dataset
 
-    import swift_ssid.register  # noqa: F401
-    from swift_ssid import datasets
+    import swift_ssid.integration.register  # noqa: F401
+    from swift_ssid.integration import datasets
 
     path, root = karpathy
     monkeypatch.setenv("SSID_COLLECTION", str(path))
@@ -405,7 +410,7 @@ def test_ms_swift_loads_the_registered_datasets(monkeypatch, karpathy, index_dir
 
 
 def test_module_command_writes_the_files_the_settings_select(monkeypatch, tmp_path, karpathy, index_dir, capsys):
-    from swift_ssid.datasets import main
+    from swift_ssid.integration.datasets import main
 
     path, root = karpathy
     monkeypatch.setenv("SSID_COLLECTION", str(path))

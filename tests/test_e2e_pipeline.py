@@ -1,4 +1,4 @@
-"""End to end: the whole SSID method through :class:`swift_ssid.pipeline.Pipeline` (what ``make demo`` runs).
+"""End to end: the whole SSID method through :class:`swift_ssid.workflows.pipeline.Pipeline` (what ``make demo`` runs).
 
 For a tiny random Qwen2.5-VL and a tiny random LLaVA-NeXT, on the bundled demo collection (12 real photos,
 8 train / 4 test, 5 captions each), one module-scoped run per family goes through the real commands:
@@ -22,15 +22,15 @@ from pathlib import Path
 import pytest
 from e2e_helpers import TINY_MODEL_ENV, read_jsonl, swift, write_jsonl
 
-from swift_ssid.caption_identifiers import SOURCE_LABEL, caption_identifier
-from swift_ssid.datasets import query_rows
-from swift_ssid.demo import DEMO_COLLECTION, demo_config
-from swift_ssid.index import IdentifierIndex
-from swift_ssid.metrics import evaluate_run
-from swift_ssid.pipeline import Pipeline, PipelineConfig
-from swift_ssid.runs import read_run
-from swift_ssid.sources import load_collection
-from swift_ssid.tiny_models import BUILDERS, SFT_CPU_FLAGS
+from swift_ssid.core.caption_identifiers import SOURCE_LABEL, caption_identifier
+from swift_ssid.core.collection import load_collection
+from swift_ssid.core.index import IdentifierIndex
+from swift_ssid.core.metrics import evaluate_run
+from swift_ssid.core.runs import read_run
+from swift_ssid.integration.datasets import query_rows
+from swift_ssid.testing.tiny_models import BUILDERS, SFT_CPU_FLAGS
+from swift_ssid.workflows.demo import DEMO_COLLECTION, demo_config
+from swift_ssid.workflows.pipeline import Pipeline, PipelineConfig
 
 pytestmark = pytest.mark.slow
 

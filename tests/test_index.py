@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from swift_ssid.index import (
+from swift_ssid.core.index import (
     INDEX_FILE,
     META_FILE,
     REGENERATE_FILE,
@@ -20,8 +20,8 @@ from swift_ssid.index import (
     IndexEntry,
     build_index,
 )
-from swift_ssid.jsonl import read_jsonl
-from swift_ssid.prompt import render_prompt
+from swift_ssid.core.jsonl import read_jsonl
+from swift_ssid.core.prompt import render_prompt
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,17 +66,37 @@ def test_disambiguate_policy_suffixes_later_images_without_clashing():
     index = IdentifierIndex(ENTRIES, policy="disambiguate")
     finals = [e.identifier for e in index.entries]
     # c.jpg cannot take "dog - ball - 2" (e.jpg owns it), so it gets " - 3"; f.jpg then gets " - 4".
-    assert finals == ["dog - ball", "cat - sofa", "dog - ball - 3", None, "dog - ball - 2", "dog - ball - 4",
-                      "cat - sofa - 2"]
+    assert finals == [
+        "dog - ball",
+        "cat - sofa",
+        "dog - ball - 3",
+        None,
+        "dog - ball - 2",
+        "dog - ball - 4",
+        "cat - sofa - 2",
+    ]
     assert [e.raw_identifier for e in index.entries] == [
-        "dog - ball", "cat - sofa", "dog - ball", None, "dog - ball - 2", "dog - ball", "cat - sofa"]
+        "dog - ball",
+        "cat - sofa",
+        "dog - ball",
+        None,
+        "dog - ball - 2",
+        "dog - ball",
+        "cat - sofa",
+    ]
     valid = [f for f in finals if f is not None]
     assert len(set(valid)) == len(valid) == len(index)
     for e in index.entries:
         if e.identifier is not None:
             assert index.images_for(e.identifier) == [e.image]
-    assert index.identifiers() == ["dog - ball", "cat - sofa", "dog - ball - 3", "dog - ball - 2", "dog - ball - 4",
-                                   "cat - sofa - 2"]
+    assert index.identifiers() == [
+        "dog - ball",
+        "cat - sofa",
+        "dog - ball - 3",
+        "dog - ball - 2",
+        "dog - ball - 4",
+        "cat - sofa - 2",
+    ]
     # The collision groups are still reported by raw identifier.
     assert index.collision_groups()["dog - ball"] == ["a.jpg", "c.jpg", "f.jpg"]
 
@@ -213,18 +233,21 @@ def write_lines(path: Path, rows) -> Path:
 
 def test_build_index_from_swift_infer_results(tmp_path, images):
     captioned = "<image>" + render_prompt("A brown bird on a branch.")
-    results = write_lines(tmp_path / "results.jsonl", [
-        infer_row(GOOD, str(images / "1.jpg")),
-        infer_row(REPAIRABLE, ["2.jpg"]),  # plain, relative path string
-        "{broken json",
-        infer_row(BAD, str(images / "3.jpg"), user=captioned),
-        {"labels": None, "images": [str(images / "4.jpg")]},  # no response
-        infer_row(GOOD, str(images / "missing.jpg")),
-        infer_row(GOOD.replace("dog - ball", "Dog - Ball"), str(images / "5.jpg")),  # collides with 1.jpg
-        infer_row(SENTENCE, str(images / "6.jpg"), user=None),
-        infer_row(GOOD, [str(images / "1.jpg"), str(images / "2.jpg")]),  # two images
-        "",
-    ])
+    results = write_lines(
+        tmp_path / "results.jsonl",
+        [
+            infer_row(GOOD, str(images / "1.jpg")),
+            infer_row(REPAIRABLE, ["2.jpg"]),  # plain, relative path string
+            "{broken json",
+            infer_row(BAD, str(images / "3.jpg"), user=captioned),
+            {"labels": None, "images": [str(images / "4.jpg")]},  # no response
+            infer_row(GOOD, str(images / "missing.jpg")),
+            infer_row(GOOD.replace("dog - ball", "Dog - Ball"), str(images / "5.jpg")),  # collides with 1.jpg
+            infer_row(SENTENCE, str(images / "6.jpg"), user=None),
+            infer_row(GOOD, [str(images / "1.jpg"), str(images / "2.jpg")]),  # two images
+            "",
+        ],
+    )
     out = tmp_path / "index"
     stats = build_index(results, out, image_root=images)
 
@@ -263,13 +286,16 @@ def test_build_index_from_swift_infer_results(tmp_path, images):
 
 
 def test_build_index_disambiguate_and_duplicate_rows(tmp_path):
-    results = write_lines(tmp_path / "results.jsonl", [
-        infer_row(GOOD, "a.jpg"),
-        infer_row(BAD, "b.jpg"),
-        infer_row(GOOD, "c.jpg"),
-        infer_row(GOOD.replace("dog - ball", "cat - hat"), "b.jpg"),  # regenerated row: replaces the invalid one
-        infer_row(GOOD.replace("dog - ball", "bird"), "a.jpg"),  # a.jpg already valid: ignored
-    ])
+    results = write_lines(
+        tmp_path / "results.jsonl",
+        [
+            infer_row(GOOD, "a.jpg"),
+            infer_row(BAD, "b.jpg"),
+            infer_row(GOOD, "c.jpg"),
+            infer_row(GOOD.replace("dog - ball", "cat - hat"), "b.jpg"),  # regenerated row: replaces the invalid one
+            infer_row(GOOD.replace("dog - ball", "bird"), "a.jpg"),  # a.jpg already valid: ignored
+        ],
+    )
     stats = build_index(results, tmp_path / "idx", collisions="disambiguate", check_images=False)
     assert stats["duplicate_rows"] == 2
     assert (stats["images"], stats["valid"], stats["invalid"], stats["regenerate"]) == (3, 3, 0, 0)
@@ -277,7 +303,10 @@ def test_build_index_disambiguate_and_duplicate_rows(tmp_path):
     assert read_jsonl(tmp_path / "idx" / REGENERATE_FILE) == []
     index = IdentifierIndex.load(tmp_path / "idx")
     assert [(e.image, e.identifier) for e in index.entries] == [
-        ("a.jpg", "dog - ball"), ("b.jpg", "cat - hat"), ("c.jpg", "dog - ball - 2")]
+        ("a.jpg", "dog - ball"),
+        ("b.jpg", "cat - hat"),
+        ("c.jpg", "dog - ball - 2"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -305,10 +334,13 @@ def test_build_index_missing_file_and_bad_policy(tmp_path):
 
 
 def test_build_index_bytes_only_image_is_a_line_error(tmp_path):
-    results = write_lines(tmp_path / "r.jsonl", [
-        infer_row(GOOD, [{"bytes": "abc", "path": None}]),
-        infer_row(GOOD, "x.jpg"),
-    ])
+    results = write_lines(
+        tmp_path / "r.jsonl",
+        [
+            infer_row(GOOD, [{"bytes": "abc", "path": None}]),
+            infer_row(GOOD, "x.jpg"),
+        ],
+    )
     stats = build_index(results, tmp_path / "out", check_images=False)
     assert stats["images"] == 1
     assert "r.jsonl:1: image given without a file path" in stats["input_errors"][0]["error"]
@@ -326,8 +358,11 @@ def test_build_index_on_real_flickr_captions(tmp_path, flickr_captions):
     assert shared["images"] == distinct["images"] == 1000
     valid = shared["valid"]
     # Prefixes with a finite "be" and no separator ("A man is") read as sentences and are rejected by design.
-    clauses = sum(1 for row in rows if re.search(r"\nidentifier:\S* ?\S* ?\b(is|are|was|were|am)\b", row["response"],
-                                                 re.IGNORECASE))
+    clauses = sum(
+        1
+        for row in rows
+        if re.search(r"\nidentifier:\S* ?\S* ?\b(is|are|was|were|am)\b", row["response"], re.IGNORECASE)
+    )
     assert 0 < clauses < 150
     assert valid == 1000 - clauses
     assert shared["invalid_by_reason"] == {"sentence_identifier": clauses}
@@ -344,18 +379,32 @@ def test_build_index_on_real_flickr_captions(tmp_path, flickr_captions):
 
 
 def test_build_index_command(tmp_path, images):
-    results = write_lines(tmp_path / "results.jsonl", [
-        infer_row(GOOD, "1.jpg"),
-        infer_row(REPAIRABLE, "2.jpg"),
-        infer_row(BAD, "3.jpg"),
-        "not json at all",
-        infer_row(GOOD, "missing.jpg"),
-        infer_row(GOOD, "4.jpg"),
-    ])
+    results = write_lines(
+        tmp_path / "results.jsonl",
+        [
+            infer_row(GOOD, "1.jpg"),
+            infer_row(REPAIRABLE, "2.jpg"),
+            infer_row(BAD, "3.jpg"),
+            "not json at all",
+            infer_row(GOOD, "missing.jpg"),
+            infer_row(GOOD, "4.jpg"),
+        ],
+    )
     out = tmp_path / "index"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    cmd = [sys.executable, "-m", "swift_ssid.cli", "build-index", str(results), "--out", str(out),
-           "--collisions", "disambiguate", "--image-root", str(images)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "swift_ssid.cli",
+        "build-index",
+        str(results),
+        "--out",
+        str(out),
+        "--collisions",
+        "disambiguate",
+        "--image-root",
+        str(images),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "valid 3 (ok 2, repaired 1), invalid 1 (placeholder_identifier 1)" in proc.stdout
@@ -373,8 +422,14 @@ def test_build_index_command(tmp_path, images):
     # An unusable input exits non-zero with the reason on stderr and writes nothing.
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    proc = subprocess.run(cmd[:4] + [str(empty), "--out", str(tmp_path / "none")], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=120)
+    proc = subprocess.run(
+        cmd[:4] + [str(empty), "--out", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert "empty.jsonl: the file is empty" in proc.stderr
     assert not (tmp_path / "none").exists()

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from swift_ssid.jsonl import append_jsonl, iter_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic
+from swift_ssid.core.jsonl import append_jsonl, iter_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic
 
 
 def test_iter_jsonl_reports_each_bad_line_and_keeps_the_rest(tmp_path):

@@ -3,9 +3,9 @@
 Twenty Flickr30K test images (text only; the image files are empty stand-ins): each gets the caption-derived
 identifier of its first caption (an index built by ``build_index``), and its second caption is the training
 caption and the query, so the model cannot answer by copying words from the query. Training rows come from
-:func:`swift_ssid.datasets.retrieve_rows` (the ``identifier:...`` / ``reason:...`` target, the prompt
+:func:`swift_ssid.integration.datasets.retrieve_rows` (the ``identifier:...`` / ``reason:...`` target, the prompt
 retrieval uses); ``swift sft`` fully fine-tunes the tiny random Qwen2 text model with the ``ssid_qwen2_5``
-template; the in-process :class:`swift_ssid.retrieval.Retriever` ranks K=5 identifiers per query under the
+template; the in-process :class:`swift_ssid.integration.retrieval.Retriever` ranks K=5 identifiers per query under the
 trie constraint. The fine-tuned model must reach R@1 >= 0.9, the untrained one must stay near chance (1/20).
 
 Budget: 100 steps at lr 1e-2, batch 20 (the whole set), reached R@1 = 1.0 with seeds 0, 1 and 2, while
@@ -19,14 +19,14 @@ from pathlib import Path
 import pytest
 from e2e_helpers import swift, write_jsonl
 
-from swift_ssid.caption_identifiers import caption_identifier, write_caption_results
-from swift_ssid.datasets import retrieve_rows
-from swift_ssid.index import IdentifierIndex, build_index
-from swift_ssid.metrics import evaluate_run
-from swift_ssid.retrieval import load_queries
-from swift_ssid.runs import RunRow, read_run
-from swift_ssid.sources import CollectionItem, load_collection
-from swift_ssid.tiny_models import SFT_CPU_FLAGS, build_tiny_qwen2_text
+from swift_ssid.core.caption_identifiers import caption_identifier, write_caption_results
+from swift_ssid.core.collection import CollectionItem, load_collection
+from swift_ssid.core.index import IdentifierIndex, build_index
+from swift_ssid.core.metrics import evaluate_run
+from swift_ssid.core.runs import RunRow, read_run
+from swift_ssid.integration.datasets import retrieve_rows
+from swift_ssid.integration.retrieval import load_queries
+from swift_ssid.testing.tiny_models import SFT_CPU_FLAGS, build_tiny_qwen2_text
 
 pytestmark = pytest.mark.slow
 
@@ -98,9 +98,9 @@ def retrieve(model_dir: Path, task: Task, out: Path) -> tuple[dict, list[RunRow]
     import torch
     from swift.infer_engine import TransformersEngine
 
-    import swift_ssid.register  # noqa: F401  (the SSID templates)
-    from swift_ssid.retrieval import Retriever
-    from swift_ssid.templates import SSIDSettings
+    import swift_ssid.integration.register  # noqa: F401  (the SSID templates)
+    from swift_ssid.integration.retrieval import Retriever
+    from swift_ssid.integration.settings import SSIDSettings
 
     engine = TransformersEngine(
         str(model_dir), model_type="qwen2", template_type=TEMPLATE, torch_dtype=torch.float32, max_batch_size=N_IMAGES

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from swift_ssid.metrics import (
+from swift_ssid.core.metrics import (
     IDENTIFIER_LEVEL_METRIC,
     IMAGE_LEVEL_METRIC,
     evaluate_ranked_images,
@@ -20,7 +20,7 @@ from swift_ssid.metrics import (
     recall_at_k,
     unknown_identifier_rate,
 )
-from swift_ssid.runs import RunRow, expand_identifiers
+from swift_ssid.core.runs import RunRow, expand_identifiers
 
 # A tiny index with one collision: "dog - park" is shared by a.jpg and gold.jpg (in that order).
 INDEX = {"dog - park": ["a.jpg", "gold.jpg"], "cat - sofa": ["c.jpg"], "girl - beach": ["d.jpg"]}
@@ -195,6 +195,6 @@ def test_identifier_level_skips_gold_images_unknown_to_the_index():
 
 
 def test_metrics_modules_import_without_torch_or_ms_swift():
-    modules = "swift_ssid.metrics, swift_ssid.runs, swift_ssid.tables, swift_ssid.report"
+    modules = "swift_ssid.core.metrics, swift_ssid.core.runs, swift_ssid.reporting.tables, swift_ssid.reporting.report"
     code = f"import sys, {modules}; sys.exit('torch' in sys.modules or 'swift' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -21,9 +21,13 @@ import pytest
 import yaml
 
 from swift_ssid.cli import main
-from swift_ssid.index import IdentifierIndex, build_index
-from swift_ssid.metrics import evaluate_run
-from swift_ssid.protocols import (
+from swift_ssid.core.index import IdentifierIndex, build_index
+from swift_ssid.core.metrics import evaluate_run
+from swift_ssid.core.runs import RunRow, read_run, write_run
+from swift_ssid.integration.retrieval import done_query_ids, load_queries
+from swift_ssid.reporting.tables import plot_table, summarize_run_files, summarize_runs
+from swift_ssid.testing.tiny_models import OFFLINE_ENV
+from swift_ssid.workflows.protocols import (
     REASON_SETTINGS,
     RetrieveOptions,
     check_aligned,
@@ -36,10 +40,6 @@ from swift_ssid.protocols import (
     run_zeroshot,
     train_zeroshot,
 )
-from swift_ssid.retrieval import done_query_ids, load_queries
-from swift_ssid.runs import RunRow, read_run, write_run
-from swift_ssid.tables import plot_table, summarize_run_files, summarize_runs
-from swift_ssid.tiny_models import OFFLINE_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RECIPES_DIR = REPO_ROOT / "recipes"
@@ -88,8 +88,8 @@ def world(tmp_path_factory) -> dict:
     """A collection of 8 JPEGs, its identifier index, the English and German query files."""
     from PIL import Image
 
-    from swift_ssid.datasets import write_dataset_files
-    from swift_ssid.sources import load_collection
+    from swift_ssid.core.collection import load_collection
+    from swift_ssid.integration.datasets import write_dataset_files
 
     root = tmp_path_factory.mktemp("protocols")
     (root / "images").mkdir()
@@ -113,7 +113,7 @@ def world(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    from swift_ssid.tiny_models import build_tiny_qwen2_text
+    from swift_ssid.testing.tiny_models import build_tiny_qwen2_text
 
     return build_tiny_qwen2_text(tmp_path_factory.mktemp("tiny-qwen2"))
 
@@ -173,8 +173,8 @@ def test_training_target_comes_from_the_datasets_in_args_json(tmp_path):
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "llava1_6_vicuna"])
 def test_recipe_variants_produce_the_three_reason_settings(family):
     """train_*.yaml / train_*_noreason.yaml teach the two targets; the three retrieve recipes are Table III's rows."""
-    from swift_ssid.retrieval import reason_label
-    from swift_ssid.templates import SSIDSettings
+    from swift_ssid.integration.retrieval import reason_label
+    from swift_ssid.integration.settings import SSIDSettings
 
     def env_of(recipe: str) -> dict[str, str]:
         env = yaml.safe_load((RECIPES_DIR / recipe).read_text())["ENV"]

@@ -19,6 +19,8 @@ from unittest import mock
 import pytest
 import yaml
 
+from swift_ssid.integration.settings import ENV_KEYS, SSIDSettings
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RECIPES_DIR = REPO_ROOT / "recipes"
 RECIPES = sorted(p for p in RECIPES_DIR.glob("*.yaml") if not p.name.startswith("eval_"))  # eval_*: test_swift_eval
@@ -108,18 +110,17 @@ def test_recipe_env_and_names_are_ours(recipe):
     from swift.model import MODEL_MAPPING
     from swift.template import TEMPLATE_MAPPING
 
-    from swift_ssid import datasets, templates
+    from swift_ssid.integration import datasets, templates
 
     config = read(recipe)
     _, env = parse_recipe(recipe)
-    documented = set(datasets.ENV_KEYS) | {
-        templates.SSIDSettings.ENV_INDEX,
-        templates.SSIDSettings.ENV_TARGET,
-        templates.SSIDSettings.ENV_INFER_REASON,
+    documented = set(ENV_KEYS) | {
+        SSIDSettings.env_var("index_dir"),
+        SSIDSettings.env_var("target"),
+        SSIDSettings.env_var("infer_reason"),
     }
     assert set(env) <= documented, f"{recipe.name}: undocumented ENV keys {set(env) - documented}"
-    settings = datasets.DatasetSettings.from_env(env)  # validates SSID_PROTOCOL and SSID_TRAIN_SIZE
-    templates.SSIDSettings.from_env({k: v for k, v in env.items() if k != "SSID_INDEX"})  # SSID_TARGET / _REASON
+    settings = SSIDSettings.from_env(env, ignore=("index_dir",))  # validates every value but the index path
     assert settings.collection, f"{recipe.name}: every stage reads the collection; set SSID_COLLECTION"
     assert config["custom_register_path"] == PLUGINS
     assert all((REPO_ROOT / p).is_file() for p in PLUGINS)
@@ -134,18 +135,18 @@ def test_recipe_env_and_names_are_ours(recipe):
         assert config["template"] in TEMPLATE_MAPPING and config["val_dataset"] == ["ssid-generate"]
         assert "SSID_INDEX" not in env
     elif stage == "train":
-        assert config["template"] in templates.DERIVED and settings.index_dir
+        assert config["template"] in templates.DERIVED and env.get("SSID_INDEX")
         suffix = "-noreason" if "noreason" in recipe.stem else ""
         assert config["dataset"] == [f"ssid-memorize{suffix}", f"ssid-retrieve{suffix}"]
         assert config["dataset_shuffle"] is True  # the two sets interleave
         assert settings.protocol == ("zeroshot" if "zeroshot" in recipe.stem else "standard")
     else:
-        assert config["template"] in templates.DERIVED and settings.index_dir
+        assert config["template"] in templates.DERIVED and env.get("SSID_INDEX")
         assert config["val_dataset"] == ["ssid-query"]
         # False would hand query_id/gold_images to model.generate, which raises (transformers backend).
         assert config.get("remove_unused_columns", True) is True
         assert config["num_beams"] == 10
-        target = templates.SSIDSettings.from_env({k: v for k, v in env.items() if k != "SSID_INDEX"})
+        target = SSIDSettings.from_env(env, ignore=("index_dir",))
         assert target.target == ("noreason" if "noreason" in recipe.stem else "reason")
         assert target.infer_reason is ("reason_train_only" not in recipe.stem and "noreason" not in recipe.stem)
     if command_of(recipe) == "infer":
@@ -179,7 +180,7 @@ def test_plugin_files_load_by_path_and_a_package_name_does_not(monkeypatch):
     from swift.dataset import DATASET_MAPPING
     from swift.utils.utils import import_external_file
 
-    import swift_ssid.register  # noqa: F401
+    import swift_ssid.integration.register  # noqa: F401
 
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.chdir(REPO_ROOT)

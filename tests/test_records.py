@@ -9,8 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from swift_ssid.prompt import ANSWER_MARKER, load_prompt, render_prompt
-from swift_ssid.records import (
+from swift_ssid.core.answers import (
     MAX_IDENTIFIER_WORDS,
     MAX_RESPONSE_CHARS,
     NOTE_CODES,
@@ -21,6 +20,7 @@ from swift_ssid.records import (
     identifier_words,
     parse_response,
 )
+from swift_ssid.core.prompt import ANSWER_MARKER, load_prompt, render_prompt
 
 # ---------------------------------------------------------------- prompt
 
@@ -200,46 +200,111 @@ REPAIRS = [
     ("* caption: A dog.\n* identifier: dog - ball\n* reason: It is a dog.", {"markdown"}, "A dog.", "It is a dog."),
     ("1. caption: A dog.\n2. identifier: dog - ball\n3. reason: It is a dog.", {"numbering"}, "A dog.", "It is a dog."),
     ("1) caption: A dog.\n2) identifier: dog - ball\n3) reason: It is a dog.", {"numbering"}, "A dog.", "It is a dog."),
-    ("**caption:** A dog.\n**identifier:** dog - ball\n**reason:** It is a dog.", {"markdown"}, "A dog.",
-     "It is a dog."),
-    ("**Caption**: A dog.\n**Identifier**: dog - ball\n**Reason**: It is a dog.", {"markdown", "key_case"},
-     "A dog.", "It is a dog."),
-    ("### Identifier: dog - ball\ncaption: A dog.\nreason: It is a dog.", {"markdown", "key_case", "out_of_order"},
-     "A dog.", "It is a dog."),
+    (
+        "**caption:** A dog.\n**identifier:** dog - ball\n**reason:** It is a dog.",
+        {"markdown"},
+        "A dog.",
+        "It is a dog.",
+    ),
+    (
+        "**Caption**: A dog.\n**Identifier**: dog - ball\n**Reason**: It is a dog.",
+        {"markdown", "key_case"},
+        "A dog.",
+        "It is a dog.",
+    ),
+    (
+        "### Identifier: dog - ball\ncaption: A dog.\nreason: It is a dog.",
+        {"markdown", "key_case", "out_of_order"},
+        "A dog.",
+        "It is a dog.",
+    ),
     ("```\ncaption:A dog.\nidentifier:dog - ball\nreason:It is a dog.\n```", {"code_fence"}, "A dog.", "It is a dog."),
-    ("```text\ncaption:A dog.\nidentifier:dog - ball\nreason:It is a dog.\n```", {"code_fence"}, "A dog.",
-     "It is a dog."),
+    (
+        "```text\ncaption:A dog.\nidentifier:dog - ball\nreason:It is a dog.\n```",
+        {"code_fence"},
+        "A dog.",
+        "It is a dog.",
+    ),
     ("caption:<A dog.>\nidentifier:<dog - ball>\nreason:<It is a dog.>", {"angle_brackets"}, "A dog.", "It is a dog."),
     ('caption:"A dog."\nidentifier:"dog - ball"\nreason:"It is a dog."', {"quotes"}, "A dog.", "It is a dog."),
     ("caption:A dog.\nidentifier:`dog - ball`\nreason:It is a dog.", {"markdown"}, "A dog.", "It is a dog."),
     ("caption:A dog.\nidentifier:dog - ball.\nreason:It is a dog.", {"trailing_period"}, "A dog.", "It is a dog."),
     ("reason:It is a dog.\nidentifier:dog - ball\ncaption:A dog.", {"out_of_order"}, "A dog.", "It is a dog."),
-    ("Sure! Here is the result:\ncaption:A dog.\nidentifier:dog - ball\nreason:It is a dog.", {"preamble"}, "A dog.",
-     "It is a dog."),
-    ("caption:A dog.\nidentifier:dog - ball\nreason:It is a dog.\nLet me know if you need more!", {"trailing_chatter"},
-     "A dog.", "It is a dog."),
-    ("caption:A dog.\nNote: bright day.\nidentifier:dog - ball\nreason:It is a dog.", {"stray_lines"}, "A dog.",
-     "It is a dog."),
-    ("caption:A dog.\nidentifier:dog - ball\nreason:It is a dog.\ncaption:\nidentifier:\nreason:",
-     {"echoed_template"}, "A dog.", "It is a dog."),
-    ("caption:A dog.\nidentifier:dog - ball\nreason:It is a dog.\ncaption:<your caption here>\n"
-     "identifier:<your identifier here>\nreason:<your explanation here>", {"echoed_template"}, "A dog.",
-     "It is a dog."),
+    (
+        "Sure! Here is the result:\ncaption:A dog.\nidentifier:dog - ball\nreason:It is a dog.",
+        {"preamble"},
+        "A dog.",
+        "It is a dog.",
+    ),
+    (
+        "caption:A dog.\nidentifier:dog - ball\nreason:It is a dog.\nLet me know if you need more!",
+        {"trailing_chatter"},
+        "A dog.",
+        "It is a dog.",
+    ),
+    (
+        "caption:A dog.\nNote: bright day.\nidentifier:dog - ball\nreason:It is a dog.",
+        {"stray_lines"},
+        "A dog.",
+        "It is a dog.",
+    ),
+    (
+        "caption:A dog.\nidentifier:dog - ball\nreason:It is a dog.\ncaption:\nidentifier:\nreason:",
+        {"echoed_template"},
+        "A dog.",
+        "It is a dog.",
+    ),
+    (
+        "caption:A dog.\nidentifier:dog - ball\nreason:It is a dog.\ncaption:<your caption here>\n"
+        "identifier:<your identifier here>\nreason:<your explanation here>",
+        {"echoed_template"},
+        "A dog.",
+        "It is a dog.",
+    ),
     ("caption: A dog. identifier: dog - ball reason: It is a dog.", {"single_line"}, "A dog.", "It is a dog."),
-    ("Caption: A dog. Identifier: dog - ball Reason: It is a dog.", {"single_line", "key_case"}, "A dog.",
-     "It is a dog."),
+    (
+        "Caption: A dog. Identifier: dog - ball Reason: It is a dog.",
+        {"single_line", "key_case"},
+        "A dog.",
+        "It is a dog.",
+    ),
     ("caption:A dog.\nidentifier: dog - ball reason: It is a dog.", {"single_line"}, "A dog.", "It is a dog."),
     ("caption:A dog.\nidentifier:\ndog - ball\nreason:It is a dog.", {"value_next_line"}, "A dog.", "It is a dog."),
     ("caption:A dog.\nidentifier:dog - ball\nrationale:It is a dog.", {"key_alias"}, "A dog.", "It is a dog."),
-    ("caption:A dog.\nidentifier:dog - ball\nreason:It is a dog.\nidentifier:cat - hat", {"multiple_identifiers"},
-     "A dog.", "It is a dog."),
-    ("caption:A dog.\nidentifier:dog - ball\nreason:It is a dog.\ncaption:A dog.\nidentifier:dog - ball\n"
-     "reason:It is a dog.", {"repeated_fields"}, "A dog.", "It is a dog."),
+    (
+        "caption:A dog.\nidentifier:dog - ball\nreason:It is a dog.\nidentifier:cat - hat",
+        {"multiple_identifiers"},
+        "A dog.",
+        "It is a dog.",
+    ),
+    (
+        "caption:A dog.\nidentifier:dog - ball\nreason:It is a dog.\ncaption:A dog.\nidentifier:dog - ball\n"
+        "reason:It is a dog.",
+        {"repeated_fields"},
+        "A dog.",
+        "It is a dog.",
+    ),
     # A messy but readable answer: several slips at once.
-    ("Here you go!\n\n```markdown\n1. **Caption :** \"A dog.\"\n2. **Identifier：** <Dog – Ball>.\n"
-     "3. **Reason:** It is a dog.\n```\nHope it helps.",
-     {"preamble", "code_fence", "numbering", "markdown", "key_spacing", "key_case", "fullwidth_colon", "quotes",
-      "angle_brackets", "trailing_period", "trailing_chatter", "blank_lines"}, "A dog.", "It is a dog."),
+    (
+        'Here you go!\n\n```markdown\n1. **Caption :** "A dog."\n2. **Identifier：** <Dog – Ball>.\n'
+        "3. **Reason:** It is a dog.\n```\nHope it helps.",
+        {
+            "preamble",
+            "code_fence",
+            "numbering",
+            "markdown",
+            "key_spacing",
+            "key_case",
+            "fullwidth_colon",
+            "quotes",
+            "angle_brackets",
+            "trailing_period",
+            "trailing_chatter",
+            "blank_lines",
+        },
+        "A dog.",
+        "It is a dog.",
+    ),
 ]
 
 
@@ -291,8 +356,7 @@ REJECTS = [
     ("caption:A dog.\nidentifier:A brown dog is playing with a red ball.\nreason:x", "sentence_identifier"),
     ("caption:A dog.\nidentifier:the dog is running\nreason:x", "sentence_identifier"),
     ("caption:A dog.\nidentifier:dogs are playing - park.\nreason:x", "sentence_identifier"),
-    ("caption:A dog.\nidentifier:" + " ".join(["word"] * (MAX_IDENTIFIER_WORDS + 1)) + "\nreason:x",
-     "too_many_words"),
+    ("caption:A dog.\nidentifier:" + " ".join(["word"] * (MAX_IDENTIFIER_WORDS + 1)) + "\nreason:x", "too_many_words"),
     ("caption:A dog.\nidentifier:" + "x" * 500 + "\nreason:x", "too_long"),
 ]
 
@@ -376,8 +440,31 @@ def test_parse_response_never_raises(text):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from(["caption:", "identifier:", "reason:", "\n", " ", "a", "-", "**", "1.", "<", ">",
-                                 "：", "```", "\"", "is", "."]), max_size=60))
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "caption:",
+                "identifier:",
+                "reason:",
+                "\n",
+                " ",
+                "a",
+                "-",
+                "**",
+                "1.",
+                "<",
+                ">",
+                "：",
+                "```",
+                '"',
+                "is",
+                ".",
+            ]
+        ),
+        max_size=60,
+    )
+)
 def test_parse_response_never_raises_on_key_soup(parts):
     record = parse_response("".join(parts))
     assert (record.identifier is None) == (record.status == "invalid")

@@ -13,9 +13,9 @@ from matplotlib import cbook
 from PIL import Image, ImageOps
 
 from swift_ssid.cli import main
-from swift_ssid.index import IdentifierIndex, IndexEntry
-from swift_ssid.report import render_report, write_report
-from swift_ssid.runs import RunRow, expand_identifiers, write_run
+from swift_ssid.core.index import IdentifierIndex, IndexEntry
+from swift_ssid.core.runs import RunRow, expand_identifiers, write_run
+from swift_ssid.reporting.report import render_report, write_report
 
 PORTRAIT = "woman - navy uniform - portrait"  # shared by hopper_face.jpg and hopper_full.jpg
 IDENTIFIERS = {

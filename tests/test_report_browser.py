@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from test_report import build_example, metrics_rows
 
-from swift_ssid.report import write_report
+from swift_ssid.reporting.report import write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(

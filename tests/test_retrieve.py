@@ -1,8 +1,8 @@
 """Retrieval: queries file, parsing, the resumable run file, and top-K constrained beam search end to end.
 
-The index is built by ``swift_ssid.index.build_index`` from a fake ``swift infer`` result file (two
+The index is built by ``swift_ssid.core.index.build_index`` from a fake ``swift infer`` result file (two
 images share one identifier, so expansion to images is exercised). The model is the tiny random
-Qwen2 text model of ``swift_ssid.tiny_models``; the slow tests run the real ``swift-ssid retrieve``
+Qwen2 text model of ``swift_ssid.testing.tiny_models``; the slow tests run the real ``swift-ssid retrieve``
 and ``swift infer`` CLIs in subprocesses.
 """
 
@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from swift_ssid.index import IdentifierIndex, build_index
-from swift_ssid.retrieval import Query, Retriever, done_query_ids, load_queries, parse_choice
-from swift_ssid.runs import read_run
-from swift_ssid.tiny_models import OFFLINE_ENV
+from swift_ssid.core.index import IdentifierIndex, build_index
+from swift_ssid.core.runs import read_run
+from swift_ssid.integration.retrieval import Query, Retriever, done_query_ids, load_queries, parse_choice
+from swift_ssid.testing.tiny_models import OFFLINE_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SWIFT = Path(sys.executable).with_name("swift")
@@ -70,7 +70,7 @@ def index_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    from swift_ssid.tiny_models import build_tiny_qwen2_text
+    from swift_ssid.testing.tiny_models import build_tiny_qwen2_text
 
     return build_tiny_qwen2_text(tmp_path_factory.mktemp("tiny-qwen2"))
 
@@ -79,7 +79,7 @@ def model_dir(tmp_path_factory) -> Path:
 def engine(model_dir):
     from swift.infer_engine import TransformersEngine
 
-    import swift_ssid.register  # noqa: F401
+    import swift_ssid.integration.register  # noqa: F401
 
     return TransformersEngine(
         str(model_dir), model_type="qwen2", template_type="ssid_qwen2_5", torch_dtype=torch.float32
@@ -87,7 +87,7 @@ def engine(model_dir):
 
 
 def settings_for(index_dir: Path, **kwargs):
-    from swift_ssid.templates import SSIDSettings
+    from swift_ssid.integration.settings import SSIDSettings
 
     return SSIDSettings(index_dir=index_dir, **kwargs)
 

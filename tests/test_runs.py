@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from swift_ssid.runs import RunRow, expand_identifiers, load_run_with_index, read_run, write_run
+from swift_ssid.core.runs import RunRow, expand_identifiers, load_run_with_index, read_run, write_run
 
 ROW = {
     "query_id": "1000092795#0",

@@ -1,9 +1,9 @@
 """``--eval_metric ssid_recall``: R@1/5/10 from K constrained beams during ``swift sft`` validation.
 
 Fast tests cover decoding the serialised run rows, the one R@K, registration, and the metric's argument
-checks. The slow test trains a tiny random Qwen2 text model (``swift_ssid.tiny_models``) with the real
+checks. The slow test trains a tiny random Qwen2 text model (``swift_ssid.testing.tiny_models``) with the real
 ``swift sft`` CLI and checks the logged R@K against ``evaluate_run`` on the metric's own run files, the
-step-0 beams against ``swift_ssid.retrieval.Retriever`` on the untrained model, and checkpoint selection.
+step-0 beams against ``swift_ssid.integration.retrieval.Retriever`` on the untrained model, and checkpoint selection.
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ import torch
 from swift.utils import Serializer
 from torch.nn.utils.rnn import pad_sequence
 
-from swift_ssid.index import IdentifierIndex, IndexEntry
-from swift_ssid.metrics import evaluate_run
-from swift_ssid.runs import RunRow, read_run
-from swift_ssid.sft_metric import (
+from swift_ssid.core.index import IdentifierIndex, IndexEntry
+from swift_ssid.core.metrics import evaluate_run
+from swift_ssid.core.runs import RunRow, read_run
+from swift_ssid.integration.sft_metric import (
     METRIC_NAME,
     SSIDRecallMetrics,
     metrics_from_rows,
     register_metrics,
     rows_from_predictions,
 )
-from swift_ssid.tiny_models import OFFLINE_ENV
+from swift_ssid.testing.tiny_models import OFFLINE_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = REPO_ROOT / "templates" / "ssid_templates.py"
@@ -97,7 +97,7 @@ def test_rows_from_predictions_rejects_greedy_text_predictions():
 def test_registered_in_ms_swift_eval_metrics_map_once():
     from swift.metrics import eval_metrics_map
 
-    import swift_ssid.register  # noqa: F401
+    import swift_ssid.integration.register  # noqa: F401
 
     assert eval_metrics_map[METRIC_NAME] is SSIDRecallMetrics
     with pytest.raises(ValueError, match="already registered"):
@@ -146,10 +146,10 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 def test_swift_sft_logs_r_at_k_from_k_constrained_beams(tmp_path):
     from swift.infer_engine import TransformersEngine
 
-    import swift_ssid.register  # noqa: F401  (the SSID templates, for the in-process retriever)
-    from swift_ssid.retrieval import Retriever, query_from_row
-    from swift_ssid.templates import SSIDSettings
-    from swift_ssid.tiny_models import build_tiny_qwen2_text
+    import swift_ssid.integration.register  # noqa: F401  (the SSID templates, for the in-process retriever)
+    from swift_ssid.integration.retrieval import Retriever, query_from_row
+    from swift_ssid.integration.settings import SSIDSettings
+    from swift_ssid.testing.tiny_models import build_tiny_qwen2_text
 
     model_dir = build_tiny_qwen2_text(tmp_path / "tiny")
     IdentifierIndex([IndexEntry(image, ident, "ok") for image, ident in IMAGES.items()]).save(tmp_path / "index")
@@ -199,7 +199,7 @@ def test_swift_sft_logs_r_at_k_from_k_constrained_beams(tmp_path):
     assert all(len(r.identifiers) == K and not r.unknown_identifiers for r in step0)
     assert all(r.setting == {"reason": "train-only", "k": K} for r in step0)
 
-    # at step 0 the LoRA update is zero: the metric's beams are swift_ssid.retrieval's on the base model
+    # at step 0 the LoRA update is zero: the metric's beams are swift_ssid.integration.retrieval's on the base model
     engine = TransformersEngine(
         str(model_dir), model_type="qwen2", template_type="ssid_qwen2_5", torch_dtype=torch.float32, max_batch_size=1
     )

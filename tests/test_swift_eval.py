@@ -4,7 +4,7 @@ Fast tests cover run rows from K answers, where the queries come from, the adapt
 evalscope objects, the plugin's lazy registration, and the two ms-swift 4.6.0 / evalscope 1.14 shims
 (``test_*_shim_still_needed`` fails once a shim can be deleted). The slow test runs the real ``swift
 eval`` (deploy server + evalscope) and ``swift-ssid retrieve`` / ``evaluate`` on a tiny random Qwen2
-text model (``swift_ssid.tiny_models``) and checks that all of them, and the sft metric's scoring of
+text model (``swift_ssid.testing.tiny_models``) and checks that all of them, and the sft metric's scoring of
 the same predictions, agree to the last digit.
 """
 
@@ -20,12 +20,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from swift_ssid import evalscope_benchmark as eb
-from swift_ssid.index import IdentifierIndex, IndexEntry
-from swift_ssid.metrics import DEFAULT_KS, evaluate_run
-from swift_ssid.retrieval import Query
-from swift_ssid.runs import RunRow, read_run
-from swift_ssid.tiny_models import OFFLINE_ENV
+from swift_ssid.core.index import IdentifierIndex, IndexEntry
+from swift_ssid.core.metrics import DEFAULT_KS, evaluate_run
+from swift_ssid.core.runs import RunRow, read_run
+from swift_ssid.integration import evalscope_benchmark as eb
+from swift_ssid.integration.retrieval import Query
+from swift_ssid.integration.settings import SSIDSettings
+from swift_ssid.testing.tiny_models import OFFLINE_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = REPO_ROOT / "templates" / "ssid_templates.py"
@@ -103,7 +104,7 @@ def test_run_row_from_texts_drops_padding_beams_and_expands_shared_identifiers()
 
 
 def test_run_setting_names_the_reason_mode():
-    from swift_ssid.templates import SSIDSettings
+    from swift_ssid.integration.settings import SSIDSettings
 
     assert eb.run_setting(SSIDSettings(), 10) == {"reason": "train+infer", "k": 10}
     assert eb.run_setting(SSIDSettings(infer_reason=False), 5) == {"reason": "train-only", "k": 5}
@@ -147,9 +148,9 @@ def test_plugin_registers_without_importing_evalscope_unless_it_is_loaded():
     """sft/infer pay nothing for the benchmark; once evalscope is loaded (as swift eval does first) it registers."""
     script = (
         "import sys, json\n"
-        "import swift_ssid.register\n"
+        "import swift_ssid.integration.register\n"
         "from swift.metrics import eval_metrics_map\n"
-        "from swift_ssid import evalscope_benchmark as eb\n"
+        "from swift_ssid.integration import evalscope_benchmark as eb\n"
         "out = {'evalscope_after_plugin': 'evalscope' in sys.modules, 'metric': 'ssid_recall' in eval_metrics_map}\n"
         "import evalscope\n"
         "from evalscope.api.registry import BENCHMARK_REGISTRY\n"
@@ -327,7 +328,7 @@ def test_eval_recipe_parses_as_swift_eval_arguments(recipe):
     from swift.utils.utils import _patch_get_type_hints
     from transformers import HfArgumentParser
 
-    from swift_ssid import datasets, templates
+    from swift_ssid.integration import templates
 
     config = yaml.safe_load(recipe.read_text(encoding="utf-8"))
     with _patch_get_type_hints():
@@ -347,9 +348,9 @@ def test_eval_recipe_parses_as_swift_eval_arguments(recipe):
     assert namespace.infer_backend == "transformers"  # beam search
     assert config["template"] in templates.DERIVED
     assert config["custom_register_path"] == ["templates/ssid_templates.py", "dataset_plugins/ssid_datasets.py"]
-    settings = templates.SSIDSettings.from_env({k: v for k, v in env.items() if k != "SSID_INDEX"})
+    settings = SSIDSettings.from_env(env, ignore=("index_dir",))
     assert settings.target == "reason" and settings.infer_reason
-    assert env["SSID_INDEX"] and datasets.DatasetSettings.from_env(env).collection  # index + ssid-query source
+    assert env["SSID_INDEX"] and settings.collection  # index + ssid-query source
 
 
 # ---------------------------------------------------------------- the real CLI
@@ -357,7 +358,7 @@ def test_eval_recipe_parses_as_swift_eval_arguments(recipe):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    from swift_ssid.tiny_models import build_tiny_qwen2_text
+    from swift_ssid.testing.tiny_models import build_tiny_qwen2_text
 
     return build_tiny_qwen2_text(tmp_path_factory.mktemp("tiny-qwen2"))
 
@@ -374,7 +375,7 @@ def test_swift_eval_r_at_k_equals_retrieve_evaluate_and_the_sft_metric(model_dir
     from swift.utils import Serializer
     from torch.nn.utils.rnn import pad_sequence
 
-    from swift_ssid.sft_metric import metrics_from_rows, rows_from_predictions
+    from swift_ssid.integration.sft_metric import metrics_from_rows, rows_from_predictions
 
     env = {**os.environ, **OFFLINE, "SSID_INDEX": str(workdir / "index"), "SSID_INFER_REASON": "false"}
     model = ["--model", str(model_dir), "--model_type", "qwen2", "--template", "ssid_qwen2_5"]

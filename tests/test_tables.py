@@ -7,8 +7,8 @@ import json
 import pytest
 
 from swift_ssid.cli import main
-from swift_ssid.runs import RunRow, write_run
-from swift_ssid.tables import format_percent, summarize_run_files, summarize_runs, to_csv, to_markdown
+from swift_ssid.core.runs import RunRow, write_run
+from swift_ssid.reporting.tables import format_percent, summarize_run_files, summarize_runs, to_csv, to_markdown
 
 
 def ranked_row(query_id: str, hit_rank: int | None, setting: dict | None = None) -> RunRow:

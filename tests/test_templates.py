@@ -1,7 +1,7 @@
 """SSID chat templates: metas derived from ms-swift's, registration once, and the trie constraint at generation.
 
 Generation runs through ms-swift's real ``TransformersEngine`` on a tiny random Qwen2 text model
-(``swift_ssid.tiny_models.build_tiny_qwen2_text``) with template ``ssid_qwen2_5``.
+(``swift_ssid.testing.tiny_models.build_tiny_qwen2_text``) with template ``ssid_qwen2_5``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pytest
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from swift_ssid.constrained import SSIDConstrainedLogitsProcessor
-from swift_ssid.index import IdentifierIndex, IndexEntry
+from swift_ssid.core.index import IdentifierIndex, IndexEntry
+from swift_ssid.decoding.constrained import SSIDConstrainedLogitsProcessor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = REPO_ROOT / "templates" / "ssid_templates.py"
@@ -68,8 +68,8 @@ def index_dir(tmp_path_factory) -> Path:
 def engine(tmp_path_factory):
     from swift.infer_engine import TransformersEngine
 
-    import swift_ssid.register  # noqa: F401  (registers the SSID templates)
-    from swift_ssid.tiny_models import build_tiny_qwen2_text
+    import swift_ssid.integration.register  # noqa: F401  (registers the SSID templates)
+    from swift_ssid.testing.tiny_models import build_tiny_qwen2_text
 
     model_dir = build_tiny_qwen2_text(tmp_path_factory.mktemp("tiny-qwen2"))
     return TransformersEngine(
@@ -97,7 +97,7 @@ def gen_kwargs(num_beams: int = 1, processors=None) -> dict:
 
 
 def test_settings_from_env(index_dir):
-    from swift_ssid.templates import SSIDSettings
+    from swift_ssid.integration.settings import SSIDSettings
 
     off = SSIDSettings.from_env({})
     assert not off.enabled and off.index_dir is None
@@ -122,7 +122,7 @@ def test_settings_from_env(index_dir):
     ],
 )
 def test_settings_bad_values_raise_clear_errors(env, expected):
-    from swift_ssid.templates import SSIDSettings
+    from swift_ssid.integration.settings import SSIDSettings
 
     with pytest.raises(ValueError, match=expected.replace("(", r"\(").replace(")", r"\)")):
         SSIDSettings.from_env(env)
@@ -136,7 +136,7 @@ def test_template_metas_are_ms_swift_metas_with_ssid_classes():
     from swift.template.templates.llava import Llava1_6HfTemplate
     from swift.template.templates.qwen import Qwen2_5VLTemplate
 
-    from swift_ssid import templates
+    from swift_ssid.integration import templates
 
     metas = {meta.template_type: meta for meta in templates.template_metas()}
     assert set(metas) == {"ssid_qwen2_5_vl", "ssid_llava1_6_vicuna_hf", "ssid_qwen2_5"}
@@ -152,8 +152,8 @@ def test_template_metas_are_ms_swift_metas_with_ssid_classes():
 
 
 def test_register_twice_fails_loudly():
-    import swift_ssid.register  # noqa: F401
-    from swift_ssid import templates
+    import swift_ssid.integration.register  # noqa: F401
+    from swift_ssid.integration import templates
 
     meta = templates.template_metas()[0]
     with pytest.raises(ValueError, match="already been registered"):
@@ -166,7 +166,7 @@ def test_plugin_file_registers_exactly_once(tmp_path):
     other_path.write_text(PLUGIN.read_text())
     script = f"""
 import json
-from swift_ssid import templates
+from swift_ssid.integration import templates
 calls = []
 original = templates.register
 templates.register = lambda meta: (calls.append(meta.template_type), original(meta))[1]
@@ -174,7 +174,7 @@ from swift.utils.utils import import_external_file
 import_external_file({str(PLUGIN)!r})
 import_external_file({str(PLUGIN)!r})
 import_external_file({str(other_path)!r})
-import swift_ssid.register
+import swift_ssid.integration.register
 from swift.template import TEMPLATE_MAPPING
 print(json.dumps({{"calls": calls, "registered": sorted(k for k in TEMPLATE_MAPPING if k.startswith("ssid_"))}}))
 """
@@ -193,7 +193,11 @@ def test_plugin_file_is_thin():
     docstring = ast.get_docstring(tree)
     assert "--custom_register_path templates/ssid_templates.py" in docstring
     body = [node for node in tree.body if not isinstance(node, ast.Expr)]
-    assert len(body) == 1 and isinstance(body[0], ast.Import) and body[0].names[0].name == "swift_ssid.register"
+    assert (
+        len(body) == 1
+        and isinstance(body[0], ast.Import)
+        and body[0].names[0].name == "swift_ssid.integration.register"
+    )
 
 
 # ---------------------------------------------------------------- prepare_generate_kwargs
@@ -214,7 +218,7 @@ def test_without_index_prepare_generate_kwargs_equals_parent(template):
 def test_with_index_one_processor_appended_after_existing(template, index_dir, monkeypatch):
     from swift.template.utils import StopWordsCriteria
 
-    from swift_ssid.templates import BeamSafeStopWordsCriteria, OneBeamPerIdentifier
+    from swift_ssid.integration.templates import BeamSafeStopWordsCriteria, OneBeamPerIdentifier
 
     monkeypatch.setenv("SSID_INDEX", str(index_dir))
     im_end = template.tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -252,7 +256,7 @@ def test_beam_safe_stop_words_judge_each_step_afresh(template):
     """ms-swift's criterion keeps a row 'done' after its candidate changed; beam search changes them every step."""
     from swift.template.utils import StopWordsCriteria
 
-    from swift_ssid.templates import BeamSafeStopWordsCriteria
+    from swift_ssid.integration.templates import BeamSafeStopWordsCriteria
 
     tok = template.tokenizer
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
@@ -355,9 +359,9 @@ def test_qwen2_5_vl_template_constrains_beam_search_with_an_image(index_dir, tmp
     import matplotlib
     from swift.infer_engine import InferRequest, RequestConfig, TransformersEngine
 
-    import swift_ssid.register  # noqa: F401
-    from swift_ssid.templates import SSIDQwen2_5VLTemplate
-    from swift_ssid.tiny_models import build_tiny_qwen2_5_vl
+    import swift_ssid.integration.register  # noqa: F401
+    from swift_ssid.integration.templates import SSIDQwen2_5VLTemplate
+    from swift_ssid.testing.tiny_models import build_tiny_qwen2_5_vl
 
     image = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     model_dir = build_tiny_qwen2_5_vl(tmp_path / "tiny-qwen2.5-vl")

@@ -1,4 +1,4 @@
-"""Tiny random models (swift_ssid.tiny_models) and the bundled demo collection.
+"""Tiny random models (swift_ssid.testing.tiny_models) and the bundled demo collection.
 
 Fast tests check each model's config/tokenizer invariants and run a forward/backward pass on a batch built by
 ms-swift's own template encode. The slow tests run the real `swift infer` / `swift sft` CLI on each family.
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from swift_ssid import tiny_models as tm
+from swift_ssid.testing import tiny_models as tm
 
 DEMO_IMAGES = tm.DEMO_DIR / "images"
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swift_ssid.trie import (
+from swift_ssid.decoding.trie import (
     TokenTrie,
     build_identifier_trie,
     identifier_token_sequences,

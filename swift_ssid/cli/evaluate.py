@@ -1,0 +1,39 @@
+"""``swift-ssid evaluate RUN.jsonl``: the paper's R@K (image-level hit rate) of a run file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from swift_ssid.core.metrics import DEFAULT_KS, evaluate_run
+from swift_ssid.core.runs import read_run, write_text_atomic
+from swift_ssid.reporting.tables import format_percent
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN.jsonl", help="run file written by `swift-ssid retrieve`")
+    parser.add_argument("--ks", type=int, nargs="+", default=list(DEFAULT_KS), help="cut-offs (default: 1 5 10)")
+    parser.add_argument("--json", metavar="OUT.json", help="also write the metrics as JSON")
+
+
+def format_metrics(metrics: dict, run: str) -> str:
+    """The metrics as aligned text lines (percent, one decimal, as in the paper's tables)."""
+    keys = [k for k in metrics if k.startswith("R@")]
+    lines = [f"run: {run}", f"metric: {metrics['metric']}", f"queries: {metrics['n_queries']}"]
+    lines += [f"{k:<6}{format_percent(metrics[k]):>6}" for k in keys]
+    lines.append(f"unknown identifiers: {format_percent(metrics['unknown_identifier_rate'])}%")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        metrics = evaluate_run(read_run(args.run), ks=args.ks)
+    except (OSError, ValueError) as e:
+        print(f"swift-ssid evaluate: error: {e}", file=sys.stderr)
+        return 2
+    print(format_metrics(metrics, args.run))
+    if args.json:
+        write_text_atomic(args.json, json.dumps({"run": args.run, **metrics}, indent=2, ensure_ascii=False) + "\n")
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,51 @@
+"""The ``swift-ssid`` command: the pipeline steps that are not ``swift`` commands.
+
+Each subcommand lives in ``swift_ssid/cli/<name>.py`` and exposes ``add_arguments(parser)``
+and ``run(args) -> int``. Only the chosen subcommand is imported, so ``swift-ssid evaluate``
+does not pay for torch or ms-swift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help); listed in pipeline order.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "plugin-path": ("swift_ssid.cli.plugin_path", "print the plugin file for --custom_register_path"),
+    "build-index": ("swift_ssid.cli.build_index", "parse `swift infer` results into the identifier index"),
+    "retrieve": ("swift_ssid.cli.retrieve", "trie-constrained top-K retrieval for a query file"),
+    "evaluate": ("swift_ssid.cli.evaluate", "image-level R@K of a run file"),
+    "table": ("swift_ssid.cli.table", "tabulate run files in the paper's layout (Markdown and CSV)"),
+    "report": ("swift_ssid.cli.report", "self-contained HTML report of a run"),
+    "protocol": ("swift_ssid.cli.protocol", "run the paper's ablation / zero-shot / multilingual protocols"),
+    "demo": ("swift_ssid.cli.demo", "run the whole pipeline offline on the bundled mini collection"),
+}
+
+
+def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | None]:
+    parser = argparse.ArgumentParser(prog="swift-ssid", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    module = None
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+    return parser, module
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, module = build_parser(argv)
+    args = parser.parse_args(argv)
+    if module is None:
+        parser.print_help()
+        return 2
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""``swift-ssid protocol ablation|zeroshot|multilingual``: the paper's protocols, run end to end into tables.
+
+Each protocol runs ``swift-ssid retrieve`` once per setting (and, for zero-shot, ``swift sft`` once per N),
+labels every run row's ``setting``, and writes ``table.md`` / ``table.csv`` in the paper's layout; see
+:mod:`swift_ssid.workflows.protocols`. Run from the repository root when a recipe is involved (its plugin paths are
+relative).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from swift_ssid.cli.retrieve import DTYPES
+
+
+def _shared(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="base model id or local directory")
+    parser.add_argument("--model_type", "--model-type", default=None, help="ms-swift model type (local dirs)")
+    parser.add_argument(
+        "--template", required=True, help="SSID template: ssid_qwen2_5_vl, ssid_llava1_6_vicuna_hf or ssid_qwen2_5"
+    )
+    parser.add_argument("--torch-dtype", "--torch_dtype", choices=DTYPES, default=None, help="default: the model's")
+    parser.add_argument("--index", required=True, metavar="DIR", help="identifier index (swift-ssid build-index)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="runs, logs and tables go here (resumable)")
+    parser.add_argument("--k", type=int, default=10, help="beams = identifiers per query (default 10)")
+    parser.add_argument("--batch-size", "--batch_size", type=int, default=8, help="queries per engine call")
+    parser.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=64, help="tokens per response")
+
+
+def _language_file(text: str) -> tuple[str, str]:
+    language, sep, path = text.partition("=")
+    if not sep or not language or not path:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LANGUAGE=FILE, e.g. zh=queries_zh.jsonl")
+    return language, path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="protocol", metavar="PROTOCOL", required=True)
+
+    p = sub.add_parser("ablation", help="reason in training+inference / training only / neither (Table III)")
+    _shared(p)
+    p.add_argument("--queries", required=True, metavar="Q.jsonl", help="test queries (ssid-query rows)")
+    p.add_argument("--reason-adapter", metavar="CKPT", help="checkpoint of recipes/train_*.yaml (reason target)")
+    p.add_argument("--noreason-adapter", metavar="CKPT", help="checkpoint of recipes/train_*_noreason.yaml")
+    p.add_argument(
+        "--settings",
+        nargs="+",
+        default=["train+infer", "train-only", "none"],
+        choices=["train+infer", "train-only", "none"],
+        help="which rows to run (default: all three)",
+    )
+
+    p = sub.add_parser("zeroshot", help="R@K vs N training images, test images never memorised (Fig. 3)")
+    _shared(p)
+    p.add_argument("--queries", required=True, metavar="Q.jsonl", help="test queries (ssid-query rows)")
+    p.add_argument("--ns", type=int, nargs="+", required=True, metavar="N", help="training-set sizes, e.g. 0 1000")
+    p.add_argument(
+        "--recipe",
+        default="recipes/train_qwen2_5_vl_zeroshot.yaml",
+        help="swift sft recipe (default: %(default)s); --model/--template/--model_type/--torch_dtype override it",
+    )
+    p.add_argument("--collection", required=True, help="the collection for training (Karpathy JSON or .jsonl)")
+    p.add_argument(
+        "--image-root",
+        "--image_root",
+        default=None,
+        help="the folder image paths are relative to (default: the collection's)",
+    )
+    p.add_argument(
+        "--sft-args", "--sft_args", default="", help='extra swift sft flags as one string, e.g. "--max_steps 500"'
+    )
+
+    p = sub.add_parser("multilingual", help="query files in several languages, one English-trained model (Table IV)")
+    _shared(p)
+    p.add_argument(
+        "--queries",
+        required=True,
+        nargs="+",
+        type=_language_file,
+        metavar="LANG=Q.jsonl",
+        help="one queries file per language (same query_id / gold_images), e.g. en=q_en.jsonl zh=q_zh.jsonl",
+    )
+    p.add_argument("--adapters", metavar="CKPT", default=None, help="the fine-tuned checkpoint (LoRA or full)")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from swift_ssid.workflows.pipeline import StageError
+    from swift_ssid.workflows.protocols import RetrieveOptions, run_ablation, run_multilingual, run_zeroshot
+
+    opts = RetrieveOptions(
+        model=args.model,
+        template=args.template,
+        index=Path(args.index),
+        model_type=args.model_type,
+        torch_dtype=args.torch_dtype,
+        k=args.k,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+    )
+    try:
+        if args.protocol == "ablation":
+            result = run_ablation(
+                opts, args.queries, args.out, args.reason_adapter, args.noreason_adapter, settings=args.settings
+            )
+        elif args.protocol == "zeroshot":
+            result = run_zeroshot(
+                opts,
+                args.queries,
+                args.out,
+                args.ns,
+                args.recipe,
+                args.collection,
+                args.image_root,
+                shlex.split(args.sft_args),
+            )
+        else:
+            files = dict(args.queries)
+            if len(files) != len(args.queries):
+                raise ValueError(f"--queries names a language twice: {[lang for lang, _ in args.queries]}")
+            result = run_multilingual(opts, files, args.out, args.adapters)
+    except (OSError, ValueError) as e:
+        print(f"swift-ssid protocol {args.protocol}: error: {e}", file=sys.stderr)
+        return 2
+    except StageError as e:
+        print(f"swift-ssid protocol {args.protocol}: a step failed: {e}", file=sys.stderr)
+        return 1
+    print(result.markdown, end="")
+    for label, path in result.run_files.items():
+        print(f"run {label}: {path}")
+    for name, path in result.files.items():
+        print(f"{name}: {path}")
+    return 0

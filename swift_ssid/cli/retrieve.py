@@ -1,0 +1,142 @@
+"""``swift-ssid retrieve``: trie-constrained top-K retrieval for a queries file, into a resumable run file.
+
+Every run row's ``setting`` holds the reason mode (``train+infer`` / ``train-only`` / ``none``), K, and the
+``--setting KEY=VALUE`` labels (plus ``language`` when the queries file declares one); resuming a run file
+made with other settings is refused. With ``--adapters``, the training target defaults to the one the
+checkpoint's ``args.json`` datasets imply (``ssid-*-noreason``: ``noreason``), and a contradicting
+``--target`` / ``SSID_TARGET`` is an error, so ``setting.reason`` says what the model was trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from swift_ssid.integration.settings import SSIDSettings
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model id or local directory (the base model with --adapters)")
+    parser.add_argument("--adapters", nargs="*", default=[], metavar="A", help="LoRA checkpoint(s) from swift sft")
+    parser.add_argument("--model_type", "--model-type", default=None, help="ms-swift model type (local dirs)")
+    parser.add_argument(
+        "--template", required=True, help="SSID template: ssid_qwen2_5_vl, ssid_llava1_6_vicuna_hf or ssid_qwen2_5"
+    )
+    parser.add_argument("--index", required=True, metavar="DIR", help="identifier index (swift-ssid build-index)")
+    parser.add_argument("--queries", required=True, metavar="Q.jsonl", help="queries: {query_id?, query, gold_images}")
+    parser.add_argument("--k", type=int, default=10, help="beams = identifiers returned per query (default 10)")
+    parser.add_argument("--out", required=True, metavar="RUN.jsonl", help="run file (resumed if it exists)")
+    parser.add_argument("--batch-size", "--batch_size", type=int, default=8, help="queries per engine call")
+    parser.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=64, help="tokens per response")
+    parser.add_argument("--torch-dtype", "--torch_dtype", choices=DTYPES, default=None, help="default: the model's")
+    parser.add_argument(
+        "--target",
+        choices=("reason", "noreason"),
+        default=None,
+        help="the model's training target: identifier + reason line (reason) or identifier only (noreason); "
+        "default: the target setting (environment) or reason",
+    )
+    parser.add_argument(
+        "--no-reason",
+        action="store_true",
+        help="end each response after the identifier line (the paper's 'reason in training only' ablation)",
+    )
+    parser.add_argument(
+        "--setting",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="labels for every run row's setting, e.g. language=zh n_train=1000 protocol=zeroshot "
+        "(numbers stay numbers; `swift-ssid table --by KEY` groups by them)",
+    )
+
+
+def training_target(args: argparse.Namespace, env_target: str) -> str:
+    """The model's training target: ``--target``, else ``SSID_TARGET``, else the adapters' (``args.json``), else reason.
+
+    Raises:
+        ValueError: an explicit target contradicts the datasets an adapter was trained on, or adapters disagree.
+    """
+    from swift_ssid.workflows.protocols import checkpoint_training_target
+
+    env_set = os.environ.get(SSIDSettings.env_var("target"), "").strip()
+    explicit = args.target or (env_target if env_set else None)
+    trained = {str(a): t for a in args.adapters if (t := checkpoint_training_target(a)) is not None}
+    if len(set(trained.values())) > 1:
+        raise ValueError(f"the adapters were trained on different targets {trained}; pass one ablation's adapter")
+    if not trained:
+        return explicit or env_target
+    adapter, target = next(iter(trained.items()))
+    if explicit is not None and explicit != target:
+        raise ValueError(
+            f"--target/{SSIDSettings.env_var('target')} is {explicit!r} but adapter {adapter} was trained on the "
+            f"{target} datasets "
+            f"(its args.json); drop --target or pass --target {target}"
+        )
+    if explicit is None:
+        logging.getLogger(__name__).info("training target %s, from %s/args.json", target, adapter)
+    return target
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        from swift_ssid.integration.retrieval import load_queries
+        from swift_ssid.integration.templates import DERIVED
+        from swift_ssid.workflows.protocols import parse_labels, queries_language
+
+        if args.template not in DERIVED:
+            raise ValueError(f"--template {args.template!r} is not an SSID template; use one of {', '.join(DERIVED)}")
+        labels = parse_labels(args.setting)
+        env = SSIDSettings.from_env(ignore=("index_dir",))
+        target = training_target(args, env.target)
+        settings = SSIDSettings(
+            index_dir=Path(args.index), target=target, infer_reason=not args.no_reason and env.infer_reason
+        )
+        queries = load_queries(args.queries)
+        language = queries_language(queries, args.queries)
+        if language is not None:
+            if labels.setdefault("language", language) != language:
+                raise ValueError(
+                    f"--setting language={labels['language']} but {args.queries} declares language {language!r}; "
+                    "drop one of them or fix the file"
+                )
+    except (OSError, ValueError) as e:
+        print(f"swift-ssid retrieve: error: {e}", file=sys.stderr)
+        return 2
+
+    import torch
+    from swift.infer_engine import TransformersEngine
+    from tqdm import tqdm
+
+    import swift_ssid.integration.register  # noqa: F401  (registers the SSID templates once)
+    from swift_ssid.cli.evaluate import format_metrics
+    from swift_ssid.core.metrics import evaluate_run
+    from swift_ssid.core.runs import read_run
+    from swift_ssid.integration.retrieval import Retriever
+
+    engine = TransformersEngine(
+        args.model,
+        adapters=args.adapters or None,
+        model_type=args.model_type,
+        template_type=args.template,
+        torch_dtype=getattr(torch, args.torch_dtype) if args.torch_dtype else None,
+        max_batch_size=args.batch_size,
+    )
+    try:
+        retriever = Retriever(engine, settings, k=args.k, max_new_tokens=args.max_new_tokens, labels=labels)
+        n = retriever.run(
+            queries, args.out, batch_size=args.batch_size, progress=lambda total: tqdm(total=total, desc="retrieve")
+        )
+        print(f"retrieved {n} queries ({len(queries) - n} already in {args.out})")
+        metrics = evaluate_run(read_run(args.out))
+    except (OSError, ValueError) as e:
+        print(f"swift-ssid retrieve: error: {e}", file=sys.stderr)
+        return 2
+    print(format_metrics(metrics, args.out))
+    return 0

@@ -1,0 +1,41 @@
+"""``swift-ssid table RUN.jsonl...``: R@1/R@5/R@10 of several runs in the paper's table layout."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from swift_ssid.core.metrics import DEFAULT_KS
+from swift_ssid.core.runs import write_text_atomic
+from swift_ssid.reporting.tables import plot_table, summarize_run_files, to_csv, to_markdown
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", metavar="RUN.jsonl", nargs="+", help="run files written by `swift-ssid retrieve`")
+    parser.add_argument("--names", nargs="+", help="one row label per run file (default: file stems)")
+    parser.add_argument("--by", metavar="SETTING", help="one row per value of this `setting` key (e.g. language)")
+    parser.add_argument("--ks", type=int, nargs="+", default=list(DEFAULT_KS), help="cut-offs (default: 1 5 10)")
+    parser.add_argument("--title", help="a line above the Markdown table")
+    parser.add_argument("--csv", metavar="OUT.csv", help="also write the table as CSV")
+    parser.add_argument("--markdown", metavar="OUT.md", help="also write the Markdown table to a file")
+    parser.add_argument(
+        "--plot", metavar="OUT.png", help="also plot R@K per row as a PNG (numeric --by values, e.g. n_train, on x)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        table = summarize_run_files(args.runs, names=args.names, by=args.by, ks=args.ks)
+    except (OSError, ValueError) as e:
+        print(f"swift-ssid table: error: {e}", file=sys.stderr)
+        return 2
+    first_column = args.by or "Run"
+    markdown = to_markdown(table, ks=args.ks, first_column=first_column, title=args.title)
+    print(markdown, end="")
+    if args.markdown:
+        write_text_atomic(args.markdown, markdown)
+    if args.csv:
+        write_text_atomic(args.csv, to_csv(table, ks=args.ks, first_column=args.by or "run"))
+    if args.plot:
+        plot_table(table, args.plot, ks=args.ks, x_label=args.by or "run", title=args.title)
+    return 0

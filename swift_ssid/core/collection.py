@@ -1,0 +1,219 @@
+"""Image collections: read a Karpathy-split JSON or a collection JSON Lines file into one item list.
+
+Two formats, chosen by the file name:
+
+* ``*.json``: Karpathy's split file (``dataset_flickr30k.json``, ``dataset_coco.json``)::
+
+      {"images": [{"filename": "1000092795.jpg", "filepath": "val2014",   # filepath optional
+                   "split": "train",                                     # train | val | test | restval
+                   "sentences": [{"raw": "Two young guys ..."}, ...]}, ...]}
+
+  The image path is ``image_root/filepath/filename``; ``image_root`` defaults to the JSON file's folder.
+* ``*.jsonl``: one image a line, ``{"image": "img/a.jpg", "captions": ["...", ...], "split": "test"}``.
+  Relative image paths resolve against ``image_root`` when given, else against the JSONL file's folder.
+
+Every item's image path is made absolute, so the rows built from it (and the identifier index built
+from the generation results of those rows) name each image the same way. Pure module: no torch, no
+ms-swift.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from swift_ssid.core.jsonl import iter_jsonl
+
+SPLITS: tuple[str, ...] = ("train", "restval", "val", "test")
+TRAIN_SPLITS = frozenset({"train", "restval"})
+MAX_LISTED = 5
+
+
+@dataclass(frozen=True)
+class CollectionItem:
+    """One image of a collection.
+
+    Attributes:
+        image: Absolute path of the image file.
+        captions: Its captions (at least one, none blank), whitespace-normalised.
+        split: ``train``, ``restval``, ``val`` or ``test`` (``restval`` counts as training data).
+        where: Where the item was read from (``file:line`` or ``file images[i]``), for error messages.
+    """
+
+    image: str
+    captions: tuple[str, ...]
+    split: str
+    where: str = ""
+
+
+def load_collection(path: str | os.PathLike, image_root: str | os.PathLike | None = None) -> list[CollectionItem]:
+    """Read a collection file into items, in file order, checking every row.
+
+    Args:
+        path: A Karpathy-split ``.json`` file or a collection ``.jsonl`` file.
+        image_root: Folder the image paths are relative to (see the module docstring for defaults).
+
+    Returns:
+        The items in file order.
+
+    Raises:
+        FileNotFoundError: When the file or the image root does not exist, or images are missing
+            (the message counts them and names the first few rows).
+        ValueError: For a malformed row, an unknown split, a missing or blank caption, or an image
+            listed twice; the message names the file, the row, the value seen and the fix.
+
+    Example:
+        >>> items = load_collection("data/dataset_flickr30k.json", image_root="data/flickr30k-images")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"collection file {path} does not exist; pass a Karpathy-split "
+            "JSON (dataset_flickr30k.json / dataset_coco.json) or a collection .jsonl file"
+        )
+    if image_root is not None and not Path(image_root).is_dir():
+        raise FileNotFoundError(
+            f"image root {image_root} is not a directory; pass the folder that "
+            "holds the images (the one the collection's paths are relative to)"
+        )
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        items = _read_jsonl(path, image_root)
+    elif suffix == ".json":
+        items = _read_karpathy(path, image_root)
+    else:
+        raise ValueError(
+            f"collection file {path}: unknown format {suffix!r}; use a Karpathy-split .json file or a "
+            '.jsonl file with one {"image", "captions", "split"} object a line'
+        )
+    if not items:
+        raise ValueError(f"collection file {path} holds no images; add rows or pass another collection file")
+    _check_unique(items)
+    _check_images_exist(items, path, image_root)
+    return items
+
+
+def _norm_caption(caption: object, where: str, index: int) -> str:
+    """Return the caption with whitespace runs (line breaks included) collapsed, or raise for a bad one."""
+    if not isinstance(caption, str):
+        raise ValueError(
+            f"{where}: caption {index} must be a string, got {type(caption).__name__} {caption!r:.80}; fix the row"
+        )
+    text = " ".join(caption.split())
+    if not text:
+        raise ValueError(f"{where}: caption {index} is empty ({caption!r}); write a caption or drop it from the row")
+    return text
+
+
+def _check_split(split: object, where: str) -> str:
+    """Return a known split name, or raise ValueError naming the value and the accepted ones."""
+    if split not in SPLITS:
+        raise ValueError(f"{where}: unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    return split
+
+
+def _resolve(image: str, base: Path) -> str:
+    """Return ``image`` as an absolute, normalised path (relative paths taken from ``base``)."""
+    p = Path(os.path.expanduser(image))
+    return os.path.normpath(os.path.abspath(p if p.is_absolute() else base / p))
+
+
+def _read_karpathy(path: Path, image_root: str | os.PathLike | None) -> list[CollectionItem]:
+    """Read Karpathy's split JSON."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid UTF-8 JSON ({e}); a .json collection must be a Karpathy-split file") from e
+    images = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(images, list):
+        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ValueError(
+            f"{path}: expected a Karpathy-split object with an 'images' list, got {keys}; "
+            "for one image a line use a .jsonl file instead"
+        )
+    root = Path(image_root) if image_root is not None else path.parent
+    items = []
+    for i, row in enumerate(images):
+        where = f"{path} images[{i}]"
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: expected an object, got {type(row).__name__}; fix the file")
+        filename = row.get("filename")
+        if not isinstance(filename, str) or not filename:
+            raise ValueError(f"{where}: 'filename' must be a non-empty string, got {filename!r}; fix the row")
+        filepath = row.get("filepath") or ""
+        if not isinstance(filepath, str):
+            raise ValueError(f"{where}: 'filepath' must be a string, got {filepath!r}; fix the row")
+        split = _check_split(row.get("split"), f"{where} ({filename})")
+        sentences = row.get("sentences")
+        if not isinstance(sentences, list) or not sentences:
+            raise ValueError(
+                f"{where} ({filename}): 'sentences' must be a non-empty list of {{\"raw\": ...}}, got "
+                f"{sentences!r:.80}; give the image at least one caption or drop it"
+            )
+        captions = []
+        for k, sentence in enumerate(sentences):
+            raw = sentence.get("raw") if isinstance(sentence, dict) else sentence
+            captions.append(_norm_caption(raw, f"{where} ({filename})", k))
+        image = _resolve(str(Path(filepath) / filename), root)
+        items.append(CollectionItem(image=image, captions=tuple(captions), split=split, where=where))
+    return items
+
+
+def _read_jsonl(path: Path, image_root: str | os.PathLike | None) -> list[CollectionItem]:
+    """Read a collection JSON Lines file."""
+    base = Path(image_root) if image_root is not None else path.parent
+    items = []
+    for lineno, row, error in iter_jsonl(path):
+        if error is not None:
+            raise ValueError(error)
+        where = f"{path}:{lineno}"
+        image = row.get("image")
+        if not isinstance(image, str) or not image:
+            raise ValueError(
+                f"{where}: 'image' must be a non-empty path string, got {image!r}; write "
+                '{"image": "path/to.jpg", "captions": ["..."], "split": "test"}'
+            )
+        split = _check_split(row.get("split"), f"{where} ({image})")
+        captions = row.get("captions")
+        if isinstance(captions, str) or not isinstance(captions, list) or not captions:
+            raise ValueError(
+                f"{where} ({image}): 'captions' must be a non-empty list of strings, got "
+                f"{captions!r:.80}; give the image at least one caption"
+            )
+        normed = tuple(_norm_caption(c, f"{where} ({image})", k) for k, c in enumerate(captions))
+        items.append(CollectionItem(image=_resolve(image, base), captions=normed, split=split, where=where))
+    return items
+
+
+def _check_unique(items: list[CollectionItem]) -> None:
+    """Raise ValueError when two rows name the same image file."""
+    seen: dict[str, str] = {}
+    for item in items:
+        if item.image in seen:
+            raise ValueError(
+                f"{item.where}: image {item.image} is already listed at {seen[item.image]}; list each "
+                "image once with all its captions"
+            )
+        seen[item.image] = item.where
+
+
+def _check_images_exist(items: list[CollectionItem], path: Path, image_root: str | os.PathLike | None) -> None:
+    """Raise FileNotFoundError listing the first rows whose image file is missing."""
+    missing = [item for item in items if not os.path.isfile(item.image)]
+    if not missing:
+        return
+    prefix = str(path)
+
+    def row(item: CollectionItem) -> str:
+        label = item.where[len(prefix) :].lstrip() if item.where.startswith(prefix) else item.where
+        return f"line {label[1:]}" if label.startswith(":") else label
+
+    shown = "; ".join(f"{row(item)}: {item.image}" for item in missing[:MAX_LISTED])
+    root = f"image root {image_root}" if image_root is not None else f"the default root {path.parent}"
+    raise FileNotFoundError(
+        f"{len(missing)} of {len(items)} images of {path} are missing (looked under {root}); first: {shown}. "
+        "Pass the image root (--image-root) as the folder the collection's image paths are relative to, or drop "
+        "the missing rows"
+    )

@@ -1,0 +1,288 @@
+"""Run files: the ranked retrieval result for every query, one JSON object a line.
+
+A run file is written by ``swift-ssid retrieve`` and read by ``swift-ssid evaluate``, ``table``
+and ``report``. One row per query::
+
+    {"query_id": "1000092795#0",
+     "query": "Two young guys with shaggy hair look at their hands ...",
+     "gold_images": ["1000092795.jpg"],
+     "identifiers": ["two men - yard - hands", "man - garden - plant"],   # ranked, beam order, canonical
+     "scores": [-0.41, -1.73],                                            # one per identifier
+     "reasons": ["Both men stand outside ...", null],                     # one per identifier, null if none
+     "images": ["1000092795.jpg", "2398605966.jpg", "36979.jpg"],         # identifiers expanded, repeats dropped
+     "unknown_identifiers": [],                                           # identifiers that map to no image
+     "setting": {"reason": "train+infer", "language": "en"}}              # optional, free-form
+
+``images`` is what R@K is computed on (see :func:`swift_ssid.core.metrics.evaluate_run`); build it with
+:func:`expand_identifiers`. Pure module: no torch, no ms-swift.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+REQUIRED_KEYS = ("query_id", "query", "gold_images", "identifiers", "scores", "reasons", "images")
+OPTIONAL_KEYS = ("unknown_identifiers", "setting")
+
+
+class ImagesFor(Protocol):
+    """Anything that maps an identifier to its images (e.g. :class:`swift_ssid.core.index.IdentifierIndex`)."""
+
+    def images_for(self, identifier: str) -> list[str]: ...
+
+
+def _str_list(value: Any, key: str, allow_none: bool = False) -> list:
+    """Check that ``value`` is a list of strings (or ``None`` items when ``allow_none``)."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ValueError(f"{key!r} must be a list of strings, got {type(value).__name__} {value!r:.80}")
+    for item in value:
+        if not (isinstance(item, str) or (allow_none and item is None)):
+            kind = "strings or null" if allow_none else "strings"
+            raise ValueError(f"{key!r} must hold only {kind}, got item {item!r:.80} ({type(item).__name__})")
+    return list(value)
+
+
+@dataclass
+class RunRow:
+    """One query's ranked result.
+
+    Args:
+        query_id: unique id of the query within the run.
+        query: the query text (a caption).
+        gold_images: the relevant image(s); at least one.
+        identifiers: generated identifiers, ranked (beam order), canonical form.
+        scores: one score per identifier (e.g. the beam's log-probability).
+        reasons: one generated reason per identifier, ``None`` where none was generated.
+        images: the identifiers expanded to images in beam order, repeats dropped.
+        unknown_identifiers: identifiers that map to no image in the index.
+        setting: free-form description of the experimental setting (used by ``swift-ssid table --by``).
+        extra: any other keys found in the file, kept so that reading and writing a run loses nothing.
+    """
+
+    query_id: str
+    query: str
+    gold_images: list[str]
+    identifiers: list[str]
+    scores: list[float]
+    reasons: list[str | None]
+    images: list[str]
+    unknown_identifiers: list[str] = field(default_factory=list)
+    setting: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.query_id, str) or not self.query_id:
+            raise ValueError(f"'query_id' must be a non-empty string, got {self.query_id!r}")
+        if not isinstance(self.query, str):
+            raise ValueError(f"'query' must be a string, got {type(self.query).__name__} {self.query!r:.80}")
+        self.gold_images = _str_list(self.gold_images, "gold_images")
+        if not self.gold_images:
+            raise ValueError(
+                f"query {self.query_id!r} has no gold image: 'gold_images' must list the relevant image(s)"
+            )
+        self.identifiers = _str_list(self.identifiers, "identifiers")
+        self.reasons = _str_list(self.reasons, "reasons", allow_none=True)
+        self.images = _str_list(self.images, "images")
+        self.unknown_identifiers = _str_list(self.unknown_identifiers, "unknown_identifiers")
+        if isinstance(self.scores, str) or not isinstance(self.scores, (list, tuple)):
+            raise ValueError(f"'scores' must be a list of numbers, got {self.scores!r:.80}")
+        for score in self.scores:
+            if isinstance(score, bool) or not isinstance(score, (int, float)):
+                raise ValueError(f"'scores' must hold only numbers, got item {score!r:.80}")
+        self.scores = [float(s) for s in self.scores]
+        n = len(self.identifiers)
+        for key in ("scores", "reasons"):
+            if len(getattr(self, key)) != n:
+                raise ValueError(
+                    f"query {self.query_id!r}: {len(getattr(self, key))} {key} for {n} identifiers; "
+                    f"write exactly one {key[:-1]} per identifier (use null for a missing reason)"
+                )
+        if len(set(self.images)) != len(self.images):
+            raise ValueError(
+                f"query {self.query_id!r}: 'images' repeats an image; build it with expand_identifiers(), "
+                "which drops repeats"
+            )
+        stray = [u for u in self.unknown_identifiers if u not in self.identifiers]
+        if stray:
+            raise ValueError(
+                f"query {self.query_id!r}: unknown_identifiers {stray!r:.120} are not among the row's identifiers"
+            )
+        clash = sorted(set(self.extra) & set(REQUIRED_KEYS + OPTIONAL_KEYS))
+        if clash:
+            raise ValueError(f"'extra' must not hold the row's own keys, got {clash}; set those fields directly")
+        if not isinstance(self.setting, dict):
+            raise ValueError(f"'setting' must be a JSON object, got {type(self.setting).__name__} {self.setting!r:.80}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as a JSON-ready dict, keys in the documented order."""
+        return {
+            "query_id": self.query_id,
+            "query": self.query,
+            "gold_images": list(self.gold_images),
+            "identifiers": list(self.identifiers),
+            "scores": list(self.scores),
+            "reasons": list(self.reasons),
+            "images": list(self.images),
+            "unknown_identifiers": list(self.unknown_identifiers),
+            "setting": dict(self.setting),
+            **self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RunRow:
+        """Build a row from a parsed JSON object; raises ``ValueError`` naming a missing key or a bad value."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a run row must be a JSON object, got {type(data).__name__}")
+        missing = [k for k in REQUIRED_KEYS if k not in data]
+        if missing:
+            raise ValueError(f"run row lacks key(s) {missing}; every row needs {list(REQUIRED_KEYS)}")
+        return cls(
+            query_id=data["query_id"],
+            query=data["query"],
+            gold_images=data["gold_images"],
+            identifiers=data["identifiers"],
+            scores=data["scores"],
+            reasons=data["reasons"],
+            images=data["images"],
+            unknown_identifiers=data.get("unknown_identifiers", []),
+            setting=data.get("setting") or {},
+            extra={k: v for k, v in data.items() if k not in REQUIRED_KEYS and k not in OPTIONAL_KEYS},
+        )
+
+
+def read_run(path: str | os.PathLike) -> list[RunRow]:
+    """Read a run file (JSON Lines; blank lines skipped).
+
+    Args:
+        path: the run file.
+
+    Returns:
+        The rows in file order.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: a line is not valid JSON or not a valid row (the message names file and line),
+            or a query id repeats.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"run file {str(path)!r} not found; write it with `swift-ssid retrieve`")
+    rows: list[RunRow] = []
+    first_line: dict[str, int] = {}
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from e
+            try:
+                row = RunRow.from_dict(data)
+            except ValueError as e:
+                raise ValueError(f"{path}:{lineno}: {e}") from e
+            if row.query_id in first_line:
+                raise ValueError(
+                    f"{path}:{lineno}: query_id {row.query_id!r} repeats (first on line {first_line[row.query_id]}); "
+                    "each query must appear once per run file"
+                )
+            first_line[row.query_id] = lineno
+            rows.append(row)
+    return rows
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_run(path: str | os.PathLike, rows: Iterable[RunRow]) -> None:
+    """Write rows as a run file (atomically: readers never see a half-written file)."""
+    text = "".join(json.dumps(row.to_dict(), ensure_ascii=False) + "\n" for row in rows)
+    write_text_atomic(path, text)
+
+
+def expand_identifiers(
+    identifiers: Sequence[str], images_for: Callable[[str], Sequence[str]]
+) -> tuple[list[str], list[str]]:
+    """Expand ranked identifiers to ranked images.
+
+    Each identifier contributes its images in the index's fixed order; an image already listed
+    (a repeated identifier, or one image under several identifiers) is dropped.
+
+    Args:
+        identifiers: ranked identifiers (beam order).
+        images_for: identifier -> its images; may return ``[]`` or raise ``KeyError`` for an
+            identifier that is not in the index.
+
+    Returns:
+        ``(images, unknown)``: the images in beam order without repeats, and the identifiers
+        (in order, once each) that map to no image.
+
+    Example:
+        >>> index = {"dog - park": ["a.jpg", "b.jpg"], "cat - sofa": ["c.jpg"]}
+        >>> expand_identifiers(["dog - park", "bird", "cat - sofa", "dog - park"], lambda i: index.get(i, []))
+        (['a.jpg', 'b.jpg', 'c.jpg'], ['bird'])
+    """
+    images: list[str] = []
+    seen: set[str] = set()
+    unknown: list[str] = []
+    for identifier in identifiers:
+        try:
+            found = images_for(identifier)
+        except KeyError:
+            found = []
+        if not found:
+            if identifier not in unknown:
+                unknown.append(identifier)
+            continue
+        for image in found:
+            if image not in seen:
+                seen.add(image)
+                images.append(image)
+    return images, unknown
+
+
+def load_run_with_index(path: str | os.PathLike, index: ImagesFor, *, reexpand: bool = False) -> list[RunRow]:
+    """Read a run and check its ``images`` against the index it is used with.
+
+    Args:
+        path: the run file.
+        index: any object with ``images_for(identifier) -> list[str]``.
+        reexpand: replace each row's ``images`` and ``unknown_identifiers`` with the expansion
+            under ``index`` instead of checking them.
+
+    Returns:
+        The rows.
+
+    Raises:
+        ValueError: (without ``reexpand``) a row's images differ from the index's expansion: the
+            run was made with another index.
+    """
+    rows = read_run(path)
+    for row in rows:
+        images, unknown = expand_identifiers(row.identifiers, index.images_for)
+        if reexpand:
+            row.images, row.unknown_identifiers = images, unknown
+        elif images != row.images:
+            raise ValueError(
+                f"{path}: query {row.query_id!r}: the run lists images {row.images[:5]!r:.200} but this index "
+                f"expands its identifiers to {images[:5]!r:.200}; use the index the run was made with, "
+                "or pass reexpand=True to recompute the images"
+            )
+    return rows

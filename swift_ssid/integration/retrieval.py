@@ -1,0 +1,371 @@
+"""Top-K retrieval: trie-constrained beam search through ms-swift's ``TransformersEngine``, into a run file.
+
+The constraint is the SSID template's own (:class:`swift_ssid.integration.templates.SSIDTemplateMixin`): the
+retriever hands the template its :class:`~swift_ssid.integration.settings.SSIDSettings` and asks the engine for
+``RequestConfig(num_beams=K, n=K, temperature=0)``; the template appends the trie processor in
+``prepare_generate_kwargs`` exactly as it does for ``swift infer``.
+
+Queries file (JSON Lines), one query a line, either
+
+* ``{"query_id"?: "...", "query": "<caption>", "gold_images": ["a.jpg"]}`` (the user turn becomes
+  :func:`swift_ssid.integration.datasets.retrieve_prompt` of the caption, the prompt the model was trained with), or
+* an ``ssid-query`` dataset row ``{"messages": [{"role": "user", ...}], "query_id"?, "query"?,
+  "gold_images": [...]}`` (the messages are sent as they are; ``images`` stands for ``gold_images``
+  when the messages hold no ``<image>`` tag).
+
+A query without ``query_id`` gets ``line<N>`` (its line number). Either form may carry ``"language": "zh"``
+(the query's language, for the multilingual protocol; ``swift-ssid retrieve`` records it in the run's
+``setting``). Run rows: see :mod:`swift_ssid.core.runs`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from swift_ssid.core.answers import canonical_identifier
+from swift_ssid.core.jsonl import append_jsonl, iter_jsonl, write_jsonl_atomic
+from swift_ssid.core.runs import RunRow, expand_identifiers
+
+logger = logging.getLogger(__name__)
+
+IDENTIFIER_PREFIX = "identifier:"
+REASON_PREFIX = "reason:"
+RESERVED_SETTING_KEYS: tuple[str, ...] = ("reason", "k")
+"""Setting keys the retriever itself writes; labels may not override them."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """One retrieval query.
+
+    Args:
+        query_id: unique id within the queries file.
+        query: the query text (a caption).
+        gold_images: the relevant image(s).
+        messages: the chat messages sent to the model (the user turn).
+        images: model-input images referenced by ``<image>`` tags in ``messages`` (usually none).
+        language: the query's language (e.g. ``"zh"``), or None when the row does not say.
+    """
+
+    query_id: str
+    query: str
+    gold_images: list[str]
+    messages: list[dict[str, Any]]
+    images: list[str] = field(default_factory=list)
+    language: str | None = None
+
+
+def _str_list(value: Any, key: str, where: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"{where}: {key!r} must be a non-empty list of image paths, got {value!r:.120}")
+    return list(value)
+
+
+def _caption_of(content: str) -> str:
+    """The caption inside a retrieval user turn (the turn itself when it is not one)."""
+    from swift_ssid.integration.datasets import RETRIEVE_PROMPT
+
+    head, _, tail = RETRIEVE_PROMPT.partition("{caption}")
+    if content.startswith(head) and content.endswith(tail) and len(content) > len(head) + len(tail):
+        return content[len(head) : len(content) - len(tail)]
+    return content
+
+
+def query_from_row(row: dict[str, Any], lineno: int, where: str) -> Query:
+    """Build a :class:`Query` from one queries-file row (see the module docstring for the two forms).
+
+    Args:
+        row: the parsed JSON object.
+        lineno: its line number (names the query when it has no ``query_id``).
+        where: ``file:line`` for error messages.
+
+    Raises:
+        ValueError: the row has neither ``query`` nor ``messages``, no gold images, or a bad field.
+    """
+    from swift_ssid.integration.datasets import retrieve_prompt
+
+    query_id = row.get("query_id", f"line{lineno}")
+    if not isinstance(query_id, (str, int)) or isinstance(query_id, bool) or str(query_id) == "":
+        raise ValueError(f"{where}: 'query_id' must be a non-empty string, got {query_id!r}")
+    images: list[str] = []
+    if "messages" in row:
+        messages = row["messages"]
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise ValueError(f"{where}: 'messages' must be a non-empty list of {{role, content}} objects")
+        if messages[-1].get("role") == "assistant":
+            messages = messages[:-1]  # a dataset row with its target: query with the user turn only
+        users = [m for m in messages if m.get("role") == "user" and isinstance(m.get("content"), str)]
+        if not users:
+            raise ValueError(f"{where}: 'messages' has no user turn with text content")
+        has_image_tag = any("<image>" in m.get("content", "") for m in messages if isinstance(m.get("content"), str))
+        if has_image_tag:
+            images = _str_list(row.get("images"), "images", where)
+            gold = row.get("gold_images")
+        else:
+            gold = row.get("gold_images", row.get("images"))
+        text = row.get("query", _caption_of(users[-1]["content"]))
+    elif "query" in row:
+        text = row["query"]
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"{where}: 'query' must be a non-empty string, got {text!r:.80}")
+        messages = [{"role": "user", "content": retrieve_prompt(text)}]
+        gold = row.get("gold_images")
+    else:
+        raise ValueError(f"{where}: a query row needs 'query' (caption text) or 'messages'; got keys {sorted(row)}")
+    if gold is None:
+        raise ValueError(f"{where}: no 'gold_images'; list the relevant image(s) so the run can be scored")
+    if not isinstance(text, str):
+        raise ValueError(f"{where}: 'query' must be a string, got {type(text).__name__}")
+    language = row.get("language")
+    if language is not None and (not isinstance(language, str) or not language.strip()):
+        raise ValueError(f"{where}: 'language' must be a non-empty string such as \"zh\", got {language!r:.80}")
+    return Query(
+        str(query_id), text, _str_list(gold, "gold_images", where), messages, images, language and language.strip()
+    )
+
+
+def load_queries(path: str | os.PathLike) -> list[Query]:
+    """Read a queries file (JSON Lines), failing on the first bad line.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a bad line or row, or a repeated ``query_id`` (the message names file and line).
+    """
+    queries: list[Query] = []
+    first: dict[str, int] = {}
+    for lineno, row, error in iter_jsonl(path):
+        if error is not None:
+            raise ValueError(error)
+        where = f"{path}:{lineno}"
+        query = query_from_row(row, lineno, where)
+        if query.query_id in first:
+            raise ValueError(
+                f"{where}: query_id {query.query_id!r} repeats (first on line {first[query.query_id]}); "
+                "give each query a unique id"
+            )
+        first[query.query_id] = lineno
+        queries.append(query)
+    if not queries:
+        raise ValueError(f"{path}: no queries; write one JSON object a line")
+    return queries
+
+
+def parse_choice(text: str) -> tuple[str, str | None]:
+    """Read the identifier and reason from one generated response.
+
+    Args:
+        text: e.g. ``"identifier:dog - park\\nreason:A dog runs in a park."``.
+
+    Returns:
+        ``(canonical identifier, reason or None)``; the identifier is the text after the first
+        ``identifier:`` up to the line end (the whole first line when the prefix is missing).
+    """
+    start = text.find(IDENTIFIER_PREFIX)
+    body = text[start + len(IDENTIFIER_PREFIX) :] if start >= 0 else text
+    line, _, rest = body.partition("\n")
+    reason = None
+    at = rest.find(REASON_PREFIX)
+    if at >= 0:
+        reason = " ".join(rest[at + len(REASON_PREFIX) :].split()) or None
+    return canonical_identifier(line), reason
+
+
+def done_query_ids(out: str | os.PathLike, setting: dict[str, Any]) -> set[str]:
+    """Query ids already in a run file, after dropping broken lines (a killed writer's partial line).
+
+    Raises:
+        ValueError: the file holds rows made with another ``setting`` (a different K or reason mode).
+    """
+    path = Path(out)
+    if not path.is_file():
+        return set()
+    good: list[dict] = []
+    bad = 0
+    for _, row, error in iter_jsonl(path):
+        if error is not None or not isinstance(row.get("query_id"), str):
+            bad += 1
+            continue
+        if row.get("setting") != setting:
+            raise ValueError(
+                f"{path}: holds rows made with setting {row.get('setting')!r}, not {setting!r}; "
+                "write this run to another file or delete the old one"
+            )
+        good.append(row)
+    if bad:
+        logger.warning("%s: dropping %d broken line(s) before resuming", path, bad)
+        write_jsonl_atomic(path, good)
+    return {row["query_id"] for row in good}
+
+
+def reason_label(settings: Any) -> str:
+    """The run rows' ``setting.reason`` for SSID settings (the paper's Table III rows).
+
+    Args:
+        settings: :class:`~swift_ssid.integration.settings.SSIDSettings` (``target``, ``infer_reason``).
+
+    Returns:
+        ``"train+infer"`` (reason target, reason generated), ``"train-only"`` (reason target, the response
+        ends after the identifier line) or ``"none"`` (identifier-only target).
+    """
+    if settings.target == "noreason":
+        return "none"
+    return "train+infer" if settings.infer_reason else "train-only"
+
+
+class Retriever:
+    """Ranks identifiers for queries with trie-constrained beam search on a ``TransformersEngine``.
+
+    Args:
+        engine: an ms-swift ``TransformersEngine`` whose template is an SSID template.
+        settings: the :class:`~swift_ssid.integration.settings.SSIDSettings` (an index is required).
+        k: beams = returned identifiers per query.
+        max_new_tokens: generation budget per response (identifier line plus reason).
+        labels: extra ``setting`` entries written into every run row (e.g. ``{"language": "zh"}``,
+            ``{"protocol": "zeroshot", "n_train": 1000}``); a resumed run file must hold the same ones.
+    """
+
+    def __init__(
+        self,
+        engine: Any,
+        settings: Any,
+        k: int = 10,
+        max_new_tokens: int = 64,
+        labels: Mapping[str, Any] | None = None,
+    ):
+        from swift_ssid.core.index import IdentifierIndex
+        from swift_ssid.integration.templates import SSIDTemplateMixin
+
+        if not isinstance(engine.template, SSIDTemplateMixin):
+            raise ValueError(
+                f"template {engine.template.template_meta.template_type!r} has no SSID constraint; use one of "
+                "ssid_qwen2_5_vl, ssid_llava1_6_vicuna_hf, ssid_qwen2_5 (--template)"
+            )
+        if not settings.enabled:
+            raise ValueError("retrieval needs an identifier index: set SSIDSettings(index_dir=...) (--index)")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens!r}")
+        labels = dict(labels or {})
+        reserved = sorted(set(labels) & set(RESERVED_SETTING_KEYS))
+        if reserved:
+            raise ValueError(
+                f"setting label(s) {reserved} are written by the retriever itself (reason mode and K); "
+                "set them with the SSID settings and k instead"
+            )
+        self.labels = labels
+        self.engine = engine
+        self.settings = settings
+        self.k = k
+        self.max_new_tokens = max_new_tokens
+        self.index = IdentifierIndex.load(settings.index_dir)
+        if k > len(self.index):
+            logger.warning(
+                "k=%d exceeds the %d identifiers in the index: queries get fewer choices", k, len(self.index)
+            )
+        engine.template.set_ssid_settings(settings)
+
+    @property
+    def setting(self) -> dict[str, Any]:
+        """The run rows' ``setting``: reason mode (:func:`reason_label`), K, then the labels."""
+        return {"reason": reason_label(self.settings), "k": self.k, **self.labels}
+
+    def _request_config(self) -> Any:
+        from swift.infer_engine import RequestConfig
+
+        # k=1 still runs beam search (2 beams, 1 returned): greedy decoding has no comparable score.
+        return RequestConfig(num_beams=max(self.k, 2), n=self.k, max_tokens=self.max_new_tokens, temperature=0)
+
+    def retrieve_batch(self, queries: Sequence[Query]) -> list[RunRow]:
+        """Run one batch through the engine and build its run rows (beam order, each identifier once)."""
+        from swift.infer_engine import InferRequest
+
+        requests = [InferRequest(messages=[dict(m) for m in q.messages], images=list(q.images)) for q in queries]
+        template = self.engine.template
+        template.ssid_last_beam_scores = None
+        if 0 < self.engine.max_batch_size < len(requests):
+            self.engine.max_batch_size = len(requests)  # one generate call: the scores belong to this batch
+        responses = self.engine.infer(requests, self._request_config(), use_tqdm=False)
+        scores = template.ssid_last_beam_scores
+        if scores is not None and len(scores) != len(queries) * self.k:
+            raise RuntimeError(
+                f"the template recorded {len(scores)} beam scores for {len(queries)} queries x k={self.k}; "
+                "the engine split the batch (set engine.max_batch_size >= the batch size)"
+            )
+        rows = []
+        for i, (query, response) in enumerate(zip(queries, responses, strict=True)):
+            rows.append(self._row(query, response.choices, None if scores is None else scores[i * self.k :]))
+        return rows
+
+    def _row(self, query: Query, choices: Sequence[Any], scores: Sequence[float | None] | None) -> RunRow:
+        identifiers: list[str] = []
+        reasons: list[str | None] = []
+        row_scores: list[float] = []
+        for j, choice in enumerate(choices):
+            identifier, reason = parse_choice(choice.message.content or "")
+            if identifier in identifiers:
+                continue  # a padding beam (the index has fewer identifiers left than K): keep the best one
+            score = None if scores is None else scores[j]
+            if score is None or not math.isfinite(score):
+                logger.warning("query %s: dropping choice %d, which has no beam score", query.query_id, j)
+                continue
+            identifiers.append(identifier)
+            reasons.append(reason)
+            row_scores.append(float(score))
+        images, unknown = expand_identifiers(identifiers, self.index.images_for)
+        return RunRow(
+            query_id=query.query_id,
+            query=query.query,
+            gold_images=query.gold_images,
+            identifiers=identifiers,
+            scores=row_scores,
+            reasons=reasons,
+            images=images,
+            unknown_identifiers=unknown,
+            setting=self.setting,
+        )
+
+    def run(
+        self,
+        queries: Sequence[Query],
+        out: str | os.PathLike,
+        batch_size: int = 8,
+        progress: Callable[[Iterable[Any]], Any] | None = None,
+    ) -> int:
+        """Retrieve every query not yet in ``out``, appending one flushed row per query.
+
+        Args:
+            queries: the queries.
+            out: the run file (created, or resumed: queries already in it are skipped).
+            batch_size: queries per engine call.
+            progress: optional ``tqdm``-like factory ``progress(total=N)`` with ``update(n)`` / ``close()``.
+
+        Returns:
+            The number of queries retrieved in this call.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size!r}")
+        done = done_query_ids(out, self.setting)
+        pending = [q for q in queries if q.query_id not in done]
+        if done:
+            logger.info("%s: %d of %d queries already done; %d to go", out, len(done), len(queries), len(pending))
+        bar = progress(total=len(pending)) if progress is not None else None
+        try:
+            for start in range(0, len(pending), batch_size):
+                batch = pending[start : start + batch_size]
+                for row in self.retrieve_batch(batch):
+                    append_jsonl(out, row.to_dict())
+                if bar is not None:
+                    bar.update(len(batch))
+        finally:
+            if bar is not None:
+                bar.close()
+        return len(pending)

@@ -1,0 +1,318 @@
+"""SSID chat templates: ms-swift's own templates plus the trie constraint at generation time.
+
+Three templates, each a subclass of the template ms-swift uses for that model, with a meta derived
+in one line from ms-swift's registered meta (so chat formatting and image handling stay exactly
+ms-swift's):
+
+* ``ssid_qwen2_5_vl``  <- ``qwen2_5_vl`` (:class:`swift.template.templates.qwen.Qwen2_5VLTemplate`)
+* ``ssid_llava1_6_vicuna_hf`` <- ``llava1_6_vicuna_hf`` (:class:`swift.template.templates.llava.Llava1_6HfTemplate`)
+* ``ssid_qwen2_5`` <- ``qwen2_5`` (text only; plain :class:`swift.template.Template`)
+
+Without ``SSID_INDEX`` they behave exactly as their parents. With it, every generation that goes
+through the template (``TransformersEngine``: ``swift infer``, ``swift deploy``, ``swift eval``'s
+server, ``--predict_with_generate``, ``swift-ssid retrieve``) decodes the identifier span under an
+:class:`~swift_ssid.decoding.constrained.SSIDConstrainedLogitsProcessor`, appended in
+:meth:`SSIDTemplateMixin.prepare_generate_kwargs`.
+
+Settings: ``SSID_INDEX``, ``SSID_TARGET`` and ``SSID_INFER_REASON``, read by
+:class:`swift_ssid.integration.settings.SSIDSettings` (the one module that names them).
+
+Registration happens only in :mod:`swift_ssid.integration.register`, which calls :func:`register` for each of
+:func:`template_metas`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import torch
+from swift.template import TEMPLATE_MAPPING, Template, TemplateMeta, register_template
+from swift.template.templates.llava import Llava1_6HfTemplate
+from swift.template.templates.qwen import Qwen2_5VLTemplate
+from swift.template.utils import StopWordsCriteria
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteriaList
+
+from swift_ssid.core.index import INDEX_FILE
+from swift_ssid.decoding.constrained import FREE, SSIDConstrainedLogitsProcessor
+from swift_ssid.decoding.trie import TokenTrie
+from swift_ssid.decoding.trie_cache import trie_for_index
+from swift_ssid.integration.settings import SSIDSettings
+
+SSID_QWEN2_5_VL = "ssid_qwen2_5_vl"
+SSID_LLAVA1_6_VICUNA_HF = "ssid_llava1_6_vicuna_hf"
+SSID_QWEN2_5 = "ssid_qwen2_5"
+
+
+class BeamScoreRecorder(LogitsProcessor):
+    """Record each beam hypothesis' cumulative log-probability without ``output_scores``.
+
+    ``transformers`` returns beam scores only with ``output_scores=True``, which keeps every step's
+    full ``[rows, vocab]`` scores (gigabytes for a 150k vocabulary). This processor, placed last,
+    keeps per step only each row's top ``keep`` continuations, keyed by (input group, hash of the
+    generated prefix, token), which covers every candidate beam search can select. It returns the
+    scores unchanged. Rows that already ended with an EOS token (beam search may keep such finished
+    rows running with a -1e9 penalty) are not extended.
+
+    Args:
+        num_beams: beams per input.
+        keep: continuations kept per row and step (at least beam search's ``beams_to_keep``).
+        eos_token_ids: the generation config's EOS ids.
+    """
+
+    def __init__(self, num_beams: int, keep: int, eos_token_ids: set[int]):
+        self.num_beams = num_beams
+        self.keep = keep
+        self.eos_token_ids = set(eos_token_ids)
+        self.prompt_len = -1
+        self._last_len = -1
+        self._cum: dict[tuple[int, int, int], float] = {}
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        rows, length = input_ids.shape
+        if length != self._last_len + 1 or self.prompt_len < 0:
+            self.prompt_len = length
+            self._cum = {}
+        self._last_len = length
+        gen = input_ids[:, self.prompt_len :].tolist()
+        values, tokens = scores.topk(min(self.keep, scores.shape[1]), dim=-1)
+        values, tokens = values.tolist(), tokens.tolist()
+        for r in range(rows):
+            group = r // self.num_beams
+            prefix = gen[r]
+            if prefix and prefix[-1] in self.eos_token_ids:
+                continue
+            base = 0.0 if not prefix else self._cum.get((group, hash(tuple(prefix[:-1])), prefix[-1]))
+            if base is None:  # a row beam search keeps only as padding (-1e9 score)
+                continue
+            h = hash(tuple(prefix))
+            for v, t in zip(values[r], tokens[r], strict=True):
+                if v == -math.inf:
+                    break
+                self._cum[(group, h, t)] = base + v
+        return scores
+
+    def sequence_scores(
+        self, sequences: torch.Tensor, num_return_sequences: int, pad_token_ids: set[int], length_penalty: float
+    ) -> list[float | None]:
+        """Beam scores (sum of log-probabilities / length ** length_penalty) of ``generate``'s sequences.
+
+        Args:
+            sequences: ``LongTensor[batch * num_return_sequences, seq]`` as returned by ``generate``.
+            num_return_sequences: sequences per input.
+            pad_token_ids: tokens that may pad a finished hypothesis on the right.
+            length_penalty: the generation config's ``length_penalty``.
+
+        Returns:
+            One score per sequence, as ``transformers`` computes ``sequences_scores`` for hypotheses
+            with a finite score; None where the sequence was not recorded.
+        """
+        out: list[float | None] = []
+        for i, seq in enumerate(sequences[:, max(self.prompt_len, 0) :].tolist()):
+            group = i // num_return_sequences
+            end = next((j + 1 for j, t in enumerate(seq) if t in self.eos_token_ids), len(seq))
+            while end > 1 and end == len(seq) and seq[end - 1] in pad_token_ids:
+                seq, end = seq[:-1], end - 1
+            s = self._cum.get((group, hash(tuple(seq[: end - 1])), seq[end - 1])) if end else None
+            out.append(None if s is None else s / (end**length_penalty))
+        return out
+
+
+class BeamSafeStopWordsCriteria(StopWordsCriteria):
+    """ms-swift's stop-word criterion without state carried across steps.
+
+    ms-swift's :class:`StopWordsCriteria` remembers "done" per row index, but beam search passes a
+    different candidate in each row at every step, so a row that once held a finished candidate
+    would end every later candidate in it (truncated identifiers). This one judges each call afresh.
+    """
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        if self.start_idx == -1:
+            self.start_idx = input_ids.shape[1] - 1
+        self.is_done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return super().__call__(input_ids, scores, **kwargs)
+
+
+class OneBeamPerIdentifier(LogitsProcessor):
+    """Under beam search, let each identifier's reason line continue greedily (its top-1 token only).
+
+    Without it, the K beams are mostly one identifier with K slightly different reasons. With it, a
+    hypothesis that has closed its identifier line keeps one continuation, so the K returned beams
+    carry K different identifiers (as far as the index has them), each ranked by the score of its
+    identifier plus its greedy reason. Placed right after ``constraint``, whose row phases it reads.
+
+    Args:
+        constraint: the SSID processor of the same ``generate`` call.
+    """
+
+    def __init__(self, constraint: SSIDConstrainedLogitsProcessor):
+        self.constraint = constraint
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        phase = self.constraint.phase  # FREE rows: identifier closed, reason running free
+        free = (phase == FREE).unsqueeze(1)
+        top = scores.argmax(dim=-1, keepdim=True)
+        keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, top, True)
+        return scores.masked_fill(free & ~keep, float("-inf"))
+
+
+class SSIDTemplateMixin:
+    """Adds the SSID trie constraint to an ms-swift template's generation (see the module docstring).
+
+    Attributes:
+        ssid_settings: explicit settings; None (default) reads :meth:`SSIDSettings.from_env` at each generation.
+        ssid_last_beam_scores: beam scores of the last constrained beam-search ``generate`` call (sum of
+            log-probabilities / length ** length_penalty, as transformers' ``sequences_scores``), one per returned
+            sequence, input-major as the engine lays out choices; None where unknown.
+    """
+
+    ssid_settings: SSIDSettings | None = None
+    ssid_last_beam_scores: list[float | None] | None = None
+
+    def set_ssid_settings(self, settings: SSIDSettings | None) -> None:
+        """Use ``settings`` instead of the environment (None: read the environment again)."""
+        self.ssid_settings = settings
+
+    def current_ssid_settings(self) -> SSIDSettings:
+        """The settings in force: the explicit ones, else the environment's."""
+        return self.ssid_settings if self.ssid_settings is not None else SSIDSettings.from_env()
+
+    @property
+    def ssid_eos_token_id(self) -> int:
+        """The template's end-of-response token id (e.g. ``<|im_end|>`` for Qwen, ``</s>`` for Vicuna)."""
+        return int(self.template_meta.stop_token_id)
+
+    def ssid_trie(self, settings: SSIDSettings) -> TokenTrie:
+        """The identifier trie for ``settings`` and this template's tokenizer (cached next to the index)."""
+        index_file = settings.index_dir / INDEX_FILE
+        stat = index_file.stat()
+        key = (settings.index_dir, settings.trie_end, stat.st_mtime_ns, stat.st_size)
+        cache = self.__dict__.setdefault("_ssid_trie_cache", {})
+        if key not in cache:
+            cache.clear()
+            cache[key] = trie_for_index(
+                settings.index_dir, self.tokenizer, end=settings.trie_end, eos_token_id=self.ssid_eos_token_id
+            )
+        return cache[key]
+
+    def ssid_logits_processor(self, num_beams: int, settings: SSIDSettings) -> SSIDConstrainedLogitsProcessor:
+        """A fresh constrained-decoding processor for one ``generate`` call."""
+        return SSIDConstrainedLogitsProcessor(
+            self.ssid_trie(settings),
+            num_beams=num_beams,
+            eos_token_id=self.ssid_eos_token_id,
+            reason=settings.infer_reason,
+        )
+
+    def prepare_generate_kwargs(self, generate_kwargs: dict[str, Any], *, model=None) -> dict[str, Any]:
+        """The parent's kwargs, plus the SSID constraint when an index is set.
+
+        Appends one :class:`SSIDConstrainedLogitsProcessor` to ``logits_processor`` (after whatever the
+        engine put there). Under beam search it also appends :class:`OneBeamPerIdentifier` (when the
+        reason line is generated) and swaps ms-swift's stop-word criterion for
+        :class:`BeamSafeStopWordsCriteria`.
+        """
+        generate_kwargs = super().prepare_generate_kwargs(generate_kwargs, model=model)
+        settings = self.current_ssid_settings()
+        if not settings.enabled:
+            return generate_kwargs
+        num_beams = int(getattr(generate_kwargs["generation_config"], "num_beams", None) or 1)
+        processors = generate_kwargs.get("logits_processor")
+        if processors is None:
+            processors = LogitsProcessorList()
+        elif not isinstance(processors, LogitsProcessorList):
+            processors = LogitsProcessorList(processors)
+        constraint = self.ssid_logits_processor(num_beams, settings)
+        processors.append(constraint)
+        if num_beams > 1:
+            if settings.infer_reason:
+                processors.append(OneBeamPerIdentifier(constraint))
+            criteria = generate_kwargs.get("stopping_criteria")
+            if criteria is not None:
+                generate_kwargs["stopping_criteria"] = StoppingCriteriaList(
+                    BeamSafeStopWordsCriteria(c.tokenizer, c.stop_words, **c.tokenizer_kwargs)
+                    if type(c) is StopWordsCriteria
+                    else c
+                    for c in criteria
+                )
+        generate_kwargs["logits_processor"] = processors
+        return generate_kwargs
+
+    def decode_generate_ids(self, generate_ids: list[int], **kwargs) -> Any:
+        """The parent's decoding, done separately up to and after the first line break (the identifier line's end).
+
+        A byte-fallback tokenizer (Llama / Vicuna: ``\\n`` is the byte token ``<0x0A>``) decodes a run of byte
+        tokens together and turns every byte of an invalid UTF-8 run into U+FFFD, so a line break followed by a
+        stray byte token came out as ``"��"``: the identifier line never ended and parsed as unknown.
+        """
+        settings = self.current_ssid_settings()
+        if not settings.enabled:
+            return super().decode_generate_ids(generate_ids, **kwargs)
+        ids = list(generate_ids)
+        cut = next((i + 1 for i, t in enumerate(ids) if "\n" in self.tokenizer.decode([t])), len(ids))
+        if cut == len(ids):
+            return super().decode_generate_ids(ids, **kwargs)
+        head = super().decode_generate_ids(ids[:cut], **kwargs)
+        return head + super().decode_generate_ids(ids[cut:], **{**kwargs, "first_token": False})
+
+    def generate(self, model, *args, **kwargs):
+        """The parent's ``generate``; under constrained beam search it also records the beam scores."""
+        processors = kwargs.get("logits_processor") or []
+        config = kwargs.get("generation_config")
+        num_beams = int(getattr(config, "num_beams", None) or 1)
+        constrained = any(isinstance(p, SSIDConstrainedLogitsProcessor) for p in processors)
+        if not constrained or num_beams == 1 or getattr(config, "do_sample", False):
+            return super().generate(model, *args, **kwargs)
+        eos = getattr(config, "eos_token_id", None)
+        n_eos = len(eos) if isinstance(eos, (list, tuple)) else 1
+        eos_ids = [] if eos is None else list(eos) if isinstance(eos, (list, tuple)) else [eos]
+        recorder = BeamScoreRecorder(num_beams, keep=(n_eos + 2) * num_beams, eos_token_ids=set(eos_ids))
+        processors.append(recorder)
+        self.ssid_last_beam_scores = None
+        output = super().generate(model, *args, **kwargs)
+        sequences = output["sequences"] if isinstance(output, Mapping) else getattr(output, "sequences", output)
+        pad = getattr(config, "pad_token_id", None)
+        self.ssid_last_beam_scores = recorder.sequence_scores(
+            sequences,
+            int(getattr(config, "num_return_sequences", None) or 1),
+            {pad} if pad is not None else set(),
+            float(getattr(config, "length_penalty", None) or 1.0),
+        )
+        return output
+
+
+class SSIDQwen2_5Template(SSIDTemplateMixin, Template):
+    """ms-swift's ``qwen2_5`` chat template (text only) with the SSID constraint."""
+
+
+class SSIDQwen2_5VLTemplate(SSIDTemplateMixin, Qwen2_5VLTemplate):
+    """ms-swift's ``qwen2_5_vl`` template with the SSID constraint."""
+
+
+class SSIDLlava1_6HfTemplate(SSIDTemplateMixin, Llava1_6HfTemplate):
+    """ms-swift's ``llava1_6_vicuna_hf`` template with the SSID constraint."""
+
+
+# ssid template name -> (ms-swift template it derives from, its class)
+DERIVED: dict[str, tuple[str, type[Template]]] = {
+    SSID_QWEN2_5_VL: ("qwen2_5_vl", SSIDQwen2_5VLTemplate),
+    SSID_LLAVA1_6_VICUNA_HF: ("llava1_6_vicuna_hf", SSIDLlava1_6HfTemplate),
+    SSID_QWEN2_5: ("qwen2_5", SSIDQwen2_5Template),
+}
+
+
+def template_metas() -> list[TemplateMeta]:
+    """The SSID template metas: each is ms-swift's registered meta with a new name and the SSID class."""
+    metas = []
+    for name, (base, cls) in DERIVED.items():
+        if not issubclass(cls, TEMPLATE_MAPPING[base].template_cls):
+            raise TypeError(f"{cls.__name__} must subclass ms-swift's {TEMPLATE_MAPPING[base].template_cls.__name__}")
+        metas.append(replace(TEMPLATE_MAPPING[base], template_type=name, template_cls=cls))
+    return metas
+
+
+def register(meta: TemplateMeta) -> None:
+    """Register one template with ms-swift; a second registration of the same name raises ValueError."""
+    register_template(meta)

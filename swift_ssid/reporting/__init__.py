@@ -1,0 +1,1 @@
+"""What people read: tables in the paper's layout (Markdown, CSV, plots) and the HTML report."""

@@ -1,0 +1,387 @@
+"""The whole SSID method as one resumable sequence of real ``swift`` / ``swift-ssid`` commands.
+
+Stages (each a subprocess, each skipped when its output already exists, so a re-run resumes; a skipped
+stage is marked ``"skipped": true`` in ``summary.json`` and keeps what its earlier run recorded):
+
+1. ``generate``   ``swift infer`` over ``ssid-generate`` rows (the paper's prompt per image); a killed run's
+                  partial results are kept and only the images without an answer are generated again
+2. ``index``      ``swift-ssid build-index`` on the raw results; if too few answers are usable (a tiny
+                  random model), the labelled caption-derived fallback source builds the index instead
+3. ``train``      ``swift sft --dataset ssid-memorize ssid-retrieve`` (registered datasets, read from
+                  ``SSID_COLLECTION`` / ``SSID_INDEX`` / ``SSID_PROTOCOL``)
+4. ``retrieve``   ``swift-ssid retrieve`` (top-K trie-constrained beam search) on the test captions; resumes
+                  an unfinished run file, skipped when the same command already finished it
+5. ``evaluate``   ``swift-ssid evaluate`` and ``swift-ssid report`` (R@1/5/10, HTML report)
+
+Used by the offline demo (:mod:`swift_ssid.workflows.demo`) and the end-to-end tests; with a real model
+directory and the recipes' settings it is the same sequence the recipes document.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from swift_ssid.core.jsonl import iter_jsonl, write_json_atomic, write_jsonl_atomic
+from swift_ssid.integration.settings import ENV_KEYS, SSIDSettings
+
+logger = logging.getLogger(__name__)
+
+PLUGIN_FILE = Path(__file__).resolve().parents[1] / "plugin.py"
+
+
+def swift_executable() -> str:
+    """The ``swift`` console script of this Python environment."""
+    candidate = Path(sys.executable).with_name("swift")
+    if not candidate.exists():
+        raise FileNotFoundError(f"no `swift` next to {sys.executable}: install ms-swift==4.6.0 into this environment")
+    return str(candidate)
+
+
+class StageError(RuntimeError):
+    """A pipeline stage's command failed; the message names the command and the end of its log."""
+
+
+def run_logged(cmd: Sequence[str], log_path: Path, env: dict[str, str], cwd: Path | None = None) -> float:
+    """Run ``cmd``, output to ``log_path``; return its wall time or raise :class:`StageError` with the log's end."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log:
+        log.write("$ " + shlex.join(cmd) + "\n")
+        log.flush()
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, check=False)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = "".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-40:])
+        raise StageError(f"`{shlex.join(cmd[:3])} ...` exited {proc.returncode}; full log: {log_path}\n{tail}")
+    return elapsed
+
+
+@dataclass
+class PipelineConfig:
+    """What to run and where.
+
+    Attributes:
+        workdir: every artifact goes here (resumable: finished stages are skipped).
+        collection: collection ``.jsonl`` or Karpathy JSON (``swift_ssid.core.collection``), with train/test splits.
+        model: base model directory or id.
+        template: SSID template (``ssid_qwen2_5_vl``, ``ssid_llava1_6_vicuna_hf``, ``ssid_qwen2_5``).
+        model_flags: extra flags for every swift call that loads the model (``--model_type``, dtype, ...).
+        identifier_source: ``auto`` (model answers, or the caption-derived fallback when fewer than
+            ``min_valid_share`` are usable), ``model`` (never fall back) or ``caption-derived``.
+        sft_flags: extra ``swift sft`` flags (steps, learning rate, tuner ...).
+        k: beams = identifiers returned per query.
+        generate_max_new_tokens / retrieve_max_new_tokens: generation budgets.
+        env: extra environment for every command (offline flags, ``MAX_PIXELS``, ...).
+    """
+
+    workdir: Path
+    collection: Path
+    model: str
+    template: str
+    model_flags: list[str] = field(default_factory=list)
+    identifier_source: str = "auto"
+    min_valid_share: float = 0.8
+    sft_flags: list[str] = field(default_factory=list)
+    protocol: str = "standard"
+    k: int = 10
+    generate_max_new_tokens: int = 64
+    retrieve_max_new_tokens: int = 48
+    retrieve_batch_size: int = 8
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir)
+        self.collection = Path(self.collection)
+        if self.identifier_source not in ("auto", "model", "caption-derived"):
+            raise ValueError(
+                f"identifier_source must be auto, model or caption-derived, got {self.identifier_source!r}"
+            )
+        if not self.collection.is_file():
+            raise FileNotFoundError(
+                f"collection {self.collection} not found: pass a collection .jsonl or Karpathy JSON"
+            )
+
+
+class Pipeline:
+    """Runs the stages of :class:`PipelineConfig` in order; ``summary`` collects timings and outcomes."""
+
+    def __init__(self, config: PipelineConfig):
+        self.cfg = config
+        self.work = config.workdir
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.logs = self.work / "logs"
+        self.summary: dict = {"config": {k: str(v) for k, v in asdict(config).items()}, "stages": {}}
+        self._previous_stages = _previous_stages(self.work / "summary.json")
+
+    # ------------------------------------------------------------------ helpers
+    def _env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({"HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+        env.update(self.cfg.env)
+        env.update(extra)
+        return env
+
+    def _stage(self, name: str, outputs: Sequence[Path], fn) -> None:
+        if all(p.exists() for p in outputs):
+            logger.info("[%s] done before, skipping (%s)", name, ", ".join(map(str, outputs)))
+            self._skipped(name)
+            return
+        logger.info("[%s] running", name)
+        start = time.perf_counter()
+        info = fn() or {}
+        info["seconds"] = round(time.perf_counter() - start, 1)
+        self.summary["stages"][name] = info
+        logger.info("[%s] finished in %.1f s", name, info["seconds"])
+
+    def _skipped(self, name: str) -> None:
+        """Mark stage ``name`` skipped, keeping what its earlier run recorded (source, checkpoint, ...)."""
+        earlier = self.summary["stages"].get(name) or self._previous_stages.get(name) or {}
+        kept = {k: v for k, v in earlier.items() if k not in ("seconds", "skipped")}
+        self.summary["stages"][name] = {**kept, "skipped": True}
+
+    def _swift(self, command: str, args: list[str], log: str, **env: str) -> float:
+        cmd = [swift_executable(), command, "--custom_register_path", str(PLUGIN_FILE), *args]
+        return run_logged(cmd, self.logs / log, self._env(**env))
+
+    def _ssid(self, args: list[str], log: str, **env: str) -> float:
+        return run_logged([sys.executable, "-m", "swift_ssid.cli", *args], self.logs / log, self._env(**env))
+
+    @property
+    def index_dir(self) -> Path:
+        return self.work / "index"
+
+    @property
+    def checkpoint(self) -> Path:
+        marker = self.work / "sft" / "last_checkpoint.txt"
+        if not marker.exists():
+            raise FileNotFoundError(f"{marker} missing: run the train stage first")
+        return Path(marker.read_text().strip())
+
+    # ------------------------------------------------------------------ stages
+    def generate(self) -> None:
+        """Stage 1: the model answers the paper's prompt for every image (``swift infer``)."""
+        from swift_ssid.core.collection import load_collection
+        from swift_ssid.integration.datasets import generate_rows
+
+        raw = self.work / "generate" / "results.jsonl"
+        # swift infer appends to --result_path every `write_batch_size` rows, so a killed run leaves a partial file.
+        # It writes here and the stage renames it to `raw` only once every image has an answer; a re-run keeps the
+        # finished rows and asks only for the missing images.
+        partial = self.work / "generate" / "results.partial.jsonl"
+
+        def run() -> dict:
+            rows = generate_rows(load_collection(self.cfg.collection))
+            done = _answered_images(partial)
+            todo = [row for row in rows if row["images"][0] not in done]
+            if done:
+                logger.info("%s: %d of %d images answered before; %d to go", partial, len(done), len(rows), len(todo))
+            if todo:
+                rows_path = self.work / "generate" / "rows.jsonl"
+                write_jsonl_atomic(rows_path, todo)
+                args = ["--model", self.cfg.model, *self.cfg.model_flags, "--template", self.cfg.template]
+                args += ["--val_dataset", str(rows_path), "--result_path", str(partial)]
+                args += ["--max_new_tokens", str(self.cfg.generate_max_new_tokens), "--temperature", "0"]
+                self._swift("infer", args, "1_generate.log")
+            missing = [row["images"][0] for row in rows if row["images"][0] not in _answered_images(partial)]
+            if missing:
+                raise StageError(
+                    f"swift infer left {len(missing)} of {len(rows)} images without an answer in {partial} "
+                    f"(first: {missing[0]}); see {self.logs / '1_generate.log'} and re-run to resume"
+                )
+            partial.replace(raw)
+            return {"images": len(rows), "answered_before": len(done & {row["images"][0] for row in rows})}
+
+        self._stage("generate", [raw], run)
+
+    def build_index(self) -> None:
+        """Stage 2: parse the answers into the identifier index, or fall back to caption-derived identifiers."""
+        from swift_ssid.core.caption_identifiers import SOURCE_LABEL, write_caption_results
+        from swift_ssid.core.collection import load_collection
+
+        model_index = self.work / "index_model"
+
+        def run() -> dict:
+            info: dict = {}
+            if self.cfg.identifier_source != "caption-derived":
+                raw = self.work / "generate" / "results.jsonl"
+                self._ssid(["build-index", str(raw), "--out", str(model_index)], "2_build_index_model.log")
+                stats = json.loads((model_index / "stats.json").read_text())
+                share = stats["valid"] / max(stats["images"], 1)
+                info["model_answers"] = {"images": stats["images"], "valid": stats["valid"], "valid_share": share}
+                logger.info("model-written identifiers: %d of %d usable", stats["valid"], stats["images"])
+                if self.cfg.identifier_source == "model" or share >= self.cfg.min_valid_share:
+                    model_index.rename(self.index_dir)
+                    info["source"] = "model"
+                    return info
+                logger.warning(
+                    "only %.0f%% of the model's answers are usable identifiers (< %.0f%%): using the labelled %s "
+                    "fallback source, NOT model-written identifiers",
+                    100 * share,
+                    100 * self.cfg.min_valid_share,
+                    SOURCE_LABEL,
+                )
+            items = load_collection(self.cfg.collection)
+            results = self.work / "index_caption" / "results.jsonl"
+            write_caption_results(((it.image, it.captions[0]) for it in items), results)
+            self._ssid(["build-index", str(results), "--out", str(self.index_dir)], "2_build_index_caption.log")
+            info["source"] = SOURCE_LABEL
+            return info
+
+        self._stage("index", [self.index_dir / "index.jsonl"], run)
+        source_file = self.work / "identifier_source.txt"
+        if "source" in self.summary["stages"].get("index", {}):
+            source_file.write_text(self.summary["stages"]["index"]["source"])
+        self.summary["identifier_source"] = source_file.read_text() if source_file.exists() else "unknown"
+
+    def train(self) -> None:
+        """Stage 3: ``swift sft`` on the memorise and retrieve datasets together."""
+        out = self.work / "sft"
+
+        def run() -> dict:
+            args = ["--model", self.cfg.model, *self.cfg.model_flags, "--template", self.cfg.template]
+            args += ["--dataset", "ssid-memorize", "ssid-retrieve", "--dataset_shuffle", "true"]
+            args += ["--output_dir", str(out), *self.cfg.sft_flags]
+            env = SSIDSettings(
+                index_dir=self.index_dir, collection=str(self.cfg.collection), protocol=self.cfg.protocol
+            ).to_env()
+            self._swift("sft", args, "3_sft.log", **env)
+            checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+            if not checkpoints:
+                raise StageError(f"swift sft wrote no checkpoint under {out}; see {self.logs / '3_sft.log'}")
+            (out / "last_checkpoint.txt").write_text(str(checkpoints[-1]))
+            return {"checkpoint": str(checkpoints[-1])}
+
+        self._stage("train", [out / "last_checkpoint.txt"], run)
+
+    def retrieve(self) -> None:
+        """Stage 4: top-K trie-constrained retrieval for every test caption (``swift-ssid retrieve``)."""
+        from swift_ssid.core.collection import load_collection
+        from swift_ssid.integration.datasets import query_rows
+
+        queries = self.work / "queries.jsonl"
+        run_file = self.work / "run.jsonl"
+        write_jsonl_atomic(queries, query_rows(load_collection(self.cfg.collection)))
+        model_type = _flag(self.cfg.model_flags, "--model_type")
+        ckpt = self.checkpoint
+        if (ckpt / "adapter_config.json").exists():  # LoRA: the base model plus the adapter
+            args = ["retrieve", "--model", self.cfg.model, "--adapters", str(ckpt)]
+        else:  # full fine-tuning: the checkpoint is the model
+            args = ["retrieve", "--model", str(ckpt)]
+        args += ["--template", self.cfg.template, "--index", str(self.index_dir), "--queries", str(queries)]
+        args += ["--k", str(self.cfg.k), "--out", str(run_file), "--batch-size", str(self.cfg.retrieve_batch_size)]
+        args += ["--max-new-tokens", str(self.cfg.retrieve_max_new_tokens)]
+        if model_type:
+            args += ["--model_type", model_type]
+        dtype = _flag(self.cfg.model_flags, "--torch_dtype")
+        if dtype:
+            args += ["--torch-dtype", dtype]
+        # Invoked unless an earlier call with the same command and SSID_* settings left every query in the run
+        # file (loading the model only to find nothing to do costs minutes for a 7B model); otherwise retrieve
+        # itself skips the queries already in the run file.
+        env = self._env()
+        stamp = {"args": args, "env": {k: v for k, v in sorted(env.items()) if k in ENV_KEYS}}
+        stamp_file = self.work / "retrieve_done.json"
+        query_ids = [row["query_id"] for row in _read_rows(queries)]
+        if _read_json(stamp_file) == stamp and set(query_ids) <= {r.get("query_id") for r in _read_rows(run_file)}:
+            logger.info("[retrieve] done before, skipping (%s holds all %d queries)", run_file, len(query_ids))
+            self._skipped("retrieve")
+            return
+        stamp_file.unlink(missing_ok=True)
+        start = time.perf_counter()
+        self._ssid(args, "4_retrieve.log")
+        write_json_atomic(stamp_file, stamp)
+        seconds = round(time.perf_counter() - start, 1)
+        self.summary["stages"]["retrieve"] = {"queries": len(query_ids), "seconds": seconds}
+
+    def evaluate(self) -> dict:
+        """Stage 5: R@1/5/10 (``swift-ssid evaluate``) and the HTML report (``swift-ssid report``)."""
+        start = time.perf_counter()
+        run_file, metrics_file = self.work / "run.jsonl", self.work / "metrics.json"
+        self._ssid(["evaluate", str(run_file), "--json", str(metrics_file)], "5_evaluate.log")
+        report = self.work / "report.html"
+        title = f"SSID retrieval ({self.summary.get('identifier_source', 'unknown')} identifiers)"
+        self._ssid(
+            ["report", str(run_file), "--index", str(self.index_dir), "--out", str(report), "--title", title],
+            "5_report.log",
+        )
+        metrics = json.loads(metrics_file.read_text())
+        self.summary["metrics"] = metrics
+        self.summary["report"] = str(report)
+        self.summary["stages"]["evaluate"] = {"seconds": round(time.perf_counter() - start, 1)}
+        return metrics
+
+    def run_all(self) -> dict:
+        """All stages in order; returns the summary (also written to ``summary.json``)."""
+        start = time.perf_counter()
+        if self.cfg.identifier_source != "caption-derived":
+            self.generate()
+        self.build_index()
+        self.train()
+        self.retrieve()
+        self.evaluate()
+        self.summary["seconds"] = round(time.perf_counter() - start, 1)
+        write_json_atomic(self.work / "summary.json", self.summary)
+        return self.summary
+
+
+def _flag(flags: Sequence[str], name: str) -> str | None:
+    """The value following ``name`` in a flat flag list, or None."""
+    flags = list(flags)
+    return flags[flags.index(name) + 1] if name in flags and flags.index(name) + 1 < len(flags) else None
+
+
+def _read_rows(path: Path) -> list[dict]:
+    """The readable rows of a JSON Lines file (none when it is missing); broken lines are left out."""
+    if not path.is_file():
+        return []
+    return [row for _, row, error in iter_jsonl(path) if error is None]
+
+
+def _read_json(path: Path) -> object:
+    """The JSON value in ``path``, or None when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _previous_stages(summary_path: Path) -> dict:
+    """The ``stages`` of an earlier run's summary, or ``{}``."""
+    previous = _read_json(summary_path)
+    stages = previous.get("stages") if isinstance(previous, dict) else None
+    return stages if isinstance(stages, dict) else {}
+
+
+def _answered_images(results: Path) -> set[str]:
+    """Images that have a result row in a (possibly partial) ``swift infer`` result file.
+
+    A killed writer can leave a broken last line; the file is rewritten without it, since ``swift infer``
+    appends the next rows right after it.
+    """
+    if not results.is_file():
+        return set()
+    rows, broken = [], 0
+    for _, row, error in iter_jsonl(results):
+        if error is None and isinstance(row.get("response"), str) and isinstance(row.get("images"), list):
+            rows.append(row)
+        else:
+            broken += 1
+    if broken:
+        logger.warning("%s: dropping %d broken line(s) before resuming", results, broken)
+        write_jsonl_atomic(results, rows)
+    images = set()
+    for row in rows:
+        first = row["images"][0] if row["images"] else None
+        path = first.get("path") if isinstance(first, dict) else first
+        if isinstance(path, str):
+            images.add(path)
+    return images

@@ -1,0 +1,569 @@
+"""The paper's evaluation protocols (Sec. IV.D-F) as resumable sequences of real ``swift`` / ``swift-ssid`` runs.
+
+Every run file these drivers write is an ordinary ``swift-ssid retrieve`` run whose rows carry the protocol's
+labels in ``setting`` (``swift-ssid retrieve --setting KEY=VALUE``), so ``swift-ssid table --by KEY`` tabulates
+them in the paper's layout:
+
+============  =============================================  ==========================================
+protocol      what varies (one run file each)                ``setting`` of every row
+============  =============================================  ==========================================
+ablation      reason in training and inference / training    ``reason``: ``train+infer`` /
+(Table III)   only / neither                                 ``train-only`` / ``none``; ``protocol``
+zeroshot      training on the first N training images, test  ``n_train``: N; ``protocol``: ``zeroshot``
+(Fig. 3)      images never memorised (``SSID_PROTOCOL``)
+multilingual  query files in other languages, one English-   ``language``: the file's language;
+(Table IV)    trained model                                  ``protocol``: ``multilingual``
+============  =============================================  ==========================================
+
+``reason`` and ``k`` are always written (by :class:`swift_ssid.integration.retrieval.Retriever`). Each driver writes
+``<out>/run_<label>.jsonl``, ``<out>/table.md`` and ``<out>/table.csv`` (the zero-shot one also
+``<out>/zeroshot.png``, R@K against N) and logs every command to ``<out>/logs/``; a re-run skips
+finished training and resumes unfinished run files. Pure module apart from the subprocesses: no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from swift_ssid.core.runs import write_text_atomic
+from swift_ssid.integration.retrieval import RESERVED_SETTING_KEYS, Query, load_queries
+from swift_ssid.integration.settings import SSIDSettings
+from swift_ssid.reporting.tables import TableRow, plot_table, summarize_run_files, to_csv, to_markdown
+from swift_ssid.workflows.pipeline import run_logged, swift_executable
+
+logger = logging.getLogger(__name__)
+
+REASON_SETTINGS: tuple[str, ...] = ("train+infer", "train-only", "none")
+"""``setting.reason`` values, in the order of the paper's Table III."""
+REASON_RUN_STEMS = {
+    "train+infer": "run_reason_train_infer",
+    "train-only": "run_reason_train_only",
+    "none": "run_noreason",
+}
+REASON_DATASETS = {
+    "ssid-memorize": "reason",
+    "ssid-retrieve": "reason",
+    "ssid-memorize-noreason": "noreason",
+    "ssid-retrieve-noreason": "noreason",
+}
+"""SSID training datasets -> the target they teach (``swift sft --dataset``)."""
+SFT_MARKER = "ssid_protocol.json"
+_RECIPE_KEYS = (SSIDSettings.env_var("target"), SSIDSettings.env_var("infer_reason"))  # the recipe decides these
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_LANGUAGE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+MAX_LISTED = 5
+
+
+# ---------------------------------------------------------------- setting labels
+
+
+def parse_label_value(text: str) -> int | float | str:
+    """A label value from the command line: a whole number or a decimal becomes a number, anything else stays text.
+
+    Example:
+        >>> parse_label_value("1000"), parse_label_value("0.5"), parse_label_value("zh")
+        (1000, 0.5, 'zh')
+    """
+    if re.fullmatch(r"[+-]?\d+", text):
+        return int(text)
+    if re.fullmatch(r"[+-]?(\d+\.\d*|\.\d+)([eE][+-]?\d+)?", text):
+        return float(text)
+    return text
+
+
+def parse_labels(items: Sequence[str]) -> dict[str, Any]:
+    """Parse ``KEY=VALUE`` items (``swift-ssid retrieve --setting``) into run-row ``setting`` labels.
+
+    Args:
+        items: e.g. ``["language=zh", "n_train=1000"]``.
+
+    Returns:
+        ``{"language": "zh", "n_train": 1000}`` (values through :func:`parse_label_value`).
+
+    Raises:
+        ValueError: an item without ``=``, a bad or repeated key, an empty value, or a key the retriever
+            writes itself (``reason``, ``k``).
+    """
+    labels: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not _KEY.fullmatch(key):
+            raise ValueError(f"--setting {item!r} is not KEY=VALUE with a key such as language or n_train")
+        if not value.strip():
+            raise ValueError(f"--setting {item!r} has an empty value; write e.g. {key}=zh")
+        if key in RESERVED_SETTING_KEYS:
+            raise ValueError(
+                f"--setting {item!r}: {key!r} is written by retrieve itself; use --target/--no-reason (reason) or --k"
+            )
+        if key in labels:
+            raise ValueError(f"--setting names {key!r} twice ({labels[key]!r} and {value!r}); give each key once")
+        labels[key] = parse_label_value(value.strip())
+    return labels
+
+
+def queries_language(queries: Sequence[Query], source: str) -> str | None:
+    """The one language that a queries file's rows declare (``"language"``), or None when none does.
+
+    Raises:
+        ValueError: the rows mix languages, or only some rows declare one (a run file holds one language).
+    """
+    languages = {q.language for q in queries}
+    if languages == {None}:
+        return None
+    if len(languages) > 1:
+        shown = sorted(str(x) for x in languages)
+        raise ValueError(
+            f"{source}: the queries mix languages {shown} (rows without 'language' show as None); a run holds one "
+            "language: split the file per language and retrieve each into its own run file"
+        )
+    return languages.pop()
+
+
+# ---------------------------------------------------------------- what a checkpoint was trained on
+
+
+def datasets_target(names: Sequence[str], source: str = "training") -> str | None:
+    """The training target that ``swift sft --dataset`` names imply: ``reason``, ``noreason`` or None (unknown).
+
+    Args:
+        names: dataset names as ms-swift records them (``ssid-retrieve``, ``ssid-memorize-noreason#500``, files).
+        source: where the names come from, for the error message.
+
+    Raises:
+        ValueError: the names mix reason and no-reason SSID datasets.
+    """
+    targets: dict[str, list[str]] = {}
+    for name in names:
+        base = str(name).split("#", 1)[0].split(":", 1)[0]
+        if base in REASON_DATASETS:
+            targets.setdefault(REASON_DATASETS[base], []).append(str(name))
+    if len(targets) > 1:
+        raise ValueError(
+            f"{source} mixes reason datasets {targets['reason']} and no-reason datasets {targets['noreason']}; "
+            "an ablation model is trained on one target only"
+        )
+    return next(iter(targets), None)
+
+
+def checkpoint_training_target(checkpoint: str | os.PathLike) -> str | None:
+    """The target a ``swift sft`` checkpoint was trained on, from the ``dataset`` list in its ``args.json``.
+
+    Args:
+        checkpoint: a checkpoint (or output) directory of ``swift sft``.
+
+    Returns:
+        ``reason``, ``noreason``, or None when it has no ``args.json`` or names no SSID dataset (dataset files).
+
+    Raises:
+        ValueError: its datasets mix the two targets.
+    """
+    args_file = Path(checkpoint) / "args.json"
+    if not args_file.is_file():
+        return None
+    try:
+        names = json.loads(args_file.read_text(encoding="utf-8")).get("dataset") or []
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return datasets_target(names if isinstance(names, list) else [names], source=str(args_file))
+
+
+# ---------------------------------------------------------------- query files
+
+
+def check_gold_in_index(queries: Sequence[Query], index: Any, source: str) -> None:
+    """Fail when a query's gold image has no identifier in the index (it could never be retrieved).
+
+    Raises:
+        ValueError: naming the first such images and the fix.
+    """
+    missing = sorted({g for q in queries for g in q.gold_images if index.identifier_for(g) is None})
+    if missing:
+        raise ValueError(
+            f"{source}: {len(missing)} gold image(s) have no identifier in the index, so no query can find them; "
+            f"first: {missing[:MAX_LISTED]}. Stage 1 must cover the test images (zero-shot included) and the query "
+            "file must name images exactly as the index does (build both from the same collection)"
+        )
+
+
+def check_aligned(query_sets: Mapping[str, Sequence[Query]]) -> list[str]:
+    """Check that translated query files describe the same queries: a shared ``query_id`` has the same gold images.
+
+    Args:
+        query_sets: language -> its queries.
+
+    Returns:
+        Warnings (query ids that some languages lack).
+
+    Raises:
+        ValueError: a query id whose gold images differ between two languages.
+    """
+    first: dict[str, tuple[str, list[str]]] = {}
+    for language, queries in query_sets.items():
+        for q in queries:
+            seen = first.setdefault(q.query_id, (language, q.gold_images))
+            if sorted(seen[1]) != sorted(q.gold_images):
+                raise ValueError(
+                    f"query {q.query_id!r} has gold images {seen[1]} in {seen[0]} but {q.gold_images} in {language}; "
+                    "a translated query file keeps each query_id and its gold_images, only the text changes"
+                )
+    warnings = []
+    for language, queries in query_sets.items():
+        lacking = len(first) - len({q.query_id for q in queries})
+        if lacking:
+            warnings.append(f"{language}: {lacking} of {len(first)} query ids are missing (its rows are scored alone)")
+    return warnings
+
+
+# ---------------------------------------------------------------- running retrieve and sft
+
+
+@dataclass
+class RetrieveOptions:
+    """The ``swift-ssid retrieve`` options that stay the same across a protocol's runs.
+
+    Attributes:
+        model: base model id or directory.
+        template: SSID template (``ssid_qwen2_5_vl``, ``ssid_llava1_6_vicuna_hf``, ``ssid_qwen2_5``).
+        index: identifier index directory.
+        model_type: ms-swift model type (local directories), or None.
+        torch_dtype: ``float32`` / ``float16`` / ``bfloat16``, or None for the model's own.
+        k: beams = identifiers per query.
+        batch_size: queries per engine call.
+        max_new_tokens: generation budget per response.
+    """
+
+    model: str
+    template: str
+    index: Path
+    model_type: str | None = None
+    torch_dtype: str | None = None
+    k: int = 10
+    batch_size: int = 8
+    max_new_tokens: int = 64
+
+    def model_args(self, checkpoint: str | os.PathLike | None) -> list[str]:
+        """``--model`` (and ``--adapters``) for a checkpoint: LoRA on the base model, or the full model, or the base."""
+        if checkpoint is None:
+            return ["--model", self.model]
+        checkpoint = Path(checkpoint)
+        if (checkpoint / "adapter_config.json").is_file():
+            return ["--model", self.model, "--adapters", str(checkpoint)]
+        if (checkpoint / "config.json").is_file():
+            return ["--model", str(checkpoint)]
+        raise ValueError(
+            f"{checkpoint} is neither a LoRA checkpoint (adapter_config.json) nor a model (config.json); pass a "
+            "checkpoint-N directory written by swift sft"
+        )
+
+    def flags(self) -> list[str]:
+        """The flags every run shares (model type, dtype, template, index, K, batch, budget)."""
+        out = ["--template", self.template, "--index", str(self.index), "--k", str(self.k)]
+        out += ["--batch-size", str(self.batch_size), "--max-new-tokens", str(self.max_new_tokens)]
+        if self.model_type:
+            out += ["--model_type", self.model_type]
+        if self.torch_dtype:
+            out += ["--torch-dtype", self.torch_dtype]
+        return out
+
+
+def _env(**overrides: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(overrides)
+    return env
+
+
+def retrieve(
+    opts: RetrieveOptions,
+    queries: str | os.PathLike,
+    out: Path,
+    labels: Mapping[str, Any],
+    log: Path,
+    checkpoint: str | os.PathLike | None = None,
+    extra: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> Path:
+    """Run ``swift-ssid retrieve`` into ``out`` (resumed when it exists) with ``--setting`` labels.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        swift_ssid.workflows.pipeline.StageError: the command failed (the message holds the end of its log).
+    """
+    settings = [f"{key}={value}" for key, value in labels.items()]
+    cmd = [sys.executable, "-m", "swift_ssid.cli", "retrieve", *opts.model_args(checkpoint), *opts.flags()]
+    cmd += ["--queries", str(queries), "--out", str(out), *extra, "--setting", *settings]
+    logger.info("retrieve -> %s (%s)", out, ", ".join(settings))
+    run_logged(cmd, log, _env(**(env or {})))
+    return out
+
+
+def write_tables(
+    run_files: Sequence[Path], by: str, out_dir: Path, title: str, plot: Path | None = None
+) -> tuple[list[TableRow], str]:
+    """Tabulate run files by a setting into ``table.md`` / ``table.csv`` (and a PNG plot when asked).
+
+    Returns:
+        The table rows and the Markdown text.
+    """
+    table = summarize_run_files(run_files, by=by)
+    markdown = to_markdown(table, first_column=by, title=title)
+    write_text_atomic(out_dir / "table.md", markdown)
+    write_text_atomic(out_dir / "table.csv", to_csv(table, first_column=by))
+    if plot is not None:
+        plot_table(table, plot, x_label=by, title=title)
+    return table, markdown
+
+
+@dataclass
+class ProtocolResult:
+    """What a protocol run produced.
+
+    Attributes:
+        run_files: row label (setting value) -> run file.
+        table: the table rows (``swift_ssid.reporting.tables.TableRow``).
+        markdown: the Markdown table (also in ``table.md``).
+        files: other outputs (``table.md``, ``table.csv``, a plot).
+    """
+
+    run_files: dict[str, Path]
+    table: list[TableRow]
+    markdown: str
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def run_ablation(
+    opts: RetrieveOptions,
+    queries: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    reason_checkpoint: str | os.PathLike | None,
+    noreason_checkpoint: str | os.PathLike | None,
+    settings: Sequence[str] = REASON_SETTINGS,
+) -> ProtocolResult:
+    """The reason ablation (Table III): one run per setting, from the two checkpoints of the ablation's trainings.
+
+    ``train+infer`` and ``train-only`` query the checkpoint trained with reasons (``train_*.yaml``), the second
+    ending each response after the identifier line (``--no-reason``); ``none`` queries the checkpoint trained
+    without (``train_*_noreason.yaml``, ``--target noreason``). A checkpoint whose ``args.json`` names the other
+    target's datasets is refused.
+
+    Args:
+        opts: the shared retrieve options.
+        queries: the queries file (test captions).
+        out_dir: where runs, logs and tables go.
+        reason_checkpoint: ``swift sft`` checkpoint trained on ``ssid-memorize``/``ssid-retrieve``.
+        noreason_checkpoint: checkpoint trained on the ``-noreason`` datasets.
+        settings: which of :data:`REASON_SETTINGS` to run.
+
+    Returns:
+        The runs and the table by ``reason``.
+    """
+    out_dir = Path(out_dir)
+    unknown = [s for s in settings if s not in REASON_SETTINGS]
+    if unknown or not settings:
+        raise ValueError(f"ablation settings {list(settings)}: use some of {', '.join(REASON_SETTINGS)}")
+    plans = {  # setting -> (checkpoint, training target, extra retrieve flags)
+        "train+infer": (reason_checkpoint, "reason", []),
+        "train-only": (reason_checkpoint, "reason", ["--no-reason"]),
+        "none": (noreason_checkpoint, "noreason", []),
+    }
+    for setting in settings:
+        checkpoint, target, _ = plans[setting]
+        flag = "--reason-adapter" if target == "reason" else "--noreason-adapter"
+        if checkpoint is None:
+            raise ValueError(f"setting {setting!r} needs the checkpoint trained with target {target}: pass {flag}")
+        trained = checkpoint_training_target(checkpoint)
+        if trained is None:
+            logger.warning(
+                "%s: its args.json names no SSID dataset; assuming it was trained with target %s", checkpoint, target
+            )
+        elif trained != target:
+            raise ValueError(
+                f"{flag} {checkpoint} was trained on the {trained} datasets (args.json), but setting {setting!r} needs "
+                f"a model trained with target {target}; swap the checkpoints"
+            )
+    _check_queries(opts, queries)
+    runs: dict[str, Path] = {}
+    for setting in settings:
+        checkpoint, target, extra = plans[setting]
+        stem = REASON_RUN_STEMS[setting]
+        runs[setting] = retrieve(
+            opts,
+            queries,
+            out_dir / f"{stem}.jsonl",
+            {"protocol": "ablation"},
+            out_dir / "logs" / f"{stem}.log",
+            checkpoint,
+            ["--target", target, *extra],
+            env={SSIDSettings.env_var("target"): "", SSIDSettings.env_var("infer_reason"): ""},  # the flags decide
+        )
+    table, markdown = write_tables(list(runs.values()), "reason", out_dir, "Reason ablation (Table III)")
+    return ProtocolResult(runs, table, markdown, {"table.md": out_dir / "table.md", "table.csv": out_dir / "table.csv"})
+
+
+def _check_queries(opts: RetrieveOptions, *files: str | os.PathLike) -> dict[str, list[Query]]:
+    from swift_ssid.core.index import IdentifierIndex
+
+    index = IdentifierIndex.load(opts.index)
+    loaded = {}
+    for path in files:
+        loaded[str(path)] = load_queries(path)
+        check_gold_in_index(loaded[str(path)], index, str(path))
+    return loaded
+
+
+def _last_checkpoint(output_dir: Path) -> Path:
+    link = output_dir / "last-checkpoint"
+    if link.exists():
+        return link.resolve()
+    checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]))
+    if not checkpoints:
+        raise FileNotFoundError(f"swift sft wrote no checkpoint-N under {output_dir}")
+    return checkpoints[-1]
+
+
+def train_zeroshot(
+    n: int,
+    recipe: str | os.PathLike,
+    opts: RetrieveOptions,
+    collection: str | os.PathLike,
+    image_root: str | os.PathLike | None,
+    output_dir: Path,
+    log: Path,
+    sft_args: Sequence[str] = (),
+) -> Path:
+    """``swift sft RECIPE`` on the first N training images under ``SSID_PROTOCOL=zeroshot``; skipped when done before.
+
+    Returns:
+        The checkpoint it wrote (recorded in ``<output_dir>/ssid_protocol.json``).
+    """
+    marker = output_dir / SFT_MARKER
+    if marker.is_file():
+        done = json.loads(marker.read_text(encoding="utf-8"))
+        if done.get("n_train") == n and Path(done.get("checkpoint", "")).is_dir():
+            logger.info("n_train=%d: trained before (%s), skipping swift sft", n, done["checkpoint"])
+            return Path(done["checkpoint"])
+    cmd = [swift_executable(), "sft", str(recipe), "--model", opts.model, "--template", opts.template]
+    if opts.model_type:
+        cmd += ["--model_type", opts.model_type]
+    if opts.torch_dtype:
+        cmd += ["--torch_dtype", opts.torch_dtype]
+    cmd += ["--output_dir", str(output_dir), "--add_version", "false", *sft_args]
+    settings = SSIDSettings(
+        index_dir=Path(opts.index),
+        collection=str(collection),
+        image_root=str(image_root) if image_root else None,
+        protocol="zeroshot",
+        train_size=n,
+    )
+    env = {k: v for k, v in settings.to_env().items() if k not in _RECIPE_KEYS}
+    logger.info("n_train=%d: swift sft %s -> %s", n, recipe, output_dir)
+    run_logged(cmd, log, _env(**env))
+    checkpoint = _last_checkpoint(output_dir)
+    record = {"protocol": "zeroshot", "n_train": n, "recipe": str(recipe), "checkpoint": str(checkpoint)}
+    write_text_atomic(marker, json.dumps(record, indent=2) + "\n")
+    return checkpoint
+
+
+def run_zeroshot(
+    opts: RetrieveOptions,
+    queries: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    ns: Sequence[int],
+    recipe: str | os.PathLike,
+    collection: str | os.PathLike,
+    image_root: str | os.PathLike | None = None,
+    sft_args: Sequence[str] = (),
+) -> ProtocolResult:
+    """The zero-shot curve (Fig. 3): for each N, train on the first N training images, then retrieve.
+
+    N = 0 is the base model (no training). Training uses ``SSID_PROTOCOL=zeroshot``, so no test image's
+    identifier is ever a training target; the index still holds the test images (stage 1 covered them).
+
+    Args:
+        opts: the shared retrieve options (``--model`` etc. also go to ``swift sft``).
+        queries: the queries file (test captions).
+        out_dir: where checkpoints (``sft_n<N>/``), runs, logs, tables and ``zeroshot.png`` go.
+        ns: training-set sizes N (training images; whole numbers >= 0, no repeats).
+        recipe: the ``swift sft`` recipe (``recipes/train_qwen2_5_vl_zeroshot.yaml``).
+        collection: ``SSID_COLLECTION`` for training.
+        image_root: ``SSID_IMAGE_ROOT`` (None: the collection's folder).
+        sft_args: extra ``swift sft`` flags (after the recipe's).
+
+    Returns:
+        The runs and the table by ``n_train`` (ascending N).
+    """
+    out_dir = Path(out_dir)
+    if not ns or any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in ns) or len(set(ns)) != len(ns):
+        raise ValueError(f"--ns {list(ns)}: give distinct whole numbers >= 0, e.g. --ns 0 1000 3000 5000")
+    if not Path(recipe).is_file():
+        raise FileNotFoundError(f"recipe {recipe} not found; run from the repository root or pass --recipe")
+    _check_queries(opts, queries)
+    runs: dict[str, Path] = {}
+    for n in sorted(ns):
+        checkpoint = None
+        if n > 0:
+            sft_dir = out_dir / f"sft_n{n}"
+            checkpoint = train_zeroshot(
+                n, recipe, opts, collection, image_root, sft_dir, out_dir / "logs" / f"sft_n{n}.log", sft_args
+            )
+        labels = {"protocol": "zeroshot", "n_train": n}
+        runs[str(n)] = retrieve(
+            opts, queries, out_dir / f"run_n{n}.jsonl", labels, out_dir / "logs" / f"run_n{n}.log", checkpoint
+        )
+    plot = out_dir / "zeroshot.png"
+    title = "Zero-shot retrieval: R@K vs training images N (Fig. 3)"
+    table, markdown = write_tables(list(runs.values()), "n_train", out_dir, title, plot=plot)
+    files = {"table.md": out_dir / "table.md", "table.csv": out_dir / "table.csv", "zeroshot.png": plot}
+    return ProtocolResult(runs, table, markdown, files)
+
+
+def run_multilingual(
+    opts: RetrieveOptions,
+    query_files: Mapping[str, str | os.PathLike],
+    out_dir: str | os.PathLike,
+    checkpoint: str | os.PathLike | None,
+) -> ProtocolResult:
+    """Multilingual retrieval (Table IV): each language's query file against one (English-trained) model.
+
+    Args:
+        opts: the shared retrieve options.
+        query_files: language label (``en``, ``zh``, ...) -> its queries file; translations keep each
+            ``query_id`` and its ``gold_images``. A file's own ``language`` field must agree with its label.
+        out_dir: where runs (``run_<language>.jsonl``), logs and tables go.
+        checkpoint: the fine-tuned checkpoint (LoRA or full), or None for the base model.
+
+    Returns:
+        The runs and the table by ``language`` (in the order given).
+    """
+    out_dir = Path(out_dir)
+    if not query_files:
+        raise ValueError("no query files: pass --queries en=q_en.jsonl zh=q_zh.jsonl ...")
+    bad = [language for language in query_files if not _LANGUAGE.fullmatch(language)]
+    if bad:
+        raise ValueError(f"language labels {bad} must be short codes such as en, zh, pt-BR (letters, digits, - or _)")
+    loaded = _check_queries(opts, *query_files.values())
+    by_language = {language: loaded[str(path)] for language, path in query_files.items()}
+    for language, queries in by_language.items():
+        declared = queries_language(queries, str(query_files[language]))
+        if declared is not None and declared != language:
+            raise ValueError(f"{query_files[language]} declares language {declared!r} but is passed as {language}=")
+    for warning in check_aligned(by_language):
+        logger.warning("%s", warning)
+    runs: dict[str, Path] = {}
+    for language, path in query_files.items():
+        labels = {"protocol": "multilingual", "language": language}
+        out = out_dir / f"run_{language}.jsonl"
+        runs[language] = retrieve(opts, path, out, labels, out_dir / "logs" / f"run_{language}.log", checkpoint)
+    title = "Multilingual retrieval (Table IV)"
+    table, markdown = write_tables(list(runs.values()), "language", out_dir, title)
+    return ProtocolResult(runs, table, markdown, {"table.md": out_dir / "table.md", "table.csv": out_dir / "table.csv"})
