@@ -23,9 +23,9 @@ from swift_ssid.core.caption_identifiers import caption_identifier, write_captio
 from swift_ssid.core.collection import CollectionItem, load_collection
 from swift_ssid.core.index import IdentifierIndex, build_index
 from swift_ssid.core.metrics import evaluate_run
+from swift_ssid.core.queries import load_queries
 from swift_ssid.core.runs import RunRow, read_run
 from swift_ssid.integration.datasets import retrieve_rows
-from swift_ssid.integration.retrieval import load_queries
 from swift_ssid.testing.tiny_models import SFT_CPU_FLAGS, build_tiny_qwen2_text
 
 pytestmark = pytest.mark.slow

@@ -23,8 +23,9 @@ import yaml
 from swift_ssid.cli import main
 from swift_ssid.core.index import IdentifierIndex, build_index
 from swift_ssid.core.metrics import evaluate_run
+from swift_ssid.core.queries import load_queries
 from swift_ssid.core.runs import RunRow, read_run, write_run
-from swift_ssid.integration.retrieval import done_query_ids, load_queries
+from swift_ssid.integration.retrieval import done_query_ids
 from swift_ssid.reporting.tables import plot_table, summarize_run_files, summarize_runs
 from swift_ssid.testing.tiny_models import OFFLINE_ENV
 from swift_ssid.workflows.protocols import (

@@ -147,7 +147,8 @@ def test_swift_sft_logs_r_at_k_from_k_constrained_beams(tmp_path):
     from swift.infer_engine import TransformersEngine
 
     import swift_ssid.integration.register  # noqa: F401  (the SSID templates, for the in-process retriever)
-    from swift_ssid.integration.retrieval import Retriever, query_from_row
+    from swift_ssid.core.queries import query_from_row
+    from swift_ssid.integration.retrieval import Retriever
     from swift_ssid.integration.settings import SSIDSettings
     from swift_ssid.testing.tiny_models import build_tiny_qwen2_text
 

@@ -22,9 +22,9 @@ import pytest
 
 from swift_ssid.core.index import IdentifierIndex, IndexEntry
 from swift_ssid.core.metrics import DEFAULT_KS, evaluate_run
+from swift_ssid.core.queries import Query
 from swift_ssid.core.runs import RunRow, read_run
 from swift_ssid.integration import evalscope_benchmark as eb
-from swift_ssid.integration.retrieval import Query
 from swift_ssid.integration.settings import SSIDSettings
 from swift_ssid.testing.tiny_models import OFFLINE_ENV
 

@@ -86,7 +86,7 @@ def training_target(args: argparse.Namespace, env_target: str) -> str:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        from swift_ssid.integration.retrieval import load_queries
+        from swift_ssid.core.queries import load_queries
         from swift_ssid.integration.templates import DERIVED
         from swift_ssid.workflows.protocols import parse_labels, queries_language
 

@@ -105,7 +105,7 @@ def load_benchmark_queries(source: str) -> list[Any]:
         ValueError: bad settings or rows, a repeated ``query_id``, or a query with images (text queries only).
         FileNotFoundError: ``source`` is neither ``ssid-query`` nor an existing file.
     """
-    from swift_ssid.integration.retrieval import load_queries, query_from_row
+    from swift_ssid.core.queries import load_queries, query_from_row
 
     if source == DEFAULT_QUERIES:
         from swift_ssid.integration.datasets import QUERY, build_rows
@@ -157,7 +157,7 @@ def run_row_from_texts(
     Returns:
         The run row.
     """
-    from swift_ssid.integration.retrieval import parse_choice
+    from swift_ssid.core.answers import parse_choice
 
     identifiers: list[str] = []
     reasons: list[str | None] = []
@@ -346,7 +346,7 @@ def _adapter_class() -> type:
 
         # ---- scoring
         def calculate_metrics(self, task_state: Any) -> Any:
-            from swift_ssid.integration.retrieval import Query
+            from swift_ssid.core.queries import Query
 
             settings, index = self._ssid()
             meta = task_state.metadata

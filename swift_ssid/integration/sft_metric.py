@@ -161,7 +161,8 @@ class SSIDRecallMetrics(EvalMetrics):
 
     def _query(self, data: dict[str, Any]) -> Any:
         """A validation row as a :class:`~.retrieval.Query` (gold images from the row or its target)."""
-        from swift_ssid.integration.retrieval import parse_choice, query_from_row
+        from swift_ssid.core.answers import parse_choice
+        from swift_ssid.core.queries import query_from_row
 
         row = {key: value for key, value in data.items() if value is not None}
         rank = int(os.environ.get("RANK", "0") or 0)

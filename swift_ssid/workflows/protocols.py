@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from swift_ssid.core.queries import Query, load_queries
 from swift_ssid.core.runs import write_text_atomic
-from swift_ssid.integration.retrieval import RESERVED_SETTING_KEYS, Query, load_queries
+from swift_ssid.integration.retrieval import RESERVED_SETTING_KEYS
 from swift_ssid.integration.settings import SSIDSettings
 from swift_ssid.reporting.tables import TableRow, plot_table, summarize_run_files, to_csv, to_markdown
 from swift_ssid.workflows.pipeline import run_logged, swift_executable
