@@ -25,6 +25,7 @@ from swift_ssid.core.index import IdentifierIndex, build_index
 from swift_ssid.core.metrics import evaluate_run
 from swift_ssid.core.queries import load_queries
 from swift_ssid.core.runs import RunRow, read_run, write_run
+from swift_ssid.integration.checkpoints import checkpoint_training_target, datasets_target
 from swift_ssid.integration.retrieval import done_query_ids
 from swift_ssid.reporting.tables import plot_table, summarize_run_files, summarize_runs
 from swift_ssid.testing.tiny_models import OFFLINE_ENV
@@ -33,8 +34,6 @@ from swift_ssid.workflows.protocols import (
     RetrieveOptions,
     check_aligned,
     check_gold_in_index,
-    checkpoint_training_target,
-    datasets_target,
     parse_labels,
     queries_language,
     run_ablation,

@@ -6,8 +6,9 @@ import argparse
 import json
 import sys
 
+from swift_ssid.core.jsonl import write_text_atomic
 from swift_ssid.core.metrics import DEFAULT_KS, evaluate_run
-from swift_ssid.core.runs import read_run, write_text_atomic
+from swift_ssid.core.runs import read_run
 from swift_ssid.reporting.tables import format_percent
 
 

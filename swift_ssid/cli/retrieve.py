@@ -62,7 +62,7 @@ def training_target(args: argparse.Namespace, env_target: str) -> str:
     Raises:
         ValueError: an explicit target contradicts the datasets an adapter was trained on, or adapters disagree.
     """
-    from swift_ssid.workflows.protocols import checkpoint_training_target
+    from swift_ssid.integration.checkpoints import checkpoint_training_target
 
     env_set = os.environ.get(SSIDSettings.env_var("target"), "").strip()
     explicit = args.target or (env_target if env_set else None)

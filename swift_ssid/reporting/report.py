@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from swift_ssid.core.jsonl import write_text_atomic
 from swift_ssid.core.metrics import (
     DEFAULT_KS,
     check_k,
@@ -32,7 +33,7 @@ from swift_ssid.core.metrics import (
     first_relevant_rank,
     gold_identifiers,
 )
-from swift_ssid.core.runs import RunRow, write_text_atomic
+from swift_ssid.core.runs import RunRow
 from swift_ssid.reporting.tables import format_percent
 
 MAX_THUMBS_PER_IDENTIFIER = 8
