@@ -1,5 +1,10 @@
 """``swift-ssid build-index``: parse ``swift infer`` results into the identifier index.
 
+The index is always written (so ``regenerate.jsonl`` can be used), but the command exits 2 when fewer than
+``--min-usable`` of the images got a usable identifier, and says what to do: ask the model again for those
+images, or take identifiers from another source (``swift-ssid identifiers caption-derived ...``, or any other
+identifier kind), or go on with ``--min-usable 0``.
+
 Example:
     swift-ssid build-index output/generate/results.jsonl --out output/index --collisions shared
 """
@@ -27,6 +32,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-check-images", dest="check_images", action="store_false", help="do not require image files to exist"
     )
+    parser.add_argument(
+        "--min-usable",
+        type=float,
+        default=DEFAULT_MIN_USABLE,
+        metavar="SHARE",
+        help=f"exit 2 when fewer than this share of the images get a usable identifier (default {DEFAULT_MIN_USABLE}; "
+        "0 never fails)",
+    )
+
+
+DEFAULT_MIN_USABLE = 0.5
+
+
+def too_few_usable(stats: dict, min_usable: float, results: str) -> str:
+    """The message for an index with too few usable identifiers: the numbers and the three ways on."""
+    share = stats["valid"] / max(stats["images"], 1)
+    reasons = ", ".join(f"{code} {n}" for code, n in list(stats["invalid_by_reason"].items())[:4]) or "none recorded"
+    return (
+        f"only {stats['valid']} of {stats['images']} images ({share:.0%}) got a usable identifier from {results}, "
+        f"below --min-usable {min_usable:g} (rejections: {reasons}). Either\n"
+        f"  1. ask the model again for those images: swift infer ... --val_dataset {stats['files']['regenerate']} "
+        f"--result_path MORE.jsonl, append MORE.jsonl to {results} and rebuild (a capable model answers in the "
+        "three-line format; a weak one will not), or\n"
+        "  2. use identifiers from another source, e.g. derived from the captions (labelled as such): "
+        "swift-ssid identifiers caption-derived --collection COLLECTION --out INDEX_DIR, "
+        "then `swift-ssid run ... --index INDEX_DIR`, or\n"
+        "  3. go on with the usable ones: --min-usable 0"
+    )
 
 
 def _summary(stats: dict) -> str:
@@ -43,7 +76,9 @@ def _summary(stats: dict) -> str:
         lines.append(f"  input errors {stats['input_error_count']} (skipped; listed in {stats['files']['stats']}):")
         lines += [f"    {e['error']}" for e in stats["input_errors"][:5]]
     if stats["duplicate_rows"]:
-        lines.append(f"  duplicate rows {stats['duplicate_rows']} (first valid row per image kept)")
+        lines.append(
+            f"  duplicate rows {stats['duplicate_rows']} (per image the first usable answer, else the latest, is kept)"
+        )
     lines.append(f"  index: {stats['files']['index']}")
     lines.append(f"  stats: {stats['files']['stats']}")
     if stats["regenerate"]:
@@ -52,7 +87,7 @@ def _summary(stats: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the index; print a summary. Returns 0 on success, 1 when the input cannot be used."""
+    """Build the index; print a summary. Returns 0 on success, 2 below --min-usable, 1 for unusable input."""
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     try:
         stats = build_index(
@@ -66,4 +101,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"swift-ssid build-index: error: {e}", file=sys.stderr)
         return 1
     print(_summary(stats))
+    if not 0.0 <= args.min_usable <= 1.0:
+        print(f"swift-ssid build-index: error: --min-usable {args.min_usable} must be between 0 and 1", file=sys.stderr)
+        return 2
+    if stats["valid"] < args.min_usable * stats["images"]:
+        print(f"swift-ssid build-index: error: {too_few_usable(stats, args.min_usable, args.results)}", file=sys.stderr)
+        return 2
     return 0

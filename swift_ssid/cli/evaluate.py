@@ -1,40 +1,138 @@
-"""``swift-ssid evaluate RUN.jsonl``: the paper's R@K (image-level hit rate) of a run file."""
+"""``swift-ssid evaluate RUN.jsonl``: the paper's R@K (image-level hit rate) of a run file.
+
+Two inputs:
+
+* a run file of ``swift-ssid retrieve`` (K ranked identifiers per query): R@1/5/10;
+* a ``swift infer`` result file of the ``ssid-query`` dataset (``--queries`` the ``ssid-query.jsonl`` it was made
+  from, ``--index`` the identifier index): ``swift infer`` keeps only the top beam, so only **R@1** is
+  defined and reported (labelled so); R@5/10 need ``swift-ssid retrieve``. Result rows are matched to queries by
+  position and checked by their user turn.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from swift_ssid.core.jsonl import write_text_atomic
+from swift_ssid.core.jsonl import iter_jsonl, write_text_atomic
 from swift_ssid.core.metrics import DEFAULT_KS, evaluate_run
-from swift_ssid.core.runs import read_run
+from swift_ssid.core.runs import RunRow, expand_identifiers, read_run
 from swift_ssid.reporting.tables import format_percent
+
+INFER_NOTE = "top beam of `swift infer` only: R@1 (R@5/R@10 need `swift-ssid retrieve`)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="RUN.jsonl", help="run file written by `swift-ssid retrieve`")
+    parser.add_argument(
+        "run", metavar="RUN.jsonl", help="run file of `swift-ssid retrieve`, or a `swift infer` result file"
+    )
     parser.add_argument("--ks", type=int, nargs="+", default=list(DEFAULT_KS), help="cut-offs (default: 1 5 10)")
     parser.add_argument("--json", metavar="OUT.json", help="also write the metrics as JSON")
+    parser.add_argument(
+        "--queries",
+        metavar="FILE",
+        help="with a `swift infer` result file: the ssid-query.jsonl the results were generated from",
+    )
+    parser.add_argument("--index", metavar="DIR", help="with a `swift infer` result file: the identifier index")
 
 
 def format_metrics(metrics: dict, run: str) -> str:
     """The metrics as aligned text lines (percent, one decimal, as in the paper's tables)."""
     keys = [k for k in metrics if k.startswith("R@")]
     lines = [f"run: {run}", f"metric: {metrics['metric']}", f"queries: {metrics['n_queries']}"]
+    if metrics.get("note"):
+        lines.append(f"note: {metrics['note']}")
     lines += [f"{k:<6}{format_percent(metrics[k]):>6}" for k in keys]
     lines.append(f"unknown identifiers: {format_percent(metrics['unknown_identifier_rate'])}%")
     return "\n".join(lines)
 
 
+def _is_infer_results(path: str) -> bool:
+    """True when the file's first row looks like a ``swift infer`` result (``response``, no ``identifiers``)."""
+    for _, row, error in iter_jsonl(path):
+        return error is None and "response" in row and "identifiers" not in row
+    return False
+
+
+def _user_turn(row: dict) -> str | None:
+    messages = row.get("messages") if isinstance(row.get("messages"), list) else []
+    users = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    return users[0] if users and isinstance(users[0], str) else None
+
+
+def infer_results_to_run(results: str, queries: str, index_dir: str) -> list[RunRow]:
+    """One-identifier run rows from ``swift infer`` results of ``ssid-query`` (see the module docstring).
+
+    Raises:
+        ValueError: the counts differ, a row is unreadable, or a row's user turn is not its query's.
+    """
+    from swift_ssid.core.answers import parse_choice
+    from swift_ssid.core.index import IdentifierIndex
+    from swift_ssid.core.queries import load_queries
+
+    index = IdentifierIndex.load(index_dir)
+    qs = load_queries(queries)
+    rows = []
+    for lineno, row, error in iter_jsonl(results):
+        if error is not None:
+            raise ValueError(error)
+        rows.append((lineno, row))
+    if len(rows) != len(qs):
+        raise ValueError(
+            f"{results} has {len(rows)} result rows but {queries} has {len(qs)} queries; results are matched by "
+            "position, so run `swift infer --val_dataset ssid-query` to the end on the same collection (no sampling)"
+        )
+    out = []
+    for (lineno, row), query in zip(rows, qs, strict=True):
+        response = row.get("response")
+        if not isinstance(response, str):
+            raise ValueError(f"{results}:{lineno}: no 'response' string; is this a `swift infer` result file?")
+        user = _user_turn(row)
+        expected = _user_turn({"messages": query.messages})
+        if user is not None and expected is not None and user.strip() != expected.strip():
+            raise ValueError(
+                f"{results}:{lineno}: the user turn {user[:60]!r} is not query {query.query_id}'s {expected[:60]!r}; "
+                "the results must be in ssid-query order (val_dataset_shuffle false) from the same collection"
+            )
+        identifier, reason = parse_choice(response)
+        identifiers = [identifier] if identifier else []
+        images, unknown = expand_identifiers(identifiers, index.images_for)
+        out.append(
+            RunRow(
+                query_id=query.query_id,
+                query=query.query,
+                gold_images=list(query.gold_images),
+                identifiers=identifiers,
+                scores=[0.0] * len(identifiers),
+                reasons=[reason] * len(identifiers),
+                images=images,
+                unknown_identifiers=unknown,
+                setting={"source": "swift infer", "k": 1},
+            )
+        )
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        metrics = evaluate_run(read_run(args.run), ks=args.ks)
+        if _is_infer_results(args.run):
+            if not (args.queries and args.index):
+                raise ValueError(
+                    f"{args.run} is a `swift infer` result file: pass --queries (the ssid-query.jsonl it was made "
+                    "from: python -m swift_ssid.integration.datasets --out DIR ssid-query) and --index DIR"
+                )
+            metrics = evaluate_run(infer_results_to_run(args.run, args.queries, args.index), ks=[1])
+            metrics = {**metrics, "note": INFER_NOTE}
+        else:
+            metrics = evaluate_run(read_run(args.run), ks=args.ks)
     except (OSError, ValueError) as e:
         print(f"swift-ssid evaluate: error: {e}", file=sys.stderr)
         return 2
     print(format_metrics(metrics, args.run))
     if args.json:
-        write_text_atomic(args.json, json.dumps({"run": args.run, **metrics}, indent=2, ensure_ascii=False) + "\n")
+        text = json.dumps({"run": args.run, **metrics}, indent=2, ensure_ascii=False) + "\n"
+        write_text_atomic(Path(args.json), text)
         print(f"wrote {args.json}")
     return 0

@@ -14,12 +14,15 @@ import sys
 # name -> (module, one-line help); listed in pipeline order.
 COMMANDS: dict[str, tuple[str, str]] = {
     "plugin-path": ("swift_ssid.cli.plugin_path", "print the plugin file for --custom_register_path"),
+    "check": ("swift_ssid.cli.check", "check a collection: every row and image, one line per problem"),
+    "recipe": ("swift_ssid.cli.recipe", "write a recipe filled in with this install's plugin path and your paths"),
     "build-index": ("swift_ssid.cli.build_index", "parse `swift infer` results into the identifier index"),
     "retrieve": ("swift_ssid.cli.retrieve", "trie-constrained top-K retrieval for a query file"),
     "evaluate": ("swift_ssid.cli.evaluate", "image-level R@K of a run file"),
     "table": ("swift_ssid.cli.table", "tabulate run files in the paper's layout (Markdown and CSV)"),
     "report": ("swift_ssid.cli.report", "self-contained HTML report of a run"),
     "protocol": ("swift_ssid.cli.protocol", "run the paper's ablation / zero-shot / multilingual protocols"),
+    "run": ("swift_ssid.cli.run", "the whole method on your collection, resumable, ending in R@K and a report"),
     "demo": ("swift_ssid.cli.demo", "run the whole pipeline offline on the bundled mini collection"),
 }
 

@@ -23,6 +23,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--thumb-size", type=int, default=128, help="thumbnail size in pixels (default 128)")
     parser.add_argument("--title", default="SSID retrieval report", help="page title")
+    parser.add_argument(
+        "--alpha-background",
+        default=None,
+        help="colour transparent image areas are composited onto (default: the alpha_background setting, white)",
+    )
+
+
+def _background_from_env() -> str:
+    """``SSID_ALPHA_BACKGROUND`` (read by the settings module, its one owner), else the default."""
+    from swift_ssid.integration.settings import SSIDSettings
+
+    return SSIDSettings.from_env(ignore=("index_dir",)).alpha_background
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
             title=args.title,
             run_name=args.run,
             index_name=args.index,
+            alpha_background=args.alpha_background or _background_from_env(),
         )
     except (OSError, ValueError) as e:
         print(f"swift-ssid report: error: {e}", file=sys.stderr)

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from swift_ssid.core.jsonl import iter_jsonl
 
 SPLITS: tuple[str, ...] = ("train", "restval", "val", "test")
+OnError = Callable[[str, str | None, str], None]
+"""``on_error(where, image_or_None, message)``: called for a bad row instead of raising (lenient reading)."""
 TRAIN_SPLITS = frozenset({"train", "restval"})
 MAX_LISTED = 5
 
@@ -67,6 +70,28 @@ def load_collection(path: str | os.PathLike, image_root: str | os.PathLike | Non
     Example:
         >>> items = load_collection("data/dataset_flickr30k.json", image_root="data/flickr30k-images")  # doctest: +SKIP
     """
+    items = read_rows(path, image_root)
+    if not items:
+        raise ValueError(f"collection file {path} holds no images; add rows or pass another collection file")
+    _check_unique(items)
+    _check_images_exist(items, Path(path), image_root)
+    return items
+
+
+def read_rows(
+    path: str | os.PathLike, image_root: str | os.PathLike | None = None, on_error: OnError | None = None
+) -> list[CollectionItem]:
+    """Read a collection file's rows without checking image files; bad rows raise, or go to ``on_error``.
+
+    Args:
+        path: A Karpathy-split ``.json`` file or a collection ``.jsonl`` file.
+        image_root: Folder the image paths are relative to.
+        on_error: Called as ``on_error(where, image, message)`` for each malformed row (which is then
+            left out); None: raise ValueError at the first one. Unreadable files always raise.
+
+    Returns:
+        The well-formed rows, in file order (possibly empty; images may repeat or be missing).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -80,19 +105,13 @@ def load_collection(path: str | os.PathLike, image_root: str | os.PathLike | Non
         )
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        items = _read_jsonl(path, image_root)
-    elif suffix == ".json":
-        items = _read_karpathy(path, image_root)
-    else:
-        raise ValueError(
-            f"collection file {path}: unknown format {suffix!r}; use a Karpathy-split .json file or a "
-            '.jsonl file with one {"image", "captions", "split"} object a line'
-        )
-    if not items:
-        raise ValueError(f"collection file {path} holds no images; add rows or pass another collection file")
-    _check_unique(items)
-    _check_images_exist(items, path, image_root)
-    return items
+        return _read_jsonl(path, image_root, on_error)
+    if suffix == ".json":
+        return _read_karpathy(path, image_root, on_error)
+    raise ValueError(
+        f"collection file {path}: unknown format {suffix!r}; use a Karpathy-split .json file or a "
+        '.jsonl file with one {"image", "captions", "split"} object a line'
+    )
 
 
 def _norm_caption(caption: object, where: str, index: int) -> str:
@@ -120,7 +139,7 @@ def _resolve(image: str, base: Path) -> str:
     return os.path.normpath(os.path.abspath(p if p.is_absolute() else base / p))
 
 
-def _read_karpathy(path: Path, image_root: str | os.PathLike | None) -> list[CollectionItem]:
+def _read_karpathy(path: Path, image_root: str | os.PathLike | None, on_error: OnError | None) -> list[CollectionItem]:
     """Read Karpathy's split JSON."""
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
@@ -137,54 +156,76 @@ def _read_karpathy(path: Path, image_root: str | os.PathLike | None) -> list[Col
     items = []
     for i, row in enumerate(images):
         where = f"{path} images[{i}]"
-        if not isinstance(row, dict):
-            raise ValueError(f"{where}: expected an object, got {type(row).__name__}; fix the file")
-        filename = row.get("filename")
-        if not isinstance(filename, str) or not filename:
-            raise ValueError(f"{where}: 'filename' must be a non-empty string, got {filename!r}; fix the row")
-        filepath = row.get("filepath") or ""
-        if not isinstance(filepath, str):
-            raise ValueError(f"{where}: 'filepath' must be a string, got {filepath!r}; fix the row")
-        split = _check_split(row.get("split"), f"{where} ({filename})")
-        sentences = row.get("sentences")
-        if not isinstance(sentences, list) or not sentences:
-            raise ValueError(
-                f"{where} ({filename}): 'sentences' must be a non-empty list of {{\"raw\": ...}}, got "
-                f"{sentences!r:.80}; give the image at least one caption or drop it"
-            )
-        captions = []
-        for k, sentence in enumerate(sentences):
-            raw = sentence.get("raw") if isinstance(sentence, dict) else sentence
-            captions.append(_norm_caption(raw, f"{where} ({filename})", k))
-        image = _resolve(str(Path(filepath) / filename), root)
-        items.append(CollectionItem(image=image, captions=tuple(captions), split=split, where=where))
+        try:
+            items.append(_karpathy_item(row, where, root))
+        except ValueError as e:
+            if on_error is None:
+                raise
+            name = row.get("filename") if isinstance(row, dict) else None
+            on_error(where, _resolve(name, root) if isinstance(name, str) and name else None, str(e))
     return items
 
 
-def _read_jsonl(path: Path, image_root: str | os.PathLike | None) -> list[CollectionItem]:
+def _karpathy_item(row: object, where: str, root: Path) -> CollectionItem:
+    """One Karpathy ``images[i]`` entry as an item, or raise ValueError naming ``where``."""
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected an object, got {type(row).__name__}; fix the file")
+    filename = row.get("filename")
+    if not isinstance(filename, str) or not filename:
+        raise ValueError(f"{where}: 'filename' must be a non-empty string, got {filename!r}; fix the row")
+    filepath = row.get("filepath") or ""
+    if not isinstance(filepath, str):
+        raise ValueError(f"{where}: 'filepath' must be a string, got {filepath!r}; fix the row")
+    split = _check_split(row.get("split"), f"{where} ({filename})")
+    sentences = row.get("sentences")
+    if not isinstance(sentences, list) or not sentences:
+        raise ValueError(
+            f"{where} ({filename}): 'sentences' must be a non-empty list of {{\"raw\": ...}}, got "
+            f"{sentences!r:.80}; give the image at least one caption or drop it"
+        )
+    captions = []
+    for k, sentence in enumerate(sentences):
+        raw = sentence.get("raw") if isinstance(sentence, dict) else sentence
+        captions.append(_norm_caption(raw, f"{where} ({filename})", k))
+    image = _resolve(str(Path(filepath) / filename), root)
+    return CollectionItem(image=image, captions=tuple(captions), split=split, where=where)
+
+
+def _read_jsonl(path: Path, image_root: str | os.PathLike | None, on_error: OnError | None) -> list[CollectionItem]:
     """Read a collection JSON Lines file."""
     base = Path(image_root) if image_root is not None else path.parent
     items = []
     for lineno, row, error in iter_jsonl(path):
-        if error is not None:
-            raise ValueError(error)
         where = f"{path}:{lineno}"
-        image = row.get("image")
-        if not isinstance(image, str) or not image:
-            raise ValueError(
-                f"{where}: 'image' must be a non-empty path string, got {image!r}; write "
-                '{"image": "path/to.jpg", "captions": ["..."], "split": "test"}'
-            )
-        split = _check_split(row.get("split"), f"{where} ({image})")
-        captions = row.get("captions")
-        if isinstance(captions, str) or not isinstance(captions, list) or not captions:
-            raise ValueError(
-                f"{where} ({image}): 'captions' must be a non-empty list of strings, got "
-                f"{captions!r:.80}; give the image at least one caption"
-            )
-        normed = tuple(_norm_caption(c, f"{where} ({image})", k) for k, c in enumerate(captions))
-        items.append(CollectionItem(image=_resolve(image, base), captions=normed, split=split, where=where))
+        try:
+            if error is not None:
+                raise ValueError(error)
+            items.append(_jsonl_item(row, where, base))
+        except ValueError as e:
+            if on_error is None:
+                raise
+            image = row.get("image") if isinstance(row, dict) else None
+            on_error(where, _resolve(image, base) if isinstance(image, str) and image else None, str(e))
     return items
+
+
+def _jsonl_item(row: dict, where: str, base: Path) -> CollectionItem:
+    """One collection ``.jsonl`` row as an item, or raise ValueError naming ``where``."""
+    image = row.get("image")
+    if not isinstance(image, str) or not image:
+        raise ValueError(
+            f"{where}: 'image' must be a non-empty path string, got {image!r}; write "
+            '{"image": "path/to.jpg", "captions": ["..."], "split": "test"}'
+        )
+    split = _check_split(row.get("split"), f"{where} ({image})")
+    captions = row.get("captions")
+    if isinstance(captions, str) or not isinstance(captions, list) or not captions:
+        raise ValueError(
+            f"{where} ({image}): 'captions' must be a non-empty list of strings, got "
+            f"{captions!r:.80}; give the image at least one caption"
+        )
+    normed = tuple(_norm_caption(c, f"{where} ({image})", k) for k, c in enumerate(captions))
+    return CollectionItem(image=_resolve(image, base), captions=normed, split=split, where=where)
 
 
 def _check_unique(items: list[CollectionItem]) -> None:

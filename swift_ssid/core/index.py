@@ -403,7 +403,8 @@ def build_index(
     ``images: ["..."]``). A bad row (not JSON, no response, not one image, missing image file) is
     skipped, logged and listed in ``stats["input_errors"]``; the other rows still count. When an
     image appears in several rows, its first valid row wins (so regenerated results can be
-    appended to the original file), else its first row.
+    appended to the original file), else its last row (the latest answer, so
+    the stats after a retry describe the latest answers).
 
     Args:
         results_path: The JSON Lines file ``swift infer`` wrote.
@@ -478,7 +479,7 @@ def build_index(
         )
         if image in chosen:
             duplicates += 1
-            if chosen[image][0].status in VALID_STATUSES or entry.status not in VALID_STATUSES:
+            if chosen[image][0].status in VALID_STATUSES:
                 continue
         chosen[image] = (entry, row)
 
@@ -509,6 +510,7 @@ def build_index(
         "duplicate_rows": duplicates,
         "images": len(entries),
         "valid": status["ok"] + status["repaired"],
+        "usable_share": round((status["ok"] + status["repaired"]) / max(len(entries), 1), 4),
         "ok": status["ok"],
         "repaired": status["repaired"],
         "invalid": status["invalid"],

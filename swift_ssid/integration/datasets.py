@@ -25,6 +25,9 @@ Where the rows come from is set by environment variables, read in one place
   test images included; train retrieval on training captions; query with test captions) or ``zeroshot``
   (test images never appear in training).
 * ``SSID_TRAIN_SIZE``: use only the first N training images (``train`` + ``restval``, file order).
+* ``SSID_SKIP_INVALID``: ``true`` leaves out the rows ``swift-ssid check`` flags (unreadable or SVG images, missing
+  files, empty captions, duplicates, extreme sizes), each logged with its ``file:line`` and fix
+  (:meth:`SSIDSettings.load_collection`); by default such a row stops the dataset with that message.
 
 Prompts. The paper does not print its memorise/retrieve instructions; GRACE uses short ones. Ours are
 short, differ between the two tasks, and are the constants below; retrieval queries must use

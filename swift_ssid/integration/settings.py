@@ -4,17 +4,17 @@ ms-swift refuses unknown flags and imports plugins after parsing its arguments, 
 travel as environment variables (a recipe's ``ENV:`` block sets them). This module is the only one that
 names them; everything else takes an :class:`SSIDSettings` object.
 
-====================  ==========================================================================================
-variable              meaning
-====================  ==========================================================================================
-``SSID_INDEX``        identifier index folder; with it set, every SSID-template generation is trie-constrained
-``SSID_TARGET``       ``reason`` (default: identifier line, then a reason line) or ``noreason`` (identifier only)
-``SSID_INFER_REASON`` ``true`` (default) or ``false``: only the end of response may follow the identifier line
-``SSID_COLLECTION``   the images and captions: Karpathy JSON or a collection ``.jsonl``
-``SSID_IMAGE_ROOT``   the folder image paths are relative to (default: the collection's)
-``SSID_PROTOCOL``     ``standard`` (memorise every image, the paper and GRACE) or ``zeroshot``
-``SSID_TRAIN_SIZE``   only the first N training images (default: all)
-====================  ==========================================================================================
+- ``SSID_INDEX``: identifier index folder; with it set, every SSID-template generation is trie-constrained
+- ``SSID_TARGET``: ``reason`` (default: identifier line, then a reason line) or ``noreason`` (identifier only)
+- ``SSID_INFER_REASON``: ``true`` (default) or ``false``: only the end of response may follow the identifier line
+- ``SSID_COLLECTION``: the images and captions: Karpathy JSON or a collection ``.jsonl``
+- ``SSID_IMAGE_ROOT``: the folder image paths are relative to (default: the collection's)
+- ``SSID_PROTOCOL``: ``standard`` (memorise every image, the paper and GRACE) or ``zeroshot``
+- ``SSID_TRAIN_SIZE``: only the first N training images (default: all)
+- ``SSID_SKIP_INVALID``: ``true``: leave out the collection rows ``swift-ssid check`` flags (each one logged);
+  default ``false``: such a row stops the dataset with its ``file:line`` and the fix
+- ``SSID_ALPHA_BACKGROUND``: the colour transparent image areas are composited onto (default ``#ffffff``, white;
+  any PIL colour), identically in generation, training, retrieval and the report
 
 Pure module: no torch, no ms-swift.
 
@@ -28,13 +28,16 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from swift_ssid.core.checks import check_collection
 from swift_ssid.core.collection import CollectionItem, load_collection
+from swift_ssid.core.images import DEFAULT_BACKGROUND, parse_background
 from swift_ssid.core.index import INDEX_FILE, IdentifierIndex
 
 Target = Literal["reason", "noreason"]
@@ -42,6 +45,8 @@ TARGETS: tuple[str, ...] = ("reason", "noreason")
 PROTOCOLS: tuple[str, ...] = ("standard", "zeroshot")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
+
+logger = logging.getLogger(__name__)
 
 ENV_VARS: dict[str, str] = {
     "index_dir": "SSID_INDEX",
@@ -51,6 +56,8 @@ ENV_VARS: dict[str, str] = {
     "image_root": "SSID_IMAGE_ROOT",
     "protocol": "SSID_PROTOCOL",
     "train_size": "SSID_TRAIN_SIZE",
+    "skip_invalid": "SSID_SKIP_INVALID",
+    "alpha_background": "SSID_ALPHA_BACKGROUND",
 }
 """Settings field -> environment variable."""
 
@@ -70,6 +77,8 @@ class SSIDSettings:
         image_root: the image folder, or None for the collection's default.
         protocol: ``standard`` or ``zeroshot``.
         train_size: only the first N training images, or None for all.
+        skip_invalid: leave out the rows :func:`swift_ssid.core.checks.check_collection` flags (logged).
+        alpha_background: the colour transparency is composited onto (:mod:`swift_ssid.core.images`).
     """
 
     index_dir: Path | None = None
@@ -79,6 +88,8 @@ class SSIDSettings:
     image_root: str | None = None
     protocol: str = "standard"
     train_size: int | None = None
+    skip_invalid: bool = False
+    alpha_background: str = DEFAULT_BACKGROUND
 
     ENV: ClassVar[dict[str, str]] = ENV_VARS
 
@@ -91,6 +102,12 @@ class SSIDSettings:
             )
         if not isinstance(self.infer_reason, bool):
             raise ValueError(f"{env['infer_reason']} must be true or false, got {self.infer_reason!r}")
+        if not isinstance(self.skip_invalid, bool):
+            raise ValueError(f"{env['skip_invalid']} must be true or false, got {self.skip_invalid!r}")
+        try:
+            parse_background(self.alpha_background)
+        except ValueError as e:
+            raise ValueError(f"{env['alpha_background']}={self.alpha_background!r}: {e}") from None
         if self.target == "noreason" and self.infer_reason:
             object.__setattr__(self, "infer_reason", False)  # no reason line exists to infer
         if self.protocol not in PROTOCOLS:
@@ -171,8 +188,16 @@ class SSIDSettings:
                     f"{cls.ENV['train_size']}={raw_size!r} is not a whole number; set e.g. "
                     f"{cls.ENV['train_size']}=1000 or unset it for all training images"
                 ) from None
+        raw_skip = (get("skip_invalid") or "false").lower()
+        if raw_skip not in (*_TRUE, *_FALSE):
+            raise ValueError(
+                f"{cls.ENV['skip_invalid']}={get('skip_invalid')!r} is not valid; use true (leave out the rows "
+                "`swift-ssid check` flags) or false"
+            )
         index = get("index_dir")
         return cls(
+            skip_invalid=raw_skip in _TRUE,
+            alpha_background=get("alpha_background") or DEFAULT_BACKGROUND,
             index_dir=Path(index) if index else None,
             target=target,  # type: ignore[arg-type]
             infer_reason=infer_reason,
@@ -190,7 +215,7 @@ class SSIDSettings:
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "infer_reason":
+            if isinstance(value, bool):
                 value = "true" if value else "false"
             out[self.ENV[f.name]] = "" if value is None else str(value)
         return out
@@ -213,10 +238,23 @@ class SSIDSettings:
                 f"{self.ENV['collection']}=data/dataset_flickr30k.json {self.ENV['image_root']}=data/flickr30k-images"
             )
         try:
+            if self.skip_invalid:
+                return self._checked_collection()
             return load_collection(self.collection, self.image_root)
         except (OSError, ValueError) as e:  # name the settings the user wrote, keep the error's type
             env = f"{self.ENV['collection']}={self.collection} {self.ENV['image_root']}={self.image_root or ''}"
             raise type(e)(f"{e} (from {env})") from None
+
+    def _checked_collection(self) -> list[CollectionItem]:
+        """The rows ``swift-ssid check`` finds usable; each left-out row is logged with its problem and fix."""
+        report = check_collection(self.collection, self.image_root)
+        for problem in report.problems:
+            logger.warning("%s=true: leaving out %s", self.ENV["skip_invalid"], problem.line())
+        if report.problems:
+            logger.warning("%s (run `swift-ssid check` for the list as a file)", report.summary())
+        if not report.items:
+            raise ValueError(f"{report.summary()}: no usable row; fix the collection (`swift-ssid check`)")
+        return report.items
 
     def load_index(self) -> IdentifierIndex:
         """Read the identifier index, or raise ValueError when ``SSID_INDEX`` is unset."""

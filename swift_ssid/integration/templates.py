@@ -23,7 +23,9 @@ Registration happens only in :mod:`swift_ssid.integration.register`, which calls
 
 from __future__ import annotations
 
+import io
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -35,6 +37,7 @@ from swift.template.templates.qwen import Qwen2_5VLTemplate
 from swift.template.utils import StopWordsCriteria
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteriaList
 
+from swift_ssid.core.images import composite_alpha, has_alpha
 from swift_ssid.core.index import INDEX_FILE
 from swift_ssid.decoding.constrained import FREE, SSIDConstrainedLogitsProcessor
 from swift_ssid.decoding.trie import TokenTrie
@@ -158,6 +161,38 @@ class OneBeamPerIdentifier(LogitsProcessor):
         return scores.masked_fill(free & ~keep, float("-inf"))
 
 
+def _composited(image: Any, background: str) -> Any:
+    """The image with transparency composited (a PIL image), or ``image`` itself when it has none.
+
+    Raises:
+        ValueError: a local image file cannot be decoded (names the file; ms-swift's own error does not).
+    """
+    from PIL import Image
+
+    if isinstance(image, dict):
+        source = image.get("bytes") or image.get("path")
+    else:
+        source = image
+    if isinstance(source, str) and (source.startswith(("http://", "https://", "data:")) or not os.path.isfile(source)):
+        return image  # URLs, base64 and paths relative to ROOT_IMAGE_DIR: ms-swift loads them as before
+    try:
+        if isinstance(source, Image.Image):
+            return composite_alpha(source, background) if has_alpha(source) else image
+        if not isinstance(source, bytes | str):
+            return image
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as opened:
+            if not has_alpha(opened):
+                return image
+            opened.load()
+            return composite_alpha(opened, background)
+    except OSError as e:
+        where = source if isinstance(source, str) else "an in-memory image"
+        raise ValueError(
+            f"cannot decode image {where} ({type(e).__name__}: {e}); run `swift-ssid check` on the collection and fix "
+            "or drop the row (--skip-invalid)"
+        ) from None
+
+
 class SSIDTemplateMixin:
     """Adds the SSID trie constraint to an ms-swift template's generation (see the module docstring).
 
@@ -205,6 +240,18 @@ class SSIDTemplateMixin:
             eos_token_id=self.ssid_eos_token_id,
             reason=settings.infer_reason,
         )
+
+    def _preprocess_inputs(self, inputs: Any) -> None:
+        """Composite transparent images onto ``SSID_ALPHA_BACKGROUND`` before ms-swift converts them to RGB.
+
+        ms-swift's ``load_image`` drops alpha (transparent pixels keep their stored colour, usually black); every
+        SSID template loads images here first, so generation, training and retrieval see the same picture as the
+        report (:func:`swift_ssid.core.images.composite_alpha`). Opaque images pass through untouched.
+        """
+        if inputs.images:
+            settings = self.ssid_settings or SSIDSettings.from_env(ignore=("index_dir",))
+            inputs.images = [_composited(image, settings.alpha_background) for image in inputs.images]
+        super()._preprocess_inputs(inputs)
 
     def prepare_generate_kwargs(self, generate_kwargs: dict[str, Any], *, model=None) -> dict[str, Any]:
         """The parent's kwargs, plus the SSID constraint when an index is set.

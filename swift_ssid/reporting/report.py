@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from swift_ssid.core.images import composite_alpha
 from swift_ssid.core.jsonl import write_text_atomic
 from swift_ssid.core.metrics import (
     DEFAULT_KS,
@@ -90,13 +91,16 @@ def _safe_lookup(fn: Callable[[str], Any], key: str, default: Any) -> Any:
 class _Images:
     """Image id -> path and index entry; thumbnails made once per image and cached."""
 
-    def __init__(self, index: Any, image_root: str | os.PathLike | None, thumb_size: int):
+    def __init__(
+        self, index: Any, image_root: str | os.PathLike | None, thumb_size: int, alpha_background: str | None = None
+    ):
         entries = getattr(index, "entries", None) or []
         if isinstance(entries, dict):
             entries = entries.values()
         self.entries = {str(e.image): e for e in entries if getattr(e, "image", None) is not None}
         self.root = Path(image_root) if image_root is not None else Path.cwd()
         self.thumb_size = thumb_size
+        self.alpha_background = alpha_background
         self.cache: dict[str, str | None] = {}
         self.missing: set[str] = set()
 
@@ -127,7 +131,8 @@ class _Images:
 
         try:
             with Image.open(path) as im:
-                im = ImageOps.exif_transpose(im).convert("RGB")
+                # Transparency onto the same background the model saw (swift_ssid.core.images), not black.
+                im = composite_alpha(ImageOps.exif_transpose(im), self.alpha_background)
                 im.thumbnail((self.thumb_size, self.thumb_size))
                 buf = io.BytesIO()
                 im.save(buf, format="JPEG", quality=80)
@@ -180,7 +185,8 @@ table.metrics th,table.metrics td{border:1px solid #ccc;padding:6px 12px;text-al
 table.metrics th.label{text-align:left;font-weight:normal}table.metrics tr.paper{background:#eaf6ee;font-weight:600}
 table.metrics tr.contrast{color:#666}.note{font-size:90%;color:#555;max-width:900px}
 figure.plot{margin:12px 0}figure.plot img{border:1px solid #ddd;background:#fff}
-.columns{display:grid;grid-template-columns:1fr 1fr;gap:20px;align-items:start}
+.columns{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:20px;align-items:start}
+.case,.meta,header{overflow-wrap:anywhere}.path{overflow-wrap:anywhere;word-break:break-all}
 @media (max-width:1000px){.columns{grid-template-columns:1fr}}
 .col h3{margin:0 0 8px;padding:6px 10px;border-radius:4px;color:#fff}
 .successes h3{background:#1b7f3b}.failures h3{background:#b3261e}
@@ -242,7 +248,7 @@ def _case_html(row: RunRow, index: Any, images: _Images, k: int) -> str:
     for g in row.gold_images:
         entry = images.entry(g)
         gold_identifier = _safe_lookup(index.identifier_for, g, None)
-        info = [f"<div><b>gold image</b> {_esc(g)}</div>"]
+        info = [f'<div><b>gold image</b> <span class="path">{_esc(g)}</span></div>']
         if gold_identifier is not None:
             info.append(f'<div>its identifier: <code class="identifier">{_esc(gold_identifier)}</code></div>')
         if entry is not None and getattr(entry, "reason", None):
@@ -324,6 +330,7 @@ def render_report(
     title: str = "SSID retrieval report",
     run_name: str = "",
     index_name: str = "",
+    alpha_background: str | None = None,
 ) -> tuple[str, ReportStats]:
     """Render the report of a run as one self-contained HTML page.
 
@@ -339,6 +346,8 @@ def render_report(
         title: the page title.
         run_name: shown in the header (e.g. the run file's path).
         index_name: shown in the header (e.g. the index folder).
+        alpha_background: colour transparent image areas are composited onto (None: white, the default the
+            SSID templates use; see :mod:`swift_ssid.core.images`).
 
     Returns:
         ``(html, stats)``.
@@ -368,7 +377,7 @@ def render_report(
         rank = first_relevant_rank(row.images, row.gold_images)
         (hits if rank is not None and rank <= k else misses).append(row)
     shown_hits, shown_misses = _select_cases(hits, misses, max_cases)
-    images = _Images(index, image_root, thumb_size)
+    images = _Images(index, image_root, thumb_size, alpha_background)
     hit_html = "\n".join(_case_html(row, index, images, k) for row in shown_hits)
     miss_html = "\n".join(_case_html(row, index, images, k) for row in shown_misses)
 

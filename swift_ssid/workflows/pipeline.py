@@ -1,17 +1,26 @@
 """The whole SSID method as one resumable sequence of real ``swift`` / ``swift-ssid`` commands.
 
+Every stage starts with the collection check (:func:`swift_ssid.core.checks.check_collection`, cached by file
+size and time): a problem row stops the run with one line per problem (``file:line``, the fix), or, with
+``skip_invalid``, is listed in ``skipped.jsonl`` and left out. The rows that pass are written to
+``collection.jsonl`` in the work folder (absolute image paths), which every stage then reads.
+
 Stages (each a subprocess, each skipped when its output already exists, so a re-run resumes; a skipped
 stage is marked ``"skipped": true`` in ``summary.json`` and keeps what its earlier run recorded):
 
 1. ``generate``   ``swift infer`` over ``ssid-generate`` rows (the paper's prompt per image); a killed run's
                   partial results are kept and only the images without an answer are generated again
 2. ``index``      ``swift-ssid build-index`` on the raw results; if too few answers are usable (a tiny
-                  random model), the labelled caption-derived fallback source builds the index instead
+                  random model), the labelled caption-derived fallback source builds the index instead;
+                  or a prebuilt index folder (``index=DIR``, e.g. from ``swift-ssid identifiers KIND``) is used
 3. ``train``      ``swift sft --dataset ssid-memorize ssid-retrieve`` (registered datasets, read from
                   ``SSID_COLLECTION`` / ``SSID_INDEX`` / ``SSID_PROTOCOL``)
-4. ``retrieve``   ``swift-ssid retrieve`` (top-K trie-constrained beam search) on the test captions; resumes
-                  an unfinished run file, skipped when the same command already finished it
-5. ``evaluate``   ``swift-ssid evaluate`` and ``swift-ssid report`` (R@1/5/10, HTML report)
+4. ``retrieve``   ``swift-ssid retrieve`` (top-K trie-constrained beam search) on the test captions (``run.jsonl``)
+                  and, for the memorisation check, on the training captions of the first ``memorisation_images``
+                  training images (``run_memorised.jsonl``); resumes an unfinished run file, skipped when the
+                  same command already finished it
+5. ``evaluate``   ``swift-ssid evaluate`` and ``swift-ssid report`` for both (R@1/5/10 with the chance level
+                  ``K / indexed images``, the number of distinct ranked lists, HTML reports)
 
 Used by the offline demo (:mod:`swift_ssid.workflows.demo`) and the end-to-end tests; with a real model
 directory and the recipes' settings it is the same sequence the recipes document.
@@ -27,16 +36,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from swift_ssid.core.jsonl import iter_jsonl, read_json, write_json_atomic, write_jsonl_atomic
+from swift_ssid.core.checks import check_collection
+from swift_ssid.core.collection import TRAIN_SPLITS, CollectionItem
+from swift_ssid.core.images import DEFAULT_BACKGROUND, parse_background
+from swift_ssid.core.jsonl import iter_jsonl, read_json, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from swift_ssid.integration.checkpoints import last_checkpoint
 from swift_ssid.integration.settings import ENV_KEYS, SSIDSettings
 
 logger = logging.getLogger(__name__)
 
 PLUGIN_FILE = Path(__file__).resolve().parents[1] / "plugin.py"
+IDENTIFIER_SOURCES: tuple[str, ...] = ("auto", "model", "caption-derived", "index")
+MAX_PROBLEMS_SHOWN = 20
 
 
 def swift_executable() -> str:
@@ -49,6 +63,10 @@ def swift_executable() -> str:
 
 class StageError(RuntimeError):
     """A pipeline stage's command failed; the message names the command and the end of its log."""
+
+
+class CollectionError(StageError):
+    """The collection check found problem rows (and ``skip_invalid`` is off); the message lists them."""
 
 
 def run_logged(cmd: Sequence[str], log_path: Path, env: dict[str, str], cwd: Path | None = None) -> float:
@@ -82,6 +100,13 @@ class PipelineConfig:
         k: beams = identifiers returned per query.
         generate_max_new_tokens / retrieve_max_new_tokens: generation budgets.
         env: extra environment for every command (offline flags, ``MAX_PIXELS``, ...).
+        image_root: the folder the collection's image paths are relative to (default: the collection's folder).
+        skip_invalid: leave out (and list in ``skipped.jsonl``) the rows the collection check flags, instead of
+            stopping.
+        index: a prebuilt identifier index folder (``swift-ssid build-index`` format); skips stages 1 and 2.
+        alpha_background: the colour transparent image areas are composited onto (``SSID_ALPHA_BACKGROUND``).
+        memorisation_images: training images whose training captions are queried as the memorisation check
+            (first N in file order; 0: no check).
     """
 
     workdir: Path
@@ -98,18 +123,43 @@ class PipelineConfig:
     retrieve_max_new_tokens: int = 48
     retrieve_batch_size: int = 8
     env: dict[str, str] = field(default_factory=dict)
+    image_root: Path | None = None
+    skip_invalid: bool = False
+    index: Path | None = None
+    alpha_background: str = DEFAULT_BACKGROUND
+    memorisation_images: int = 100
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
         self.collection = Path(self.collection)
-        if self.identifier_source not in ("auto", "model", "caption-derived"):
+        if self.identifier_source not in IDENTIFIER_SOURCES:
             raise ValueError(
-                f"identifier_source must be auto, model or caption-derived, got {self.identifier_source!r}"
+                f"identifier_source must be one of {', '.join(IDENTIFIER_SOURCES)}, got {self.identifier_source!r}"
             )
         if not self.collection.is_file():
             raise FileNotFoundError(
                 f"collection {self.collection} not found: pass a collection .jsonl or Karpathy JSON"
             )
+        if self.image_root is not None:
+            self.image_root = Path(self.image_root)
+            if not self.image_root.is_dir():
+                raise FileNotFoundError(f"image root {self.image_root} is not a folder: pass the folder of the images")
+        if self.index is not None:
+            self.index = Path(self.index).resolve()
+            if not (self.index / "index.jsonl").is_file():
+                raise FileNotFoundError(
+                    f"index {self.index} holds no index.jsonl: pass a folder written by `swift-ssid build-index` or "
+                    "`swift-ssid identifiers`"
+                )
+        if not 0.0 <= self.min_valid_share <= 1.0:
+            raise ValueError(f"min_valid_share must be between 0 and 1, got {self.min_valid_share}")
+        if self.memorisation_images < 0:
+            raise ValueError(f"memorisation_images must be >= 0, got {self.memorisation_images}")
+        parse_background(self.alpha_background)
+        if self.index is not None:
+            self.identifier_source = "index"
+        elif self.identifier_source == "index":
+            raise ValueError("identifier_source 'index' needs index=DIR (a prebuilt index folder)")
 
 
 class Pipeline:
@@ -158,7 +208,7 @@ class Pipeline:
 
     @property
     def index_dir(self) -> Path:
-        return self.work / "index"
+        return self.cfg.index if self.cfg.index is not None else self.work / "index"
 
     @property
     def checkpoint(self) -> Path:
@@ -167,12 +217,70 @@ class Pipeline:
             raise FileNotFoundError(f"{marker} missing: run the train stage first")
         return Path(marker.read_text().strip())
 
+    # ------------------------------------------------------------------ the collection check
+    def check(self) -> list[CollectionItem]:
+        """Check the collection (each stage starts here); write the usable rows to the work folder's copy.
+
+        Returns:
+            The usable items.
+
+        Raises:
+            CollectionError: a row has a problem and ``skip_invalid`` is off (the message lists the problems),
+                or no row is usable.
+        """
+        report = check_collection(self.cfg.collection, self.cfg.image_root, cache=self.work / "check_cache.json")
+        skipped = self.work / "skipped.jsonl"
+        if report.problems:
+            shown = [p.line() for p in report.problems[:MAX_PROBLEMS_SHOWN]]
+            if len(report.problems) > MAX_PROBLEMS_SHOWN:
+                shown.append(f"... and {len(report.problems) - MAX_PROBLEMS_SHOWN} more (`swift-ssid check` lists all)")
+            listing = "\n".join(shown)
+            if not self.cfg.skip_invalid:
+                raise CollectionError(
+                    f"{report.summary()}:\n{listing}\nfix these rows, or pass --skip-invalid to leave them out "
+                    "(they are then listed in WORK/skipped.jsonl)"
+                )
+            report.write_skipped(skipped)
+            if not report.items:
+                raise CollectionError(f"{report.summary()}: no usable row left; fix the collection:\n{listing}")
+            if "collection_check" not in self.summary:
+                logger.warning("%s; left out (listed in %s):\n%s", report.summary(), skipped, listing)
+        else:
+            skipped.unlink(missing_ok=True)
+        self.summary["collection_check"] = {
+            "rows": report.rows,
+            "usable": len(report.items),
+            "skipped": len(report.problems),
+            "skipped_file": str(skipped) if report.problems else None,
+        }
+        text = "".join(
+            json.dumps({"image": it.image, "captions": list(it.captions), "split": it.split}, ensure_ascii=False) + "\n"
+            for it in report.items
+        )
+        if not self.collection_file.is_file() or self.collection_file.read_text(encoding="utf-8") != text:
+            write_text_atomic(self.collection_file, text)
+        return report.items
+
+    @property
+    def collection_file(self) -> Path:
+        """The checked collection every stage reads (usable rows only, absolute image paths)."""
+        return self.work / "collection.jsonl"
+
+    def _settings_env(self) -> dict[str, str]:
+        """The ``SSID_*`` environment of the datasets and templates (checked collection, background)."""
+        return SSIDSettings(
+            index_dir=self.index_dir if (self.index_dir / "index.jsonl").is_file() else None,
+            collection=str(self.collection_file),
+            protocol=self.cfg.protocol,
+            alpha_background=self.cfg.alpha_background,
+        ).to_env()
+
     # ------------------------------------------------------------------ stages
     def generate(self) -> None:
         """Stage 1: the model answers the paper's prompt for every image (``swift infer``)."""
-        from swift_ssid.core.collection import load_collection
         from swift_ssid.integration.datasets import generate_rows
 
+        items = self.check()
         raw = self.work / "generate" / "results.jsonl"
         # swift infer appends to --result_path every `write_batch_size` rows, so a killed run leaves a partial file.
         # It writes here and the stage renames it to `raw` only once every image has an answer; a re-run keeps the
@@ -180,7 +288,7 @@ class Pipeline:
         partial = self.work / "generate" / "results.partial.jsonl"
 
         def run() -> dict:
-            rows = generate_rows(load_collection(self.cfg.collection))
+            rows = generate_rows(items)
             done = _answered_images(partial)
             todo = [row for row in rows if row["images"][0] not in done]
             if done:
@@ -191,7 +299,7 @@ class Pipeline:
                 args = ["--model", self.cfg.model, *self.cfg.model_flags, "--template", self.cfg.template]
                 args += ["--val_dataset", str(rows_path), "--result_path", str(partial)]
                 args += ["--max_new_tokens", str(self.cfg.generate_max_new_tokens), "--temperature", "0"]
-                self._swift("infer", args, "1_generate.log")
+                self._swift("infer", args, "1_generate.log", **self._settings_env())
             missing = [row["images"][0] for row in rows if row["images"][0] not in _answered_images(partial)]
             if missing:
                 raise StageError(
@@ -206,15 +314,20 @@ class Pipeline:
     def build_index(self) -> None:
         """Stage 2: parse the answers into the identifier index, or fall back to caption-derived identifiers."""
         from swift_ssid.core.caption_identifiers import SOURCE_LABEL, write_caption_results
-        from swift_ssid.core.collection import load_collection
 
+        items = self.check()
         model_index = self.work / "index_model"
+        if self.cfg.index is not None:
+            self._use_prebuilt_index(items)
+            return
 
         def run() -> dict:
             info: dict = {}
             if self.cfg.identifier_source != "caption-derived":
                 raw = self.work / "generate" / "results.jsonl"
-                self._ssid(["build-index", str(raw), "--out", str(model_index)], "2_build_index_model.log")
+                self._ssid(
+                    ["build-index", str(raw), "--out", str(model_index), "--min-usable", "0"], "2_build_index_model.log"
+                )
                 stats = json.loads((model_index / "stats.json").read_text())
                 share = stats["valid"] / max(stats["images"], 1)
                 info["model_answers"] = {"images": stats["images"], "valid": stats["valid"], "valid_share": share}
@@ -230,7 +343,6 @@ class Pipeline:
                     100 * self.cfg.min_valid_share,
                     SOURCE_LABEL,
                 )
-            items = load_collection(self.cfg.collection)
             results = self.work / "index_caption" / "results.jsonl"
             write_caption_results(((it.image, it.captions[0]) for it in items), results)
             self._ssid(["build-index", str(results), "--out", str(self.index_dir)], "2_build_index_caption.log")
@@ -238,6 +350,30 @@ class Pipeline:
             return info
 
         self._stage("index", [self.index_dir / "index.jsonl"], run)
+        self._record_source()
+
+    def _use_prebuilt_index(self, items: list[CollectionItem]) -> None:
+        """Stage 2 with ``index=DIR``: check that it names every usable image, record its source."""
+        from swift_ssid.core.index import IdentifierIndex
+
+        try:
+            index = IdentifierIndex.load(self.index_dir)
+        except (OSError, ValueError) as e:
+            raise StageError(f"prebuilt index {self.index_dir}: {e}") from None
+        lacking = [it for it in items if index.identifier_for(it.image) is None]
+        if lacking:
+            raise StageError(
+                f"prebuilt index {self.index_dir} has no usable identifier for {len(lacking)} of {len(items)} images "
+                f"(first: {lacking[0].where} {lacking[0].image}); build the index from this collection (same image "
+                "paths), or leave those rows out of the collection"
+            )
+        stats = read_json(self.index_dir / "stats.json", {})
+        kind = stats.get("identifier_source") or stats.get("kind") if isinstance(stats, dict) else None
+        source = f"prebuilt index ({kind})" if kind else f"prebuilt index {self.index_dir}"
+        self.summary["stages"]["index"] = {"source": source, "index": str(self.index_dir), "skipped": True}
+        self._record_source()
+
+    def _record_source(self) -> None:
         source_file = self.work / "identifier_source.txt"
         if "source" in self.summary["stages"].get("index", {}):
             source_file.write_text(self.summary["stages"]["index"]["source"])
@@ -245,16 +381,14 @@ class Pipeline:
 
     def train(self) -> None:
         """Stage 3: ``swift sft`` on the memorise and retrieve datasets together."""
+        self.check()
         out = self.work / "sft"
 
         def run() -> dict:
             args = ["--model", self.cfg.model, *self.cfg.model_flags, "--template", self.cfg.template]
             args += ["--dataset", "ssid-memorize", "ssid-retrieve", "--dataset_shuffle", "true"]
             args += ["--output_dir", str(out), *self.cfg.sft_flags]
-            env = SSIDSettings(
-                index_dir=self.index_dir, collection=str(self.cfg.collection), protocol=self.cfg.protocol
-            ).to_env()
-            self._swift("sft", args, "3_sft.log", **env)
+            self._swift("sft", args, "3_sft.log", **self._settings_env())
             try:
                 checkpoint = last_checkpoint(out)
             except FileNotFoundError as e:
@@ -264,14 +398,42 @@ class Pipeline:
 
         self._stage("train", [out / "last_checkpoint.txt"], run)
 
-    def retrieve(self) -> None:
-        """Stage 4: top-K trie-constrained retrieval for every test caption (``swift-ssid retrieve``)."""
-        from swift_ssid.core.collection import load_collection
+    def memorisation_query_rows(self, items: list[CollectionItem]) -> list[dict]:
+        """Queries of the memorisation check: the training captions of the first ``memorisation_images``
+        training images, exactly as ``ssid-retrieve`` trains on them (``query_id`` ``<stem>#<k>``)."""
         from swift_ssid.integration.datasets import query_rows
 
-        queries = self.work / "queries.jsonl"
-        run_file = self.work / "run.jsonl"
-        write_jsonl_atomic(queries, query_rows(load_collection(self.cfg.collection)))
+        train = [it for it in items if it.split in TRAIN_SPLITS][: self.cfg.memorisation_images]
+        return query_rows([replace(it, split="test") for it in train]) if train else []
+
+    def retrieve(self) -> None:
+        """Stage 4: top-K trie-constrained retrieval of the test captions (and the memorisation check's queries)."""
+        from swift_ssid.integration.datasets import query_rows
+
+        items = self.check()
+        sets = {"test": query_rows(items), "memorised": self.memorisation_query_rows(items)}
+        info: dict = {}
+        all_skipped = True
+        for name, rows in sets.items():
+            if not rows:
+                continue
+            done = self._retrieve_set(name, rows)
+            all_skipped &= done.pop("skipped", False)
+            if name == "test":
+                info.update(done)
+            else:
+                info[name] = done
+        if all_skipped:
+            self._skipped("retrieve")
+        else:
+            self.summary["stages"]["retrieve"] = info
+
+    def _retrieve_set(self, name: str, rows: list[dict]) -> dict:
+        """Retrieve one query set (``test``: ``queries.jsonl`` -> ``run.jsonl``; else with a ``_NAME`` suffix)."""
+        suffix = "" if name == "test" else f"_{name}"
+        queries = self.work / f"queries{suffix}.jsonl"
+        run_file = self.work / f"run{suffix}.jsonl"
+        write_jsonl_atomic(queries, rows)
         model_type = _flag(self.cfg.model_flags, "--model_type")
         ckpt = self.checkpoint
         if (ckpt / "adapter_config.json").exists():  # LoRA: the base model plus the adapter
@@ -289,42 +451,67 @@ class Pipeline:
         # Invoked unless an earlier call with the same command and SSID_* settings left every query in the run
         # file (loading the model only to find nothing to do costs minutes for a 7B model); otherwise retrieve
         # itself skips the queries already in the run file.
-        env = self._env()
+        env = self._env(**self._settings_env())
         stamp = {"args": args, "env": {k: v for k, v in sorted(env.items()) if k in ENV_KEYS}}
-        stamp_file = self.work / "retrieve_done.json"
-        query_ids = [row["query_id"] for row in _read_rows(queries)]
+        stamp_file = self.work / f"retrieve{suffix}_done.json"
+        query_ids = [row["query_id"] for row in rows]
         if read_json(stamp_file) == stamp and set(query_ids) <= {r.get("query_id") for r in _read_rows(run_file)}:
             logger.info("[retrieve] done before, skipping (%s holds all %d queries)", run_file, len(query_ids))
-            self._skipped("retrieve")
-            return
+            return {"queries": len(query_ids), "skipped": True}
         stamp_file.unlink(missing_ok=True)
         start = time.perf_counter()
-        self._ssid(args, "4_retrieve.log")
+        self._ssid(args, f"4_retrieve{suffix}.log", **self._settings_env())
         write_json_atomic(stamp_file, stamp)
-        seconds = round(time.perf_counter() - start, 1)
-        self.summary["stages"]["retrieve"] = {"queries": len(query_ids), "seconds": seconds}
+        return {"queries": len(query_ids), "seconds": round(time.perf_counter() - start, 1)}
 
     def evaluate(self) -> dict:
-        """Stage 5: R@1/5/10 (``swift-ssid evaluate``) and the HTML report (``swift-ssid report``)."""
+        """Stage 5: R@1/5/10 (``swift-ssid evaluate``) with chance levels, and the HTML reports (``swift-ssid report``).
+
+        Returns:
+            The test captions' metrics (``summary["memorisation"]`` holds the memorisation check's).
+        """
+        from swift_ssid.core.index import IdentifierIndex
+        from swift_ssid.core.runs import read_run
+
+        self.check()
         start = time.perf_counter()
-        run_file, metrics_file = self.work / "run.jsonl", self.work / "metrics.json"
-        self._ssid(["evaluate", str(run_file), "--json", str(metrics_file)], "5_evaluate.log")
-        report = self.work / "report.html"
-        title = f"SSID retrieval ({self.summary.get('identifier_source', 'unknown')} identifiers)"
-        self._ssid(
-            ["report", str(run_file), "--index", str(self.index_dir), "--out", str(report), "--title", title],
-            "5_report.log",
-        )
-        metrics = json.loads(metrics_file.read_text())
-        self.summary["metrics"] = metrics
-        self.summary["report"] = str(report)
+        n_images = sum(1 for e in IdentifierIndex.load(self.index_dir).entries if e.identifier is not None)
+        source = self.summary.get("identifier_source", "unknown")
+        for suffix in ("", "_memorised"):
+            run_file = self.work / f"run{suffix}.jsonl"
+            if not run_file.is_file():
+                continue
+            metrics_file = self.work / f"metrics{suffix}.json"
+            self._ssid(["evaluate", str(run_file), "--json", str(metrics_file)], f"5_evaluate{suffix}.log")
+            report = self.work / f"report{suffix}.html"
+            what = "test captions" if not suffix else "memorisation check: training captions"
+            title = f"SSID retrieval, {what} ({source} identifiers)"
+            report_args = ["report", str(run_file), "--index", str(self.index_dir), "--out", str(report)]
+            report_args += ["--title", title, "--alpha-background", self.cfg.alpha_background]
+            self._ssid(report_args, f"5_report{suffix}.log")
+            metrics = json.loads(metrics_file.read_text())
+            ks = [int(k[2:]) for k in metrics if k.startswith("R@")]
+            ranked = [tuple(row.identifiers) for row in read_run(run_file)]
+            extra = {
+                "chance": {f"R@{k}": round(min(1.0, k / max(n_images, 1)), 4) for k in ks},
+                "indexed_images": n_images,
+                "distinct_ranked_lists": len(set(ranked)),
+                "report": str(report),
+            }
+            if suffix:
+                self.summary["memorisation"] = {**metrics, **extra}
+            else:
+                self.summary["metrics"] = metrics
+                self.summary["chance"] = extra["chance"]
+                self.summary["test"] = extra
+                self.summary["report"] = str(report)
         self.summary["stages"]["evaluate"] = {"seconds": round(time.perf_counter() - start, 1)}
-        return metrics
+        return self.summary["metrics"]
 
     def run_all(self) -> dict:
         """All stages in order; returns the summary (also written to ``summary.json``)."""
         start = time.perf_counter()
-        if self.cfg.identifier_source != "caption-derived":
+        if self.cfg.identifier_source not in ("caption-derived", "index"):
             self.generate()
         self.build_index()
         self.train()
@@ -379,3 +566,39 @@ def _answered_images(results: Path) -> set[str]:
         if isinstance(path, str):
             images.add(path)
     return images
+
+
+def _recall_line(metrics: dict, chance: dict) -> str:
+    """``R@1 0.850 (chance 0.083) / R@5 ...`` for the R@K keys of ``metrics``."""
+    keys = [k for k in metrics if k.startswith("R@")]
+    return " / ".join(f"{k} {metrics[k]:.3f} (chance {chance.get(k, float('nan')):.3f})" for k in keys)
+
+
+def format_summary(summary: dict, title: str) -> str:
+    """The block a run prints at the end: source, both R@K lines beside chance, distinct lists, report paths."""
+    rule = "=" * 88
+    lines = ["", rule, title, f"identifier source   : {summary.get('identifier_source', 'unknown')}"]
+    gen = summary.get("stages", {}).get("index", {}).get("model_answers")
+    if gen:
+        lines.append(f"model answers       : {gen['valid']} of {gen['images']} usable as identifiers")
+    check = summary.get("collection_check") or {}
+    if check.get("skipped"):
+        lines.append(
+            f"collection          : {check['usable']} of {check['rows']} rows used; skipped: {check['skipped_file']}"
+        )
+    mem = summary.get("memorisation")
+    if mem:
+        lines.append(
+            f"memorisation check  : {mem['n_queries']} training captions of memorised images, image-level "
+            f"{_recall_line(mem, mem['chance'])}; {mem['distinct_ranked_lists']} distinct ranked lists"
+        )
+    m, test = summary["metrics"], summary.get("test", {})
+    distinct = f"; {test['distinct_ranked_lists']} distinct ranked lists" if "distinct_ranked_lists" in test else ""
+    recall = _recall_line(m, summary.get("chance", {}))
+    lines.append(f"held-out test       : {m['n_queries']} test captions, image-level {recall}{distinct}")
+    lines.append(f"report              : {summary.get('report')}")
+    if mem:
+        lines.append(f"memorisation report : {mem['report']}")
+    lines.append(f"wall time           : {summary.get('seconds', 0):.0f} s")
+    lines.append(rule)
+    return "\n".join(lines)

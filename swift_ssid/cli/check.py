@@ -1,0 +1,69 @@
+"""``swift-ssid check COLLECTION``: every row and image of a collection, one line per problem with the fix.
+
+Exit status: 0 when every row is usable; 2 when a row has a problem (or the file cannot be read). With
+``--skip-invalid`` the problem rows are listed in a file and the usable rows written as a new collection
+(exit 0 while any row is usable).
+
+Example:
+    swift-ssid check my/collection.jsonl --image-root my/images --skip-invalid --out checked/
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from swift_ssid.core.checks import check_collection
+from swift_ssid.core.jsonl import write_jsonl_atomic
+
+MAX_PRINTED = 50
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the check arguments to ``parser``."""
+    parser.add_argument("collection", help="collection .jsonl or Karpathy-split .json")
+    parser.add_argument("--image-root", default=None, help="folder the image paths are relative to")
+    parser.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="do not fail on problem rows: list them in OUT/skipped.jsonl and write the usable rows to "
+        "OUT/collection.jsonl (absolute image paths)",
+    )
+    parser.add_argument("--out", default="checked", help="folder for the --skip-invalid files (default: checked)")
+
+
+def write_checked(items: list, path: Path) -> Path:
+    """Write usable items as a collection ``.jsonl`` with absolute image paths."""
+    rows = [{"image": it.image, "captions": list(it.captions), "split": it.split} for it in items]
+    write_jsonl_atomic(path, rows)
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the collection; print one line per problem. Returns 0 (usable) or 2 (problems)."""
+    try:
+        report = check_collection(args.collection, args.image_root)
+    except (OSError, ValueError) as e:
+        print(f"swift-ssid check: error: {e}", file=sys.stderr)
+        return 2
+    for problem in report.problems[:MAX_PRINTED]:
+        print(problem.line())
+    if len(report.problems) > MAX_PRINTED:
+        print(f"... and {len(report.problems) - MAX_PRINTED} more")
+    print(report.summary())
+    if args.skip_invalid:
+        out = Path(args.out)
+        skipped = report.write_skipped(out / "skipped.jsonl")
+        if not report.items:
+            print(
+                f"swift-ssid check: error: no usable row in {args.collection}; fix the problems above", file=sys.stderr
+            )
+            return 2
+        checked = write_checked(report.items, out / "collection.jsonl")
+        print(f"skipped rows: {skipped} ({len(report.problems)} problem(s)); usable collection: {checked}")
+        return 0
+    if report.problems:
+        print("fix the rows above, or pass --skip-invalid to leave them out and carry on", file=sys.stderr)
+        return 2
+    return 0

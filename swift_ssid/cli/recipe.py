@@ -1,0 +1,136 @@
+"""``swift-ssid recipe NAME --collection FILE --out my.yaml``: a shipped recipe filled in for your collection.
+
+The shipped recipes (``recipes/*.yaml``) are written for Flickr30K from the repository root: relative plugin
+paths and Flickr30K paths in their ``ENV:`` block. The recipe this command writes works from any folder:
+
+* ``custom_register_path`` is this installation's plugin file (``swift-ssid plugin-path``), an absolute path;
+* the ``ENV:`` block names every path setting with your values (absolute), nothing from Flickr30K:
+  ``SSID_COLLECTION``, ``SSID_IMAGE_ROOT`` (blank: the collection's folder), ``SSID_INDEX`` where the stage
+  needs one, ``SSID_SKIP_INVALID``, ``SSID_ALPHA_BACKGROUND``; the recipe's target and protocol settings are kept;
+* output paths (``result_path``, ``output_dir``) go under ``--runs`` (default ``runs/<collection name>/<family>``).
+
+A variable already set in your shell still wins over the ``ENV:`` block (ms-swift's rule, it logs a warning).
+
+Example:
+    swift-ssid recipe train_qwen2_5_vl --collection my/collection.jsonl --image-root my/images --out train.yaml
+    swift sft train.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+_RUNS = re.compile(r"^runs/flickr30k/([\w.]+)/?")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the recipe arguments to ``parser``."""
+    parser.add_argument("name", help="a shipped recipe (e.g. train_qwen2_5_vl; `--list` shows all) or a recipe file")
+    parser.add_argument("--collection", help="your collection .jsonl or Karpathy-split .json (required)")
+    parser.add_argument("--image-root", help="folder the image paths are relative to (default: the collection's)")
+    parser.add_argument("--index", help="identifier index folder (default: RUNS/index)")
+    parser.add_argument("--runs", help="folder for this recipe's outputs (default: runs/<collection name>/<family>)")
+    parser.add_argument("--model", help="model folder or hub id instead of the recipe's")
+    parser.add_argument("--skip-invalid", action="store_true", help="leave out the rows `swift-ssid check` flags")
+    parser.add_argument("--alpha-background", help="colour transparency is composited onto (default white)")
+    parser.add_argument("--out", help="the recipe file to write (required)")
+    parser.add_argument("--list", action="store_true", help="list the shipped recipes and exit")
+
+
+def shipped_recipes() -> list[str]:
+    """Names of the shipped recipes (empty when this installation has no ``recipes/`` folder)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")) if RECIPES_DIR.is_dir() else []
+
+
+def _source(name: str) -> Path:
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    candidate = RECIPES_DIR / f"{name.removesuffix('.yaml')}.yaml"
+    if candidate.is_file():
+        return candidate
+    known = ", ".join(shipped_recipes()) or f"none: no recipes folder at {RECIPES_DIR}; pass a recipe file"
+    raise ValueError(f"no recipe {name!r}; use one of: {known}")
+
+
+def fill_recipe(config: dict[str, Any], args: argparse.Namespace, plugin: Path) -> dict[str, Any]:
+    """Return ``config`` with the plugin path, the user's paths and outputs under ``--runs`` (see the module doc)."""
+    from swift_ssid.integration.settings import SSIDSettings
+
+    collection = Path(args.collection).expanduser().resolve()
+    family = next((m.group(1) for v in config.values() if isinstance(v, str) and (m := _RUNS.match(v))), "model")
+    runs = Path(args.runs).expanduser().resolve() if args.runs else Path.cwd() / "runs" / collection.stem / family
+    out = dict(config)
+    old_env = dict(out.pop("ENV", None) or {})
+    env = {
+        SSIDSettings.env_var("collection"): str(collection),
+        SSIDSettings.env_var("image_root"): str(Path(args.image_root).expanduser().resolve())
+        if args.image_root
+        else "",
+    }
+    for field in ("target", "infer_reason", "protocol", "train_size"):
+        name = SSIDSettings.env_var(field)
+        if name in old_env:
+            env[name] = old_env[name]
+    if SSIDSettings.env_var("index_dir") in old_env:
+        env[SSIDSettings.env_var("index_dir")] = str(Path(args.index).resolve()) if args.index else str(runs / "index")
+    env[SSIDSettings.env_var("skip_invalid")] = "true" if args.skip_invalid else "false"
+    if args.alpha_background:
+        env[SSIDSettings.env_var("alpha_background")] = args.alpha_background
+    SSIDSettings.from_env({k: str(v) for k, v in env.items()}, ignore=("index_dir",))  # validates the values
+    out["custom_register_path"] = [str(plugin)]
+    if args.model:
+        out["model"] = args.model
+    for key, value in out.items():
+        if isinstance(value, str) and _RUNS.match(value):
+            out[key] = str(runs / _RUNS.sub("", value)) if _RUNS.sub("", value) else str(runs)
+    return {"ENV": env, **out}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the filled-in recipe; 0 on success, 2 for a bad name or path."""
+    import yaml
+
+    if args.list:
+        print("\n".join(shipped_recipes()) or f"no recipes folder at {RECIPES_DIR}")
+        return 0
+    missing = [flag for flag, value in (("--collection", args.collection), ("--out", args.out)) if not value]
+    if missing:
+        print(f"swift-ssid recipe: error: {' and '.join(missing)} required", file=sys.stderr)
+        return 2
+    try:
+        if not Path(args.collection).is_file():
+            raise ValueError(f"collection {args.collection} does not exist; pass your collection .jsonl or .json")
+        if args.image_root and not Path(args.image_root).is_dir():
+            raise ValueError(f"image root {args.image_root} is not a folder; pass the folder of the images")
+        source = _source(args.name)
+        config = yaml.safe_load(source.read_text(encoding="utf-8"))
+        plugin = Path(__file__).resolve().parents[1] / "plugin.py"
+        filled = fill_recipe(config, args, plugin)
+    except (OSError, ValueError) as e:
+        print(f"swift-ssid recipe: error: {e}", file=sys.stderr)
+        return 2
+    head = []
+    for line in source.read_text(encoding="utf-8").splitlines():  # the recipe's leading comment block
+        if not line.startswith("#"):
+            break
+        if "repository root" not in line and "recipes/" not in line:
+            head.append(line)
+    text = (
+        f"# Written by `swift-ssid recipe {args.name}` from {source}; runs from any folder.\n"
+        "# A variable already set in your shell wins over this ENV: block.\n"
+        + "\n".join(head)
+        + "\n"
+        + yaml.safe_dump(filled, sort_keys=False, allow_unicode=True)
+    )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    command = "sft" if source.stem.startswith("train") else "infer"
+    print(f"wrote {out}; run: swift {command} {out}")
+    return 0

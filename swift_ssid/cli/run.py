@@ -1,0 +1,234 @@
+"""``swift-ssid run COLLECTION``: the whole SSID method on your collection, from images to R@K and an HTML report.
+
+One resumable command over :class:`swift_ssid.workflows.pipeline.Pipeline`: check the collection, write
+identifiers (``swift infer``), build the index, train (``swift sft``), retrieve the test captions, evaluate.
+Every stage writes into the work folder (``--out``); running the same command again resumes.
+
+Settings come from flags, or from a YAML/JSON file (``--config``) whose keys are the flag names
+(``learning-rate: 1e-4`` or ``learning_rate: 1e-4``); a flag given on the command line wins over the file.
+
+Examples:
+    swift-ssid run my/collection.jsonl --image-root my/images --model Qwen/Qwen2.5-VL-7B-Instruct \\
+        --template ssid_qwen2_5_vl --out runs/mine --skip-invalid
+    swift-ssid run my/collection.jsonl --model MODEL --template ssid_qwen2_5_vl --identifiers caption-derived
+    swift-ssid run my/collection.jsonl --model MODEL --template ssid_qwen2_5_vl --index my_index/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "image_root": None,
+    "model": None,
+    "template": None,
+    "model_type": None,
+    "torch_dtype": None,
+    "max_pixels": 401408,
+    "identifiers": "auto",
+    "index": None,
+    "min_usable": 0.8,
+    "out": "ssid_run",
+    "protocol": "standard",
+    "tuner": "lora",
+    "max_steps": None,
+    "epochs": 3,
+    "learning_rate": 1e-4,
+    "batch_size": 4,
+    "sft_args": "",
+    "k": 10,
+    "retrieve_batch_size": 8,
+    "generate_max_new_tokens": 128,
+    "retrieve_max_new_tokens": 64,
+    "skip_invalid": False,
+    "alpha_background": "#ffffff",
+    "memorisation_images": 100,
+}
+"""Every setting's default (flags default to None so that a ``--config`` file can fill them in)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the run arguments to ``parser``."""
+    d = DEFAULTS
+    parser.add_argument("collection", nargs="?", help="collection .jsonl or Karpathy-split .json (or in --config)")
+    parser.add_argument("--config", metavar="FILE", help="YAML or JSON file of settings (keys: the flag names)")
+    parser.add_argument("--image-root", help="folder the image paths are relative to (default: the collection's)")
+    parser.add_argument("--out", help=f"work folder; running again resumes (default {d['out']})")
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", help="model folder or hub id (required)")
+    g.add_argument(
+        "--template", help="SSID template: ssid_qwen2_5_vl, ssid_llava1_6_vicuna_hf, ssid_qwen2_5 (required)"
+    )
+    g.add_argument("--model-type", help="ms-swift model type, when it cannot be told from the model")
+    g.add_argument("--torch-dtype", help="bfloat16, float16 or float32 (default: the model's)")
+    g.add_argument(
+        "--max-pixels",
+        type=int,
+        help=f"image size cap in pixels, the same in every stage (default {d['max_pixels']}, as the recipes)",
+    )
+    g = parser.add_argument_group("identifiers")
+    g.add_argument(
+        "--identifiers",
+        choices=("auto", "model", "caption-derived"),
+        help="auto (default): the model's answers, or the labelled caption-derived fallback when fewer than "
+        "--min-usable are usable; model: never fall back; caption-derived: skip stage 1",
+    )
+    g.add_argument(
+        "--index",
+        metavar="DIR",
+        help="a prebuilt identifier index folder (swift-ssid build-index or swift-ssid identifiers KIND); skips "
+        "stages 1 and 2",
+    )
+    g.add_argument("--min-usable", type=float, help=f"usable share of model answers needed (default {d['min_usable']})")
+    g = parser.add_argument_group("training (swift sft)")
+    g.add_argument("--protocol", choices=("standard", "zeroshot"), help="default standard (memorise every image)")
+    g.add_argument("--tuner", choices=("lora", "full"), help=f"default {d['tuner']}")
+    g.add_argument("--max-steps", type=int, help="training steps (default: --epochs)")
+    g.add_argument("--epochs", type=float, help=f"training epochs (default {d['epochs']})")
+    g.add_argument("--learning-rate", type=float, help=f"default {d['learning_rate']}")
+    g.add_argument("--batch-size", type=int, help=f"per-device batch size (default {d['batch_size']})")
+    g.add_argument("--sft-args", help='more swift sft flags as one string, e.g. "--lora_rank 16 --deepspeed zero2"')
+    g = parser.add_argument_group("retrieval")
+    g.add_argument("--k", type=int, help=f"beams = identifiers per query (default {d['k']})")
+    g.add_argument("--retrieve-batch-size", type=int, help=f"queries per batch (default {d['retrieve_batch_size']})")
+    g.add_argument(
+        "--generate-max-new-tokens", type=int, help=f"stage 1 budget (default {d['generate_max_new_tokens']})"
+    )
+    g.add_argument(
+        "--retrieve-max-new-tokens", type=int, help=f"retrieval budget (default {d['retrieve_max_new_tokens']})"
+    )
+    g.add_argument(
+        "--memorisation-images",
+        type=int,
+        help="training images whose training captions are also queried, as a memorisation check "
+        f"(default {d['memorisation_images']}; 0: none)",
+    )
+    g = parser.add_argument_group("images")
+    g.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        default=None,
+        help="leave out the rows `swift-ssid check` flags (listed in OUT/skipped.jsonl) instead of stopping",
+    )
+    g.add_argument(
+        "--alpha-background",
+        help="colour transparent image areas are composited onto, in every stage and the report (default white)",
+    )
+
+
+def load_config(path: str) -> dict[str, Any]:
+    """Read a YAML or JSON settings file into ``{setting: value}`` (dashes in keys become underscores).
+
+    Raises:
+        ValueError: the file is not a mapping, or names an unknown setting (the message lists the known ones).
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    if path.endswith(".json"):
+        data = json.loads(text)
+    else:
+        import yaml
+
+        data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of setting: value, got {type(data).__name__}")
+    out = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(out) - set(DEFAULTS) - {"collection"})
+    if unknown:
+        raise ValueError(
+            f"{path}: unknown setting(s) {', '.join(unknown)}; use any of collection, {', '.join(DEFAULTS)}"
+        )
+    return out
+
+
+def resolve(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings in force: command-line flags, else the ``--config`` file, else :data:`DEFAULTS`."""
+    config = load_config(args.config) if getattr(args, "config", None) else {}
+    out = {}
+    for key in ("collection", *DEFAULTS):
+        value = getattr(args, key, None)
+        out[key] = value if value is not None else config.get(key, DEFAULTS.get(key))
+    return out
+
+
+def model_flags(s: dict[str, Any]) -> list[str]:
+    """The swift flags that load the model (model type, dtype, image size cap)."""
+    flags: list[str] = []
+    if s["model_type"]:
+        flags += ["--model_type", s["model_type"]]
+    if s["torch_dtype"]:
+        flags += ["--torch_dtype", s["torch_dtype"]]
+    return flags
+
+
+def sft_flags(s: dict[str, Any]) -> list[str]:
+    """The ``swift sft`` flags from the training settings."""
+    flags = ["--tuner_type", s["tuner"], "--learning_rate", str(s["learning_rate"])]
+    flags += ["--per_device_train_batch_size", str(s["batch_size"]), "--add_version", "false"]
+    if s["max_steps"]:
+        flags += ["--max_steps", str(s["max_steps"]), "--save_steps", str(s["max_steps"])]
+    else:
+        flags += ["--num_train_epochs", str(s["epochs"])]
+    return flags + shlex.split(s["sft_args"] or "")
+
+
+def pipeline_config(s: dict[str, Any]):
+    """The :class:`~swift_ssid.workflows.pipeline.PipelineConfig` of resolved settings."""
+    from swift_ssid.workflows.pipeline import PipelineConfig
+
+    missing = [name for name in ("collection", "model", "template") if not s[name]]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}: pass them as arguments or in --config")
+    return PipelineConfig(
+        workdir=Path(s["out"]).resolve(),
+        collection=Path(s["collection"]),
+        image_root=Path(s["image_root"]) if s["image_root"] else None,
+        model=str(s["model"]),
+        template=s["template"],
+        model_flags=model_flags(s),
+        identifier_source=s["identifiers"],
+        index=Path(s["index"]) if s["index"] else None,
+        min_valid_share=float(s["min_usable"]),
+        sft_flags=sft_flags(s),
+        protocol=s["protocol"],
+        k=int(s["k"]),
+        generate_max_new_tokens=int(s["generate_max_new_tokens"]),
+        retrieve_max_new_tokens=int(s["retrieve_max_new_tokens"]),
+        retrieve_batch_size=int(s["retrieve_batch_size"]),
+        env={"MAX_PIXELS": str(s["max_pixels"])},
+        skip_invalid=bool(s["skip_invalid"]),
+        alpha_background=str(s["alpha_background"]),
+        memorisation_images=int(s["memorisation_images"]),
+    )
+
+
+def run_pipeline(config, title: str) -> int:
+    """Run every stage, print the result block; 0 on success, 2 for collection problems, 1 when a stage fails."""
+    from swift_ssid.workflows.pipeline import CollectionError, Pipeline, StageError, format_summary
+
+    try:
+        summary = Pipeline(config).run_all()
+    except CollectionError as e:
+        print(f"swift-ssid: the collection has problems: {e}", file=sys.stderr)
+        return 2
+    except StageError as e:
+        print(f"swift-ssid: a stage failed: {e}", file=sys.stderr)
+        return 1
+    print(format_summary(summary, title))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Resolve the settings and run the pipeline."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        config = pipeline_config(resolve(args))
+    except (OSError, ValueError) as e:
+        print(f"swift-ssid run: error: {e}", file=sys.stderr)
+        return 2
+    return run_pipeline(config, f"SSID run on {config.collection} ({config.model}, K={config.k})")
