@@ -23,8 +23,8 @@ from swift_ssid.workflows.pipeline import PipelineConfig
 
 DEMO_COLLECTION = Path(__file__).resolve().parents[1] / "data" / "demo" / "collection.jsonl"
 TEMPLATES = {"qwen2_5_vl": "ssid_qwen2_5_vl", "llava_next": "ssid_llava1_6_vicuna_hf"}
-DEFAULT_FAMILY = "qwen2_5_vl"
-DEMO_STEPS = 80
+DEFAULT_FAMILY = "llava_next"  # 2k-token vocabulary: 20x cheaper sft and retrieval steps than the 151k of Qwen2
+DEMO_STEPS = 200
 DEMO_LEARNING_RATE = "1e-2"
 DEMO_BATCH_SIZE = 8
 DEMO_TRAIN_IMAGES = 8
