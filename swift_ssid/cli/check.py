@@ -20,8 +20,15 @@ from swift_ssid.core.jsonl import write_jsonl_atomic
 MAX_PRINTED = 50
 
 
+EPILOG = """Problems: bad-row, missing-file, svg, unreadable, duplicate-path, duplicate-image, tiny-image,
+extreme-aspect, huge-image; each printed as FILE:LINE: [code] what; fix. Exit 2 on any problem
+(without --skip-invalid)."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the check arguments to ``parser``."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
     parser.add_argument("collection", help="collection .jsonl or Karpathy-split .json")
     parser.add_argument("--image-root", default=None, help="folder the image paths are relative to")
     parser.add_argument(

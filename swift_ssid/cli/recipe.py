@@ -28,8 +28,18 @@ RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 _RUNS = re.compile(r"^runs/flickr30k/([\w.]+)/?")
 
 
+EPILOG = """example:
+  swift-ssid recipe train_qwen2_5_vl --collection my/collection.jsonl --image-root my/images --out train.yaml
+  swift sft train.yaml
+
+The written recipe loads this installation's plugin by absolute path and names your paths in its ENV:
+block, so it runs from any folder; a variable set in your shell still wins over the ENV: block."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the recipe arguments to ``parser``."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
     parser.add_argument("name", help="a shipped recipe (e.g. train_qwen2_5_vl; `--list` shows all) or a recipe file")
     parser.add_argument("--collection", help="your collection .jsonl or Karpathy-split .json (required)")
     parser.add_argument("--image-root", help="folder the image paths are relative to (default: the collection's)")

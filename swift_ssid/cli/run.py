@@ -53,8 +53,21 @@ DEFAULTS: dict[str, Any] = {
 """Every setting's default (flags default to None so that a ``--config`` file can fill them in)."""
 
 
+EPILOG = """examples:
+  swift-ssid run my/collection.jsonl --image-root my/images --model Qwen/Qwen2.5-VL-7B-Instruct \\
+      --template ssid_qwen2_5_vl --out runs/mine --skip-invalid
+  swift-ssid run my/collection.jsonl --model MODEL --template ssid_qwen2_5_vl --identifiers caption-derived
+  swift-ssid run --config my_settings.yaml
+
+Every stage writes into --out; running the same command again resumes. The run ends with image-level
+R@1/5/10 on the test captions and on the training captions of memorised images (each beside chance) and
+an HTML report. Guide: docs/own-collection.md"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the run arguments to ``parser``."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
     d = DEFAULTS
     parser.add_argument("collection", nargs="?", help="collection .jsonl or Karpathy-split .json (or in --config)")
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON file of settings (keys: the flag names)")

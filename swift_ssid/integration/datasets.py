@@ -508,7 +508,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m swift_ssid.integration.datasets", description=main.__doc__.splitlines()[0]
+        prog="python -m swift_ssid.integration.datasets",
+        description=main.__doc__.splitlines()[0].replace("``", ""),
     )
     parser.add_argument("--out", required=True, help="folder for <name>.jsonl files")
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"any of {', '.join(DATASET_NAMES)} (default: all)")
