@@ -167,6 +167,11 @@ def test_alpha_is_composited_onto_the_documented_background(tmp_path: Path) -> N
     with mock.patch.dict(os.environ):
         os.environ.pop("SSID_ALPHA_BACKGROUND", None)
         assert (encode(str(path)) == encode(str(flat))).all()
+        # An undecodable file is named (ms-swift alone says "cannot identify image file <_io.BytesIO ...>").
+        broken = tmp_path / "broken photo é.jpg"
+        broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+        with pytest.raises(ValueError, match=re.escape(str(broken))):
+            encode(str(broken))
 
 
 def test_report_thumbnail_composites_alpha_like_the_model(tmp_path: Path) -> None:

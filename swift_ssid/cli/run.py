@@ -232,6 +232,9 @@ def run_pipeline(config, title: str) -> int:
     except StageError as e:
         print(f"swift-ssid: a stage failed: {e}", file=sys.stderr)
         return 1
+    except (OSError, ValueError) as e:  # e.g. a collection without test images
+        print(f"swift-ssid: error: {e}", file=sys.stderr)
+        return 2
     print(format_summary(summary, title))
     return 0
 

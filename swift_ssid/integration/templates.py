@@ -246,12 +246,20 @@ class SSIDTemplateMixin:
 
         ms-swift's ``load_image`` drops alpha (transparent pixels keep their stored colour, usually black); every
         SSID template loads images here first, so generation, training and retrieval see the same picture as the
-        report (:func:`swift_ssid.core.images.composite_alpha`). Opaque images pass through untouched.
+        report (:func:`swift_ssid.core.images.composite_alpha`). Opaque images pass through untouched. An image
+        that cannot be decoded raises ValueError naming its file (ms-swift's own error names none).
         """
+        named = [image for image in inputs.images or [] if isinstance(image, str)]
         if inputs.images:
             settings = self.ssid_settings or SSIDSettings.from_env(ignore=("index_dir",))
             inputs.images = [_composited(image, settings.alpha_background) for image in inputs.images]
-        super()._preprocess_inputs(inputs)
+        try:
+            super()._preprocess_inputs(inputs)
+        except OSError as e:  # PIL's "cannot identify image file <_io.BytesIO ...>" names no file
+            raise ValueError(
+                f"cannot decode an image of this row ({', '.join(named) or 'in-memory images'}): {e}; run "
+                "`swift-ssid check` on the collection and fix or drop the row (--skip-invalid)"
+            ) from e
 
     def prepare_generate_kwargs(self, generate_kwargs: dict[str, Any], *, model=None) -> dict[str, Any]:
         """The parent's kwargs, plus the SSID constraint when an index is set.
