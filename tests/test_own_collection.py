@@ -304,3 +304,23 @@ def test_run_skip_invalid_reaches_metrics_and_a_report(collection: Path, tmp_pat
     page = (work / "report.html").read_text(encoding="utf-8")
     assert FOLDER in page or "über" in page
     assert "held-out test" in proc.stdout and "memorisation check" in proc.stdout
+
+
+def test_dataset_setting_skip_invalid_leaves_out_the_flagged_rows(collection: Path, caplog) -> None:
+    """``SSID_SKIP_INVALID=true``: the registered datasets read only the usable rows, each left-out row logged."""
+    from swift_ssid.integration.datasets import query_rows
+    from swift_ssid.integration.settings import SSIDSettings
+
+    with pytest.raises(ValueError, match=rf"{re.escape(str(collection))}:10"):
+        SSIDSettings.from_env({"SSID_COLLECTION": str(collection)}).load_collection()
+    settings = SSIDSettings.from_env({"SSID_COLLECTION": str(collection), "SSID_SKIP_INVALID": "true"})
+    with caplog.at_level("WARNING"):
+        items = settings.load_collection()
+    assert len(items) == 7 and len(query_rows(items)) == 4
+    logged = caplog.text
+    assert all(f"{collection}:{line}: [{code}]" in logged for line, code in PROBLEMS.items())
+    assert settings.to_env()["SSID_SKIP_INVALID"] == "true"
+    with pytest.raises(ValueError, match="SSID_SKIP_INVALID"):
+        SSIDSettings.from_env({"SSID_SKIP_INVALID": "maybe"})
+    with pytest.raises(ValueError, match="SSID_ALPHA_BACKGROUND"):
+        SSIDSettings.from_env({"SSID_ALPHA_BACKGROUND": "not-a-colour"})
