@@ -324,3 +324,30 @@ def test_dataset_setting_skip_invalid_leaves_out_the_flagged_rows(collection: Pa
         SSIDSettings.from_env({"SSID_SKIP_INVALID": "maybe"})
     with pytest.raises(ValueError, match="SSID_ALPHA_BACKGROUND"):
         SSIDSettings.from_env({"SSID_ALPHA_BACKGROUND": "not-a-colour"})
+
+
+def test_run_accepts_a_prebuilt_index_of_any_kind(tmp_path: Path) -> None:
+    """``--index DIR`` (e.g. ``swift-ssid identifiers KIND``) replaces stages 1 and 2; it must name every image."""
+    from swift_ssid.core.caption_identifiers import write_caption_results
+    from swift_ssid.core.collection import load_collection
+    from swift_ssid.core.index import build_index
+    from swift_ssid.workflows.pipeline import Pipeline, PipelineConfig, StageError
+
+    items = load_collection(DEMO_COLLECTION)
+    for name, subset in (("full", items), ("partial", items[:-1])):
+        write_caption_results(((it.image, it.captions[0]) for it in subset), tmp_path / f"{name}.jsonl")
+        build_index(tmp_path / f"{name}.jsonl", tmp_path / name)
+    config = PipelineConfig(
+        workdir=tmp_path / "work",
+        collection=DEMO_COLLECTION,
+        model="unused",
+        template="unused",
+        index=tmp_path / "full",
+    )
+    assert config.identifier_source == "index"
+    pipeline = Pipeline(config)
+    pipeline.build_index()
+    assert pipeline.index_dir == tmp_path / "full"
+    assert pipeline.summary["identifier_source"] == f"prebuilt index {tmp_path / 'full'}"
+    with pytest.raises(StageError, match=r"no usable identifier for 1 of 12 images"):
+        Pipeline(PipelineConfig(**{**vars(config), "index": tmp_path / "partial"})).build_index()
