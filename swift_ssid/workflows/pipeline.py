@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from swift_ssid.core.checks import check_collection
@@ -400,11 +400,22 @@ class Pipeline:
 
     def memorisation_query_rows(self, items: list[CollectionItem]) -> list[dict]:
         """Queries of the memorisation check: the training captions of the first ``memorisation_images``
-        training images, exactly as ``ssid-retrieve`` trains on them (``query_id`` ``<stem>#<k>``)."""
-        from swift_ssid.integration.datasets import query_rows
+        training images, in the ``ssid-query`` row format and exactly as ``ssid-retrieve`` trains on them."""
+        from swift_ssid.core.prompt import retrieve_prompt
 
         train = [it for it in items if it.split in TRAIN_SPLITS][: self.cfg.memorisation_images]
-        return query_rows([replace(it, split="test") for it in train]) if train else []
+        stems = [Path(it.image).stem for it in train]
+        ids = stems if len(set(stems)) == len(stems) else [it.image for it in train]
+        return [
+            {
+                "messages": [{"role": "user", "content": retrieve_prompt(caption)}],
+                "query_id": f"{qid}#{k}",
+                "query": caption,
+                "gold_images": [it.image],
+            }
+            for qid, it in zip(ids, train, strict=True)
+            for k, caption in enumerate(it.captions)
+        ]
 
     def retrieve(self) -> None:
         """Stage 4: top-K trie-constrained retrieval of the test captions (and the memorisation check's queries)."""
