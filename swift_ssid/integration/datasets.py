@@ -458,7 +458,8 @@ def _loader_class() -> type:
             swift_logger.info(
                 f"{name}: {len(rows)} rows (protocol {settings.protocol}, {len(split.train)} training / "
                 f"{len(split.test)} test / {len(split.memorize)} memorised images, "
-                f"collection {settings.collection})"
+                f"collection {settings.collection}, image root {settings.image_root or 'the collection folder'}"
+                + (", rows `swift-ssid check` flags left out)" if settings.skip_invalid else ")")
             )
             dataset = HfDataset.from_list(rows)
             if self.streaming:
