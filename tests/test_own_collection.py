@@ -351,3 +351,12 @@ def test_run_accepts_a_prebuilt_index_of_any_kind(tmp_path: Path) -> None:
     assert pipeline.summary["identifier_source"] == f"prebuilt index {tmp_path / 'full'}"
     with pytest.raises(StageError, match=r"no usable identifier for 1 of 12 images"):
         Pipeline(PipelineConfig(**{**vars(config), "index": tmp_path / "partial"})).build_index()
+
+
+def test_run_stops_before_stage_1_listing_every_problem_without_skip_invalid(collection: Path, tmp_path: Path) -> None:
+    proc = cli("run", str(collection), "--model", "unused", "--template", "unused", "--out", str(tmp_path / "work"))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    for line, code in PROBLEMS.items():
+        assert f"{collection}:{line}: [{code}]" in proc.stderr
+    assert "--skip-invalid" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "work" / "generate").exists()
