@@ -304,6 +304,7 @@ def test_run_skip_invalid_reaches_metrics_and_a_report(collection: Path, tmp_pat
     page = (work / "report.html").read_text(encoding="utf-8")
     assert FOLDER in page or "über" in page
     assert "held-out test" in proc.stdout and "memorisation check" in proc.stdout
+    assert "(a random ranking of the 7 indexed images): R@1 14.3" in page  # chance beside the metrics
 
 
 def test_dataset_setting_skip_invalid_leaves_out_the_flagged_rows(collection: Path, caplog) -> None:

@@ -305,6 +305,16 @@ def _select_cases(hits: list[RunRow], misses: list[RunRow], max_cases: int) -> t
     return hits[:n_hit], misses[:n_miss]
 
 
+def _chance_note(index: Any, ks: Iterable[int]) -> str:
+    """A note with the chance level of each R@K: K / indexed images (a random ranking), or ``""`` if unknown."""
+    entries = getattr(index, "entries", None) or []
+    n = len({e.image for e in entries if getattr(e, "identifier", None) is not None})
+    if not n:
+        return ""
+    levels = ", ".join(f"R@{k} {format_percent(min(1.0, k / n))}" for k in ks)
+    return f'<p class="note" id="chance"><b>Chance</b> (a random ranking of the {n} indexed images): {levels}.</p>'
+
+
 def _metrics_table(metrics: dict[str, Any], contrast: dict[str, Any], ks: Iterable[int]) -> str:
     ks = list(ks)
     head = "".join(f"<th>R@{k}</th>" for k in ks)
@@ -429,6 +439,7 @@ def render_report(
         "when a gold image is among the first K images. The <b>identifier-level</b> row counts a shared identifier "
         "as a hit for every image that has it, so it overstates R@K when identifiers collide; it is shown only for "
         f"contrast. Unknown identifiers: {format_percent(metrics['unknown_identifier_rate'])}% of those generated.</p>",
+        _chance_note(index, ks),
         f'<figure class="plot"><img src="{plot_uri}" alt="R@K against K" width="640" height="360">'
         f"<figcaption>R@K against K (K = 1..{k}).</figcaption></figure>",
         "</section>",
