@@ -311,7 +311,7 @@ def _chance_note(index: Any, ks: Iterable[int]) -> str:
     n = len({e.image for e in entries if getattr(e, "identifier", None) is not None})
     if not n:
         return ""
-    levels = ", ".join(f"R@{k} {format_percent(min(1.0, k / n))}" for k in ks)
+    levels = ", ".join(f"R@{k} {format_percent(min(1.0, k / n))}%" for k in ks)
     return f'<p class="note" id="chance"><b>Chance</b> (a random ranking of the {n} indexed images): {levels}.</p>'
 
 
