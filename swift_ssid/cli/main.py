@@ -19,6 +19,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("swift_ssid.cli.evaluate", "image-level R@K of a run file"),
     "table": ("swift_ssid.cli.table", "tabulate run files in the paper's layout (Markdown and CSV)"),
     "report": ("swift_ssid.cli.report", "self-contained HTML report of a run"),
+    "quality": ("swift_ssid.cli.quality", "identifier quality of an index (conformity, uniqueness, discriminability)"),
+    "dense": ("swift_ssid.cli.dense", "dense text -> image retrieval with a dual encoder, as a run file"),
+    "fuse": ("swift_ssid.cli.fuse", "fuse runs (ranx: rrf, combsum, ...) or rerank a run by dense similarity"),
     "protocol": ("swift_ssid.cli.protocol", "run the paper's ablation / zero-shot / multilingual protocols"),
     "demo": ("swift_ssid.cli.demo", "run the whole pipeline offline on the bundled mini collection"),
 }
