@@ -117,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
             trie=trie,
             tokenizer=tokenizer,
             meta={"index": str(args.index), "collection": args.collection},
+            index_dir=args.index,
         )
         report.save(args.out)
     except (OSError, ValueError) as e:

@@ -7,7 +7,14 @@ import sys
 
 from swift_ssid.core.metrics import DEFAULT_KS
 from swift_ssid.core.runs import write_text_atomic
-from swift_ssid.reporting.tables import plot_table, summarize_run_files, to_csv, to_markdown
+from swift_ssid.reporting.tables import (
+    load_quality_files,
+    plot_table,
+    quality_markdown,
+    summarize_run_files,
+    to_csv,
+    to_markdown,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,16 +28,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plot", metavar="OUT.png", help="also plot R@K per row as a PNG (numeric --by values, e.g. n_train, on x)"
     )
+    parser.add_argument(
+        "--quality",
+        nargs="+",
+        default=[],
+        metavar="[NAME=]quality.json",
+        help="identifier quality (swift-ssid quality) as columns next to R@K; NAME is the row (default: its kind)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         table = summarize_run_files(args.runs, names=args.names, by=args.by, ks=args.ks)
+        qualities = load_quality_files(args.quality)
     except (OSError, ValueError) as e:
         print(f"swift-ssid table: error: {e}", file=sys.stderr)
         return 2
     first_column = args.by or "Run"
     markdown = to_markdown(table, ks=args.ks, first_column=first_column, title=args.title)
+    if qualities:
+        markdown += "\n" + quality_markdown(table, qualities, ks=args.ks)
     print(markdown, end="")
     if args.markdown:
         write_text_atomic(args.markdown, markdown)

@@ -538,6 +538,15 @@ def _embedding_measures(
     return ranks, sims
 
 
+def index_kind(index_dir: str | os.PathLike) -> str:
+    """The identifier kind recorded in an index's ``index_meta.json`` (``ssid`` when it names none)."""
+    try:
+        meta = json.loads((Path(index_dir) / "index_meta.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return "ssid"
+    return str(meta.get("kind") or "ssid") if isinstance(meta, dict) else "ssid"
+
+
 def measure_quality(
     index: IdentifierIndex,
     *,
@@ -548,6 +557,7 @@ def measure_quality(
     tokenizer: str | None = None,
     discriminability_bm25: bool = True,
     meta: Mapping[str, Any] | None = None,
+    index_dir: str | os.PathLike | None = None,
 ) -> QualityReport:
     """Measure every quality figure of an index (see the module docstring for each definition).
 
@@ -560,6 +570,7 @@ def measure_quality(
         tokenizer: the tokenizer's name.
         discriminability_bm25: compute the BM25 discriminability (the only part that needs bm25s).
         meta: extra entries for the report's ``meta``.
+        index_dir: the index folder, whose ``index_meta.json`` names the identifier kind (``meta.kind``).
 
     Returns:
         The :class:`QualityReport`.
@@ -603,6 +614,7 @@ def measure_quality(
             skipped=len(valid) - len(measured),
         )
     info = {
+        "kind": index_kind(index_dir) if index_dir is not None else None,
         "images": len(index.entries),
         "policy": index.policy,
         "captions": source,

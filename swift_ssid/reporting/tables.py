@@ -249,3 +249,83 @@ def to_csv(table: Sequence[TableRow], ks: Iterable[int] = DEFAULT_KS, first_colu
     for row in table:
         writer.writerow([row.name, *(format_percent(row.metrics[f"R@{k}"]) for k in ks), row.metrics["n_queries"]])
     return buf.getvalue()
+
+
+# ---------------------------------------------------------------- identifier quality next to R@K
+
+QUALITY_HEADERS: tuple[str, ...] = (
+    "distinct %",
+    "largest group",
+    "sentence-like %",
+    "words",
+    "tokens",
+    "BM25 R@1",
+    "emb R@1",
+    "margin",
+    "trie nodes",
+    "root fan-out",
+)
+"""Quality columns of ``swift-ssid table --quality``; definitions in :mod:`swift_ssid.core.quality`."""
+
+
+def quality_cells(report: Any) -> list[str]:
+    """The :data:`QUALITY_HEADERS` cells of a :class:`swift_ssid.core.quality.QualityReport` ("–": not measured)."""
+    u, c, length = report.uniqueness, report.conformity, report.length
+    d, s, t = report.discriminability, report.consistency, report.trie
+    dash = "–"
+    return [
+        format_percent(u.distinct_share),
+        str(u.largest_group),
+        format_percent(c.sentence_like_share),
+        f"{length.words.mean:.1f}" if length.words.mean is not None else dash,
+        f"{length.tokens.mean:.1f}" if length.tokens is not None and length.tokens.mean is not None else dash,
+        format_percent(d.bm25["R@1"]) if d is not None and d.bm25 else dash,
+        format_percent(d.embedder["R@1"]) if d is not None and d.embedder else dash,
+        f"{s.mean_margin:.3f}" if s is not None else dash,
+        str(t.nodes) if t is not None else dash,
+        str(t.fanout_root) if t is not None else dash,
+    ]
+
+
+def load_quality_files(items: Sequence[str]) -> dict[str, Any]:
+    """Read ``[NAME=]quality.json`` items into row label -> QualityReport.
+
+    A plain file is labelled by the kind it records (``meta.kind``), else by its stem.
+
+    Raises:
+        ValueError: a file is not a quality report, or two files get the same label.
+    """
+    from swift_ssid.core.quality import QualityReport
+
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = "", item
+        report = QualityReport.load(path)
+        label = name or str(report.meta.get("kind") or Path(path).stem)
+        if label in out:
+            raise ValueError(f"two quality files are labelled {label!r}; write them as NAME=FILE")
+        out[label] = report
+    return out
+
+
+def quality_markdown(table: Sequence[TableRow], qualities: dict[str, Any], ks: Iterable[int] = DEFAULT_KS) -> str:
+    """R@K next to the identifier-quality columns, one line per table row (row labels match quality labels).
+
+    Rows without a quality report (dense, hybrid) show "–" in the quality columns; a quality report without
+    a table row is listed with "–" for R@K, so an index can be judged before it is trained on.
+    """
+    ks = check_ks(ks)
+    cols = [f"R@{k}" for k in ks]
+    lines = ["Identifier quality next to R@K (definitions: docs/quality-dense-hybrid.md)\n"]
+    lines.append("| Row | " + " | ".join([*cols, *QUALITY_HEADERS]) + " |")
+    lines.append("| --- |" + " ---: |" * (len(cols) + len(QUALITY_HEADERS)))
+    names = [row.name for row in table] + [name for name in qualities if name not in {r.name for r in table}]
+    by_name = {row.name: row for row in table}
+    for name in names:
+        row = by_name.get(name)
+        recall = [format_percent(row.metrics[c]) for c in cols] if row is not None else ["–"] * len(cols)
+        quality = quality_cells(qualities[name]) if name in qualities else ["–"] * len(QUALITY_HEADERS)
+        lines.append("| " + " | ".join([name.replace("|", "\\|"), *recall, *quality]) + " |")
+    return "\n".join(lines) + "\n"
