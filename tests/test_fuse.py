@@ -61,7 +61,7 @@ def test_fusion_scores_follow_the_image_ranking():
         ("sum", "min-max", {}),
         ("wsum", "min-max", {"weights": [0.7, 0.3]}),
     ],
-)  # fmt: skip  (few methods: each costs numba compile time on a fresh install)
+)  # few methods: each costs numba compile time on a fresh install
 def test_fusion_matches_ranx_directly(method, norm, params):
     gen, dense = random_runs(seed=7)
     fused = fuse_runs([gen, dense], method=method, norm=norm, params=params, names=["gen", "dense"])
