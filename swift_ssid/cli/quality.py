@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         if args.embedder:
             from swift_ssid.encoders.text_embedder import SentenceEmbedder
 
-            embedder = SentenceEmbedder(args.embedder, device=args.device)
+            embedder = SentenceEmbedder(args.embedder, device=args.device, progress=True)
         report = measure_quality(
             index,
             collection=collection,
@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
             tokenizer=tokenizer,
             meta={"index": str(args.index), "collection": args.collection},
             index_dir=args.index,
+            progress=True,
         )
         report.save(args.out)
     except (OSError, ValueError) as e:

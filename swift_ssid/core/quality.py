@@ -53,7 +53,7 @@ QUALITY_VERSION = 1
 KS: tuple[int, ...] = (1, 5, 10)
 SENTENCE_WORDS = 5
 _FINITE_BE = re.compile(r"\b(?:is|are|was|were|am)\b")
-_CHUNK = 1024
+_CHUNK = 256  # identifiers per similarity block: 256 x 123k images x 4 bytes = 126 MB at COCO size
 
 
 class TextEmbedder(Protocol):
@@ -471,13 +471,16 @@ def _recall(ranks: Sequence[int] | np.ndarray, ks: Sequence[int] = KS) -> dict[s
     return out
 
 
-def bm25_ranks(queries: Sequence[str], own: Sequence[int], documents: Sequence[str]) -> np.ndarray:
+def bm25_ranks(
+    queries: Sequence[str], own: Sequence[int], documents: Sequence[str], progress: bool = False
+) -> np.ndarray:
     """Rank of each query's own document under BM25 (bm25s; English stopwords; ties against the query).
 
     Args:
         queries: query texts (identifiers).
         own: the index of each query's own document.
         documents: one text per candidate (may be empty).
+        progress: show a tqdm bar over the queries.
 
     Returns:
         ``[Q]`` ranks, 1 = first.
@@ -492,8 +495,11 @@ def bm25_ranks(queries: Sequence[str], own: Sequence[int], documents: Sequence[s
     retriever.index(corpus, show_progress=False)
     tokens = bm25s.tokenize(list(queries), stopwords="en", return_ids=False, show_progress=False)
     vocab = corpus.vocab
+    from tqdm.auto import tqdm
+
     ranks = np.empty(len(queries), dtype=np.int64)
-    for i, (query_tokens, own_doc) in enumerate(zip(tokens, own, strict=True)):
+    pairs = tqdm(zip(tokens, own, strict=True), total=len(queries), desc="BM25", disable=not progress)
+    for i, (query_tokens, own_doc) in enumerate(pairs):
         known = [t for t in query_tokens if t in vocab]
         if not known:
             ranks[i] = n  # matches no document: every image ties at 0, the own one counts last
@@ -525,12 +531,12 @@ def _embedding_measures(
     own = np.asarray(own, dtype=np.int64)
     others = int(has.sum()) - 1
     for start in range(0, len(identifiers), _CHUNK):
-        per_image = (id_emb[start : start + _CHUNK] @ image_emb.T).astype(np.float64)  # [chunk, images]
+        per_image = id_emb[start : start + _CHUNK] @ image_emb.T  # [chunk, images], float32
         # An image without captions has no similarity: -inf, so it never outranks a captioned own image.
         scored = np.where(has[None, :], per_image, -np.inf)
         chunk_own = own[start : start + len(per_image)]
         ranks[start : start + len(per_image)] = pessimistic_ranks(scored, chunk_own)
-        totals = per_image[:, has].sum(axis=1)
+        totals = per_image[:, has].sum(axis=1, dtype=np.float64)
         for row, total, j in zip(per_image, totals, chunk_own, strict=True):
             if has[j]:
                 other = float((total - row[j]) / others) if others > 0 else float("nan")
@@ -558,6 +564,7 @@ def measure_quality(
     discriminability_bm25: bool = True,
     meta: Mapping[str, Any] | None = None,
     index_dir: str | os.PathLike | None = None,
+    progress: bool = False,
 ) -> QualityReport:
     """Measure every quality figure of an index (see the module docstring for each definition).
 
@@ -571,6 +578,7 @@ def measure_quality(
         discriminability_bm25: compute the BM25 discriminability (the only part that needs bm25s).
         meta: extra entries for the report's ``meta``.
         index_dir: the index folder, whose ``index_meta.json`` names the identifier kind (``meta.kind``).
+        progress: show progress bars for the long steps.
 
     Returns:
         The :class:`QualityReport`.
@@ -596,7 +604,8 @@ def measure_quality(
     disc = None
     consistency = None
     if valid and (discriminability_bm25 or embedder is not None):
-        bm25 = _recall(bm25_ranks(queries, own, [" ".join(c) for c in captions])) if discriminability_bm25 else {}
+        documents = [" ".join(c) for c in captions]
+        bm25 = _recall(bm25_ranks(queries, own, documents, progress)) if discriminability_bm25 else {}
         disc = Discriminability(len(valid), len(captions), without, bm25)
     if embedder is not None and valid:
         ranks, sims = _embedding_measures(queries, own, captions, embedder)

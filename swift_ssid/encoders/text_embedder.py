@@ -49,18 +49,22 @@ class SentenceEmbedder:
         name_or_dir: see :func:`resolve_embedder`.
         device: ``cpu`` or ``cuda``.
         batch_size: texts per forward pass.
+        progress: show a progress bar while encoding.
     """
 
-    def __init__(self, name_or_dir: str | os.PathLike, *, device: str = "cpu", batch_size: int = 64) -> None:
+    def __init__(
+        self, name_or_dir: str | os.PathLike, *, device: str = "cpu", batch_size: int = 64, progress: bool = False
+    ) -> None:
         from sentence_transformers import SentenceTransformer
 
         path = resolve_embedder(name_or_dir)
         packaged = str(name_or_dir).strip().lower().removeprefix("sentence-transformers/") in PACKAGED
         self.name = "all-MiniLM-L6-v2" if packaged else path.name
         self.batch_size = int(batch_size)
+        self.progress = progress
         self.model = SentenceTransformer(str(path), device=device, local_files_only=True)
 
-    def encode(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embed texts into ``[N, D]`` float32 L2-normalised rows."""
         if not texts:
             dim = self.model.get_sentence_embedding_dimension() or 1
@@ -70,6 +74,6 @@ class SentenceEmbedder:
             batch_size=self.batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
-            show_progress_bar=progress,
+            show_progress_bar=self.progress,
         )
         return np.asarray(emb, dtype=np.float32)
