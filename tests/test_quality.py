@@ -196,3 +196,23 @@ def test_quality_command_with_tokenizer_and_errors(tmp_path, capsys):
     assert main(["quality", str(tmp_path / "nope"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "swift-ssid quality: error:" in err
+
+
+def test_table_and_report_show_the_quality_figures(tmp_path, capsys):
+    from swift_ssid.core.runs import RunRow, write_run
+    from swift_ssid.reporting.report import render_report
+
+    index = small_index()
+    quality = measure_quality(index, collection=CAPTIONS).save(tmp_path / "quality.json")
+    rows = [RunRow("q1", "a dog", ["a.jpg"], ["dog - park"], [-0.1], [None], ["a.jpg", "b.jpg"], [], {"kind": "ssid"})]
+    dense = [RunRow("q1", "a dog", ["a.jpg"], ["b.jpg", "a.jpg"], [0.9, 0.8], [None, None], ["b.jpg", "a.jpg"])]
+    write_run(tmp_path / "ssid.jsonl", rows)
+    assert main(["table", str(tmp_path / "ssid.jsonl"), "--quality", f"ssid={quality}"]) == 0
+    out = capsys.readouterr().out
+    # the row "ssid" gets R@1 100.0 and the quality cells: 75.0% distinct, largest group 2, 25.0% sentence-like,
+    # 3.0 words, no tokens, BM25 R@1 25.0, no embedder, no margin, no trie
+    assert "| ssid | 100.0 | 100.0 | 100.0 | 75.0 | 2 | 25.0 | 3.0 | – | 25.0 | – | – | – | – |" in out
+    page, _ = render_report(rows, index, quality=QualityReport.load(quality), comparison=[("dense", dense)])
+    assert 'id="quality-uniqueness"' in page and 'id="comparison-table"' in page and "hit_rate" in page
+    with pytest.raises(ValueError, match="other queries"):
+        render_report(rows, index, comparison=[("dense", [RunRow("q2", "x", ["a.jpg"], [], [], [], [])])])

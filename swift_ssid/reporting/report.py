@@ -441,7 +441,7 @@ def render_report(
     ]
     extra = []
     if comparison:
-        extra.append(comparison_section(run_name or "this run", rows, comparison, k))
+        extra.append(comparison_section(Path(run_name).stem if run_name else "this run", rows, comparison, k))
     if quality is not None:
         extra.append(quality_section(quality))
     body[body.index('<section id="cases"><h2>Cases</h2>') : body.index('<section id="cases"><h2>Cases</h2>')] = extra
