@@ -57,10 +57,12 @@ def summary(report) -> str:
     from swift_ssid.reporting.tables import format_percent
 
     c, u, w = report.conformity, report.uniqueness, report.length.words
+    reasons = ", ".join(f"{code} {n}" for code, n in c.invalid_by_reason.items())
     lines = [
         f"conformity: ok {format_percent(c.ok_share)}%, repaired {format_percent(c.repaired_share)}%, "
-        f"invalid {format_percent(c.invalid_share)}%; sentence-like {format_percent(c.sentence_like_share)}%",
-        f"length: {w.mean} words mean, median {w.median}, p95 {w.p95}",
+        f"invalid {format_percent(c.invalid_share)}%{f' ({reasons})' if reasons else ''}; "
+        f"sentence-like {format_percent(c.sentence_like_share)}%",
+        f"length: {w.mean} words mean, median {w.median}, p95 {w.p95}" if w.count else "length: no valid identifier",
         f"uniqueness: {format_percent(u.distinct_share)}% distinct, {u.collision_groups} collision groups, "
         f"largest {u.largest_group}, normalised entropy {u.normalized_entropy:.3f}",
     ]
