@@ -9,8 +9,8 @@ scores when they do not increase down the list; a generative run ``n - position`
 beam scores belong to identifiers, and the images of one shared identifier would tie), so rank-based methods
 (``rrf``, ``isr``, ``bordafuse``, ...) see exactly the run's order and score-based ones (``sum``, ``mnz``,
 ...) a linear rank score after normalisation. Queries where some runs retrieved nothing are fused over the
-runs that did (ranx cannot take an empty ranking); a run without results adds nothing to any of these methods'
-ordering.
+runs that did (ranx cannot take an empty ranking; an empty run would add nothing to these methods' ordering),
+and a query only one run answered keeps that run's ranking and scores.
 
 Pure module: no torch (ranx runs on numba).
 """
