@@ -40,6 +40,17 @@ def _child(store: str, queries: int, k: int, backend: str, block: int) -> None:
     print(json.dumps({"seconds": seconds, "peak_rss_mb": rss, "after_import_mb": base_rss, "top1_is_source": hit}))
 
 
+def _make_store(path: str, storage: str, n: int, dim: int) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=storage, shape=(n, dim))
+    for start in range(0, n, 16_384):
+        x = rng.standard_normal((min(16_384, n - start), dim)).astype(np.float32)
+        arr[start : start + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    arr.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=123_287)
@@ -48,24 +59,23 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--out", default=None)
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--make-store", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.make_store:
+        _make_store(args.make_store[0], args.make_store[1], args.images, args.dim)
+        return
     if args.child:
         store, backend, block, _ = args.child
         _child(store, args.queries, args.k, backend, int(block))
         return
-    import numpy as np
-
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        rng = np.random.default_rng(0)
         for storage in ("float16", "float32"):
             store = Path(tmp) / f"images.{storage}.npy"
-            arr = np.lib.format.open_memmap(store, mode="w+", dtype=storage, shape=(args.images, args.dim))
-            for start in range(0, args.images, 16_384):
-                x = rng.standard_normal((min(16_384, args.images - start), args.dim)).astype(np.float32)
-                arr[start : start + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
-            arr.flush()
-            del arr
+            # Children do all the numpy work: Linux carries a process' peak RSS across fork + exec, so this
+            # parent stays small and each child's peak is its own.
+            make = [sys.executable, __file__, "--images", str(args.images), "--dim", str(args.dim)]
+            subprocess.run([*make, "--make-store", str(store), storage], check=True)
             for backend, block in (("faiss", 65_536), ("faiss", args.images), ("torch", 65_536)):
                 argv = [sys.executable, __file__, "--queries", str(args.queries), "--k", str(args.k)]
                 argv += ["--child", str(store), backend, str(block), "x"]
@@ -83,7 +93,11 @@ def main() -> None:
         f"{args.images:,} synthetic unit vectors of dimension {args.dim} (COCO has 123,287 images; CLIP ViT-L/14 "
         f"embeds in 768 dimensions), {args.queries:,} queries (noisy copies of stored vectors), top-{args.k}. "
         "Peak RSS of the searching process, with the store memory-mapped; 'after import' is the RSS once numpy and "
-        "the backend (faiss or torch) are imported, before the store is touched.",
+        "the backend (faiss or torch) are imported, before the store is touched. Pages of the memory-mapped store "
+        "count towards RSS once read: a float32 store is searched in place, a float16 one is converted to float32 "
+        "one image block at a time (so a smaller block bounds the extra memory). For scale: holding the float32 "
+        f"matrix and the full [{args.queries:,} x {args.images:,}] float32 score matrix at once would take "
+        f"{(args.images * args.dim + args.queries * args.images) * 4 / 2**20:,.0f} MB.",
         "",
         "| store | backend | image block | seconds | peak RSS (MB) | after import (MB) | top-1 = source image |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
