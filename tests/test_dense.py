@@ -136,3 +136,20 @@ def test_generative_dense_and_hybrid_runs_end_to_end_on_the_demo(clip_dir, tmp_p
     page = report.read_text()
     assert 'id="comparison-table"' in page and page.count('<tr><th class="label">') >= 3
     assert main(["report", str(dense), "--out", str(tmp_path / "dense.html"), "--max-cases", "2"]) == 0
+
+
+def test_dense_command_fails_in_one_line(clip_dir, tmp_path, capsys):
+    queries = tmp_path / "q.jsonl"
+    queries.write_text(json.dumps({"query_id": "q", "query": "a cat", "gold_images": ["elsewhere/cat.jpg"]}) + "\n")
+    good = tmp_path / "good.jsonl"
+    gold = str(DEMO_DIR / "images" / "chelsea.jpg")
+    good.write_text(json.dumps({"query_id": "q", "query": "a cat", "gold_images": [gold]}) + "\n")
+    base = ["dense", "--collection", str(DEMO), "--queries", str(queries), "--out", str(tmp_path / "run.jsonl")]
+    for argv, expected in (
+        ([*base, "--encoder", str(clip_dir)], "no query's gold image is among the 12 candidates"),
+        ([*base, "--queries", str(good), "--encoder", str(tmp_path / "no-model")], "has no config.json"),
+        ([*base, "--encoder", str(clip_dir), "--k", "0"], "--k 0 must be at least 1"),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("swift-ssid dense: error:") and expected in err, err

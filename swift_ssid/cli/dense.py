@@ -96,6 +96,12 @@ def run(args: argparse.Namespace) -> int:
 
         rows = dense_run_rows(queries, images, scores, ids, setting)
         write_run(args.out, rows)
+    except ImportError as e:  # an optional library (sentence-transformers, faiss, bm25s, ranx) is missing
+        print(
+            f"swift-ssid dense: error: {e}; install it (pip install 'swift-ssid[embed]' for the text embedder)",
+            file=sys.stderr,
+        )
+        return 2
     except (OSError, ValueError) as e:
         print(f"swift-ssid dense: error: {e}", file=sys.stderr)
         return 2

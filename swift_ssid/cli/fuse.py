@@ -113,6 +113,12 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError("--method wsum needs --weights (one per run)")
             rows = fuse_runs(runs, method=args.method, norm=args.norm, params=params, k=args.k, names=names)
         write_run(args.out, rows)
+    except ImportError as e:  # an optional library (sentence-transformers, faiss, bm25s, ranx) is missing
+        print(
+            f"swift-ssid fuse: error: {e}; install it (pip install 'swift-ssid[embed]' for the text embedder)",
+            file=sys.stderr,
+        )
+        return 2
     except (OSError, ValueError) as e:
         print(f"swift-ssid fuse: error: {e}", file=sys.stderr)
         return 2

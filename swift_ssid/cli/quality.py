@@ -123,6 +123,12 @@ def run(args: argparse.Namespace) -> int:
             progress=True,
         )
         report.save(args.out)
+    except ImportError as e:  # an optional library (sentence-transformers, faiss, bm25s, ranx) is missing
+        print(
+            f"swift-ssid quality: error: {e}; install it (pip install 'swift-ssid[embed]' for the text embedder)",
+            file=sys.stderr,
+        )
+        return 2
     except (OSError, ValueError) as e:
         print(f"swift-ssid quality: error: {e}", file=sys.stderr)
         return 2
