@@ -2,8 +2,9 @@
 
 The candidates are the collection's images (``--split``, default all); their embeddings are computed once
 (resumable, progress bar) and stored under ``--cache`` in ``--storage`` dtype; each query caption is embedded
-and scored against every image exactly (faiss ``IndexFlatIP`` or torch matmul + topk, streamed over image
-blocks). Each run row lists the top-K images, each image as its own identifier, with ``setting.kind = "dense"``.
+and scored against every image exactly (faiss' exact inner-product search or torch matmul + topk, streamed
+over image blocks). Each run row lists the top-K images, each image as its own identifier, with
+``setting.kind = "dense"``.
 
 Example:
     swift-ssid dense --encoder models/clip-vit-large-patch14 --collection data/dataset_flickr30k.json \\

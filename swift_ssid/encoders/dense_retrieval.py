@@ -7,7 +7,8 @@
   the image side of the model again.
 * :func:`exact_top_k` scores every query against every image (inner product of L2-normalised rows, i.e.
   cosine similarity) in blocks of images, so only one block is ever held in ``float32``; each block is
-  searched with faiss ``IndexFlatIP`` (exact) or a torch matmul + ``topk``, and the blocks' top-K are merged.
+  searched with faiss' exact inner-product search (``faiss.knn``, what ``IndexFlatIP`` runs) or a torch
+  matmul + ``topk``, and the blocks' top-K are merged.
 * :func:`dense_run_rows` writes the result in the run format of :mod:`swift_ssid.core.runs`: one
   "identifier" per image (the image path itself), so ``evaluate``, ``report``, ``table`` and ``fuse`` read it
   like a generative run.
@@ -88,9 +89,8 @@ def image_embeddings(
 def _faiss_block(queries: np.ndarray, block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     import faiss
 
-    index = faiss.IndexFlatIP(block.shape[1])
-    index.add(block)
-    scores, ids = index.search(queries, k)
+    # faiss.knn is IndexFlatIP's exact search without copying the block into an index first
+    scores, ids = faiss.knn(queries, block, k, metric=faiss.METRIC_INNER_PRODUCT)
     return scores, ids
 
 
@@ -121,7 +121,8 @@ def exact_top_k(
         queries: ``[Q, D]`` float32 rows.
         images: ``[N, D]`` rows in any float dtype (e.g. a float16 memory map); cast to float32 per block.
         k: results per query (capped at N).
-        backend: ``faiss`` (``IndexFlatIP``), ``torch`` (matmul + topk) or ``auto`` (faiss when installed).
+        backend: ``faiss`` (exact ``faiss.knn``, as ``IndexFlatIP``), ``torch`` (matmul + topk) or ``auto``
+            (faiss when installed).
         block_size: images per block.
 
     Returns:
