@@ -2,7 +2,7 @@
 
 Fast tests cover run rows from K answers, where the queries come from, the adapter's scoring on real
 evalscope objects, the plugin's lazy registration, and the two ms-swift 4.6.0 / evalscope 1.14 shims
-(``test_*_shim_still_needed`` fails once a shim can be deleted). The slow test runs the real ``swift
+(``tests/test_compat.py`` fails once a shim can be deleted). The slow test runs the real ``swift
 eval`` (deploy server + evalscope) and ``swift-ssid retrieve`` / ``evaluate`` on a tiny random Qwen2
 text model (``swift_ssid.testing.tiny_models``) and checks that all of them, and the sft metric's scoring of
 the same predictions, agree to the last digit.
@@ -10,7 +10,6 @@ the same predictions, agree to the last digit.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import subprocess
@@ -157,7 +156,7 @@ def test_plugin_registers_without_importing_evalscope_unless_it_is_loaded():
         "out['registered_by_plugin'] = BENCHMARK_REGISTRY.is_materialized('ssid_retrieval')\n"
         "out['registers_once_loaded'] = eb.register_if_evalscope_loaded()\n"
         "out['registered'] = BENCHMARK_REGISTRY.is_materialized('ssid_retrieval')\n"
-        "out['shims'] = eb.SHIMS\n"
+        "from swift_ssid.integration.compat import applied_eval_shims\nout['shims'] = applied_eval_shims()\n"
         "print('RESULT ' + json.dumps(out))\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
@@ -258,29 +257,6 @@ def test_adapter_rejects_repeats_and_a_missing_index(registered, workdir, tmp_pa
 
 
 # ---------------------------------------------------------------- compatibility shims
-
-
-def test_eval_type_service_shim_still_needed(registered):
-    """Fails when the EvalType.SERVICE shim can go: delete evalscope_benchmark._shim_eval_type_service."""
-    from swift.pipelines.eval.eval import SwiftEval
-
-    assert "EvalType.SERVICE" in inspect.getsource(SwiftEval.get_native_task_cfg), (
-        "ms-swift no longer passes EvalType.SERVICE: delete the eval_type_service shim"
-    )
-    assert eb.SHIMS["eval_type_service"], "evalscope defines EvalType.SERVICE again: delete the eval_type_service shim"
-
-
-def test_list_eval_dataset_shim_still_needed(registered):
-    """Fails when the opencompass shim can go: delete evalscope_benchmark._shim_list_eval_dataset."""
-    from swift.arguments import EvalArguments
-
-    original = EvalArguments.list_eval_dataset.__wrapped__
-    try:
-        original("Native")
-    except ModuleNotFoundError as e:
-        assert (e.name or "").split(".")[0] == "opencompass", e
-    else:
-        pytest.fail("EvalArguments.list_eval_dataset works without the shim: delete the list_eval_dataset shim")
 
 
 def test_shims_let_ms_swift_build_its_native_eval_task(registered, tmp_path):
