@@ -99,7 +99,7 @@ def test_run_row_from_texts_drops_padding_beams_and_expands_shared_identifiers()
     assert row.unknown_identifiers == ["unicorn - moon"]
     assert row.scores == [0.0, -1.0, -2.0]
     assert row.to_dict()["score_kind"] == "beam_rank"
-    assert evaluate_run([row])["R@1"] == 0.0 and evaluate_run([row])["R@5"] == 1.0
+    assert evaluate_run([row]).r_at(1) == 0.0 and evaluate_run([row]).r_at(5) == 1.0
 
 
 def test_run_setting_names_the_reason_mode():
@@ -217,7 +217,7 @@ def test_adapter_scores_k_answers_with_evaluate_run(registered, workdir, tmp_pat
 
     agg = adapter.aggregate_subset("default", scores)
     rows = [RunRow.from_dict(s.score.metadata["run_row"]) for s in scores]
-    expected = evaluate_run(rows)
+    expected = evaluate_run(rows).to_dict()
     recall = {a.dimensions["k"]: a.score for a in agg if a.metric_name == "recall"}
     assert recall == {k: expected[f"R@{k}"] for k in DEFAULT_KS} == {1: 0.0, 5: 2 / 3, 10: 2 / 3}
     assert all(a.aggregation == "mean" for a in agg)

@@ -312,15 +312,15 @@ def _adapter_class() -> type:
             ids = [row.query_id for row in rows]
             out = [
                 AggScore(
-                    score=metrics[f"R@{k}"], metric_name="recall", aggregation="mean", dimensions={"k": k},
+                    score=metrics.r_at(k), metric_name="recall", aggregation="mean", dimensions={"k": k},
                     num=len(rows), ids=ids,
-                    metadata={"metric": metrics["metric"], f"R@{k}": metrics[f"R@{k}"], "n_queries": len(rows)},
+                    metadata={"metric": metrics.metric, f"R@{k}": metrics.r_at(k), "n_queries": len(rows)},
                 )
                 for k in DEFAULT_KS
             ]  # fmt: skip
             out.append(
                 AggScore(
-                    score=metrics["unknown_identifier_rate"], metric_name="unknown_identifier_rate",
+                    score=metrics.unknown_identifier_rate, metric_name="unknown_identifier_rate",
                     aggregation="mean", num=len(rows), ids=ids,
                 )
             )  # fmt: skip

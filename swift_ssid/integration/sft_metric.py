@@ -86,7 +86,7 @@ def rows_from_predictions(predictions: Any) -> list[RunRow]:
 
 def metrics_from_rows(rows: list[RunRow]) -> dict[str, float]:
     """R@1/5/10 and the unknown-identifier rate of run rows, by :func:`swift_ssid.core.metrics.evaluate_run`."""
-    metrics = evaluate_run(rows, DEFAULT_KS)
+    metrics = evaluate_run(rows, DEFAULT_KS).to_dict()
     return {key: metrics[key] for key in REPORTED}
 
 
