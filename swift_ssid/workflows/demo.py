@@ -146,7 +146,11 @@ def run(args: argparse.Namespace) -> int:
     if needs_model:
         logging.info("building a tiny random %s from config in %s", args.family, model_dir)
         extra = {"tokenizer_dir": inputs["tokenizer"]} if inputs["tokenizer"] else {}
-        BUILDERS[args.family](model_dir, **extra)
+        try:
+            BUILDERS[args.family](model_dir, **extra)
+        except ValueError as e:  # e.g. --tokenizer names a tokenizer that is not Qwen2's
+            print(f"swift-ssid demo: error: {e}", file=sys.stderr)
+            return 2
     try:
         summary = Pipeline(demo_config(work, args.family, model_dir, args.steps, args.k)).run_all()
     except StageError as e:
