@@ -99,7 +99,7 @@ def test_patch_unit_tests_pass_on_the_patched_copy(patched_swift):
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", unit_tests]
     proc = subprocess.run(cmd, cwd=patched_swift, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:]
-    assert "6 passed" in proc.stdout
+    assert "7 passed" in proc.stdout
 
 
 def test_swift_sft_loads_the_plugin_by_module_name_with_the_patch(patched_swift, sft_inputs):
