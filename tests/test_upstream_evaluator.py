@@ -112,9 +112,8 @@ def expected_rows(index: IdentifierIndex, gold_from_target: bool) -> list[RunRow
     return rows
 
 
-def test_upstream_patches_apply_together(tmp_path):
-    patched_package("swift", tmp_path / "ms-swift", *MS_SWIFT_PATCHES)
-    patched_package("evalscope", tmp_path / "evalscope", BENCHMARK_PATCH)
+def test_ms_swift_patches_apply_together(tmp_path):
+    patched_package("swift", tmp_path, *MS_SWIFT_PATCHES)
     assert [p.name for p in MS_SWIFT_PATCHES] == [
         "0001-import-plugins-by-module-name.patch",
         "0002-add-ssid-recall-eval-metric.patch",
