@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("swift_ssid.cli.report", "self-contained HTML report of a run"),
     "protocol": ("swift_ssid.cli.protocol", "run the paper's ablation / zero-shot / multilingual protocols"),
     "demo": ("swift_ssid.cli.demo", "run the whole pipeline offline on the bundled mini collection"),
+    "fetch-assets": ("swift_ssid.cli.fetch_assets", "fetch the real Qwen2 tokenizer the demo's tiny model uses"),
 }
 
 
