@@ -23,7 +23,7 @@ import pytest
 from swift_ssid.core.index import IdentifierIndex, build_index
 from swift_ssid.core.metrics import evaluate_run
 from swift_ssid.core.runs import RunRow, expand_identifiers
-from swift_ssid.integration.retrieval import parse_choice
+from swift_ssid.core.answers import parse_choice
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM = REPO_ROOT / "upstream"
@@ -150,7 +150,7 @@ def test_ms_swift_ssid_recall_metric_matches_evaluate_run(tmp_path, index_dir):
     assert Path(out["module"]).is_relative_to(copy) and out["module"].endswith("swift/metrics/ssid.py")
     assert out["unit_tests"] == [4, True]
 
-    expected = evaluate_run(expected_rows(IdentifierIndex.load(index_dir), gold_from_target=True))
+    expected = evaluate_run(expected_rows(IdentifierIndex.load(index_dir), gold_from_target=True)).to_dict()
     keys = ("R@1", "R@5", "R@10", "unknown_identifier_rate")
     assert out["metrics"] == {key: expected[key] for key in keys}
     # by hand: gold = the images of the target's identifier; q1 rank 1, q2 rank 4, q3 rank 1, q4 none;
@@ -212,6 +212,6 @@ def test_evalscope_ssid_retrieval_benchmark_scores_hand_made_answers(tmp_path, i
     assert out["ranks"] == [2, 4, 1, None]
     assert out["recall"] == {"1": 1 / 4, "5": 3 / 4, "10": 3 / 4}
     assert out["unknown_identifier_rate"] == [3 / 9]
-    expected = evaluate_run(expected_rows(IdentifierIndex.load(index_dir), gold_from_target=False))
+    expected = evaluate_run(expected_rows(IdentifierIndex.load(index_dir), gold_from_target=False)).to_dict()
     assert out["recall"] == {str(k): expected[f"R@{k}"] for k in (1, 5, 10)}
     assert out["unknown_identifier_rate"] == [expected["unknown_identifier_rate"]]
