@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
 from swift_ssid.core.index import POLICIES
@@ -61,128 +60,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from swift_ssid.workflows.kinds import KindSpec, build_identifiers
+
+    spec = KindSpec(
+        kind=args.kind,
+        collisions=args.collisions,
+        encoder=args.encoder,
+        k=args.k,
+        c=args.c,
+        seed=args.seed,
+        n_init=args.n_init,
+        embeddings_cache=args.embeddings_cache,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        caption_index=args.caption_index,
+        pseudo_captions=args.pseudo_captions,
+        token_width=args.token_width,
+    )
     try:
-        stats = build(args)
+        stats = build_identifiers(spec, args.collection, args.out, args.image_root, args.tokenizer)
     except (OSError, ValueError) as e:
         print(f"swift-ssid identifiers: error: {e}", file=sys.stderr)
         return 2
     print(summary_text(stats))
     return 0
-
-
-def build(args: argparse.Namespace) -> dict[str, Any]:
-    """Build the index that ``args`` describe; return its stats."""
-    from swift_ssid.core import kinds
-    from swift_ssid.core.collection import load_collection
-    from swift_ssid.core.jsonl import write_json_atomic
-
-    if args.kind == "structured" and not args.encoder:
-        raise ValueError("structured identifiers cluster image embeddings: pass --encoder <CLIP or SigLIP folder>")
-    items = kinds.indexed_items(load_collection(args.collection, args.image_root))
-    out = Path(args.out)
-    params: dict[str, Any] = {"collection": str(args.collection), "images": len(items)}
-    new_tokens: list[str] = []
-    if args.kind == "numeric":
-        identifiers = kinds.numeric_identifiers(len(items))
-    elif args.kind == "string":
-        identifiers = kinds.string_identifiers(len(items))
-    elif args.kind == "atomic":
-        identifiers = new_tokens = kinds.atomic_tokens(len(items), args.token_width)
-        params["token_width"] = len(new_tokens[0]) - len(kinds.ATOMIC_PREFIX)
-    elif args.kind == "semantic":
-        pseudo = _read_pseudo(args.pseudo_captions, args.image_root, args.collection) if args.pseudo_captions else None
-        identifiers = kinds.semantic_identifiers(items, args.caption_index, pseudo)
-        params.update({"caption_index": args.caption_index, "pseudo_captions": args.pseudo_captions})
-    elif args.kind == "caption-derived":
-        identifiers = kinds.caption_derived_identifiers(items)
-    else:
-        from swift_ssid.encoders.dual_encoder import DualEncoder
-
-        encoder = DualEncoder(args.encoder, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
-        out.mkdir(parents=True, exist_ok=True)
-        cache = Path(args.embeddings_cache) if args.embeddings_cache else out / "image_embeddings.npz"
-        emb = encoder.embed_images([item.image for item in items], cache=cache)
-        paths = kinds.hierarchical_kmeans(emb, k=args.k, c=args.c, seed=args.seed, n_init=args.n_init, progress=True)
-        identifiers = [kinds.structured_identifier(p) for p in paths]
-        params.update(
-            {
-                "k": args.k,
-                "c": args.c,
-                "seed": args.seed,
-                "n_init": args.n_init,
-                "encoder": str(args.encoder),
-                "encoder_fingerprint": encoder.fingerprint,
-                "embedding_dim": int(emb.shape[1]),
-                "embeddings_cache": str(cache),
-                "depth": kinds.summary([len(p) for p in paths]),
-            }
-        )
-    params["collisions"] = args.collisions
-    stats = kinds.write_kind_index(args.kind, items, identifiers, out, params, args.collisions, new_tokens)
-    if args.tokenizer:
-        stats["tokens"] = token_stats(out, args.tokenizer, new_tokens)
-        write_json_atomic(out / "stats.json", stats)
-    return stats
-
-
-def _read_pseudo(path: str, image_root: str | None, collection: str) -> dict[str, str]:
-    """image path (absolute, as the collection resolves it) -> pseudo caption."""
-    import os
-
-    from swift_ssid.core.jsonl import iter_jsonl
-
-    root = Path(image_root) if image_root else Path(collection).resolve().parent
-    out = {}
-    for lineno, row, error in iter_jsonl(path):
-        if error is not None:
-            raise ValueError(error)
-        image, caption = row.get("image"), row.get("caption")
-        if not isinstance(image, str) or not isinstance(caption, str) or not caption.strip():
-            raise ValueError(f"{path}:{lineno}: need 'image' and a non-empty 'caption' string, got {row!r}")
-        resolved = image if os.path.isabs(image) else str(root / image)
-        out[os.path.normpath(os.path.abspath(resolved))] = caption
-    return out
-
-
-def token_stats(index_dir: Path, tokenizer_dir: str, new_tokens: list[str]) -> dict[str, Any]:
-    """Tokens per identifier (as generated after ``identifier:``), trie size and fan-out, vocabulary growth.
-
-    Args:
-        index_dir: The built index.
-        tokenizer_dir: A model or tokenizer folder (AutoTokenizer).
-        new_tokens: Tokens the kind adds (added here as ms-swift's ``--new_special_tokens`` adds them).
-
-    Returns:
-        ``tokenizer``, ``base_vocab``, ``new_tokens_added``, ``vocab_growth``, ``tokens_per_identifier``
-        (min/median/mean/max, without the end token), ``trie_nodes``, ``trie_max_fanout``, ``trie_root_fanout``,
-        ``trie_mean_fanout`` (children per inner node).
-    """
-    import numpy as np
-    from transformers import AutoTokenizer
-
-    from swift_ssid.core.index import IdentifierIndex
-    from swift_ssid.core.kinds import summary
-    from swift_ssid.decoding.trie import TokenTrie, build_identifier_trie, identifier_token_sequences
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    base = len(tokenizer)
-    added = tokenizer.add_special_tokens({"additional_special_tokens": new_tokens}) if new_tokens else 0
-    identifiers = IdentifierIndex.load(index_dir).identifiers()
-    _, seqs = identifier_token_sequences(tokenizer, identifiers, end="eos")
-    trie = build_identifier_trie(tokenizer, identifiers, end="eos")
-    parents = trie.keys // trie.vocab_size
-    inner = int(np.unique(parents).size) if parents.size else 0
-    return {
-        "tokenizer": str(tokenizer_dir),
-        "base_vocab": base,
-        "new_tokens_added": int(added),
-        "vocab_growth": round(added / base, 6),
-        "tokens_per_identifier": summary([len(s) - 1 for s in seqs]),  # the last token ends the response
-        "trie_nodes": trie.num_nodes,
-        "trie_max_fanout": trie.max_fanout(),
-        "trie_root_fanout": int(trie.children(TokenTrie.ROOT).size),
-        "trie_mean_fanout": round((trie.num_nodes - 1) / inner, 3) if inner else 0.0,
-    }
 
 
 def summary_text(stats: dict[str, Any]) -> str:
