@@ -259,3 +259,70 @@ def test_constrained_decoding_is_sound_and_complete_per_kind(kind, demo_indexes,
     assert len(set(found)) == beams and set(found) <= set(identifiers), texts
     if kind == "atomic":  # one new token per identifier, kept by decoding without skip_special_tokens
         assert all(len(tokenizer(t, add_special_tokens=False)["input_ids"]) == 1 for t in found)
+
+
+# ---------------------------------------------------------------- recipes, protocol checks, tables
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava1_6_vicuna"])
+def test_kind_recipes_change_only_the_index_and_atomic_adds_its_tokens(family):
+    import yaml
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+
+    def load(name: str) -> dict:
+        config = yaml.safe_load((recipes / name).read_text())
+        config["ENV"].pop("SSID_INDEX")
+        config.pop("output_dir")
+        return config
+
+    noreason = load(f"train_{family}_noreason.yaml")
+    kind = load(f"train_{family}_kind_noreason.yaml")
+    atomic = load(f"train_{family}_kind_atomic_noreason.yaml")
+    assert kind == noreason  # same model, data, targets and training: only SSID_INDEX (and the output) differ
+    assert atomic.pop("modules_to_save") == ["embed_tokens", "lm_head"]
+    assert atomic.pop("new_special_tokens") == ["runs/flickr30k/index_atomic/new_tokens.txt"]
+    assert atomic == noreason and kind["dataset"] == ["ssid-memorize-noreason", "ssid-retrieve-noreason"]
+
+
+def test_identifiers_protocol_checks_its_arguments_before_running(tmp_path, capsys):
+    from swift_ssid.workflows.protocols import RetrieveOptions, run_identifiers
+
+    queries = tmp_path / "q.jsonl"
+    queries.write_text(json.dumps({"query": "a dog", "gold_images": ["x.jpg"]}) + "\n")
+    opts = RetrieveOptions("m", "ssid_qwen2_5", tmp_path)
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "train_qwen2_5_vl_kind_noreason.yaml"
+    with pytest.raises(ValueError, match="give distinct kinds"):
+        run_identifiers(opts, queries, tmp_path / "out", DEMO, recipe, kinds=["numeric", "numeric"])
+    with pytest.raises(ValueError, match="pass --encoder"):
+        run_identifiers(opts, queries, tmp_path / "out", DEMO, recipe, kinds=["structured"])
+    with pytest.raises(FileNotFoundError, match="recipe"):
+        run_identifiers(opts, queries, tmp_path / "out", DEMO, tmp_path / "none.yaml", kinds=["numeric"])
+    with pytest.raises(ValueError, match="gold image"):  # x.jpg is in no index: refused before any training
+        run_identifiers(opts, queries, tmp_path / "out", DEMO, recipe, kinds=["numeric"])
+    assert not (tmp_path / "out" / "sft_numeric").exists()
+    argv = ["protocol", "identifiers", "--model", "m", "--template", "ssid_qwen2_5", "--queries", str(queries)]
+    assert main([*argv, "--collection", str(DEMO), "--out", str(tmp_path / "o2"), "--kinds", "structured"]) == 2
+    assert "pass --encoder" in capsys.readouterr().err
+
+
+def test_kind_tables_follow_the_papers_layout():
+    from swift_ssid.reporting.tables import TableRow, kind_tables, kind_tables_csv
+
+    def row(name: str, r1: float, r5: float, r10: float) -> TableRow:
+        return TableRow(name, {"R@1": r1, "R@5": r5, "R@10": r10, "n_queries": 20}, name)
+
+    table = [row("numeric", 0.1, 0.2, 0.3), row("ssid", 0.4, 0.5, 0.55), row("atomic", 0.6, 0.7, 0.8)]
+    text = kind_tables(table, model="qwen", collection="flickr")
+    first, second = text.split("Table II")[0], text.split("Table II")[1].split("Reference")[0]
+    assert "| Numeric Identifier | 10.0 | 20.0 | 30.0 | 20 |" in first
+    assert "| Structured Semantic Identifier (SSID) | **40.0** | **50.0** | **55.0** | 20 |" in first
+    assert "| Atomic Identifier | qwen | **60.0** | **70.0** | **80.0** | 20 |" in second and "SSID" in second
+    assert "| Image tokenization | flamingo | 50.4 | 73.2 | 76.9 |" in text
+    assert "Reference" not in kind_tables(table, reference=False)
+    csv_lines = kind_tables_csv(table, reference=False).splitlines()
+    assert csv_lines[1:] == [
+        "I,numeric,Numeric Identifier,this run,this model,,10.0,20.0,30.0,20",
+        "I,ssid,Structured Semantic Identifier (SSID),this run,this model,,40.0,50.0,55.0,20",
+        "II,atomic,Atomic Identifier,this run,this model,,60.0,70.0,80.0,20",
+    ]
