@@ -124,6 +124,8 @@ def test_semantic_collisions_follow_the_policy_and_pseudo_captions_replace(karpa
     assert index.identifier_for(str(root / "1004.jpg")) == "a climber on a wall"
     assert index.identifier_for(str(root / "1000.jpg")) == "a brown dog plays outside"
     assert index.identifier_for(str(root / "1005.jpg")) == "a man rides a bike"  # one caption: the last one
+    pseudo.write_text(json.dumps({"image": "missing.jpg", "caption": "x"}) + "\n")
+    assert build("semantic", path, tmp_path / "bad", "--pseudo-captions", str(pseudo), image_root=root) == 2
 
 
 def leaf_groups(paths: list[list[int]]) -> Counter:

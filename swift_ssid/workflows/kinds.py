@@ -87,7 +87,7 @@ def build_identifiers(
         identifiers = new_tokens = kinds.atomic_tokens(len(items), spec.token_width)
         params["token_width"] = len(new_tokens[0]) - len(kinds.ATOMIC_PREFIX)
     elif spec.kind == "semantic":
-        pseudo = _read_pseudo(spec.pseudo_captions, image_root, collection) if spec.pseudo_captions else None
+        pseudo = _read_pseudo(spec.pseudo_captions, image_root, items) if spec.pseudo_captions else None
         identifiers = kinds.semantic_identifiers(items, spec.caption_index, pseudo)
         params.update({"caption_index": spec.caption_index, "pseudo_captions": spec.pseudo_captions})
     elif spec.kind == "caption-derived":
@@ -122,22 +122,38 @@ def build_identifiers(
     return stats
 
 
-def _read_pseudo(path: str, image_root: str | None, collection: str) -> dict[str, str]:
-    """image path (absolute, as the collection resolves it) -> pseudo caption."""
-    import os
+def _read_pseudo(path: str, image_root: str | os.PathLike | None, items: list[Any]) -> dict[str, str]:
+    """Read ``{"image", "caption"}`` rows into indexed image path -> caption.
+
+    An image is matched by its path (relative to ``--image-root``, else the collection's folder, or absolute) or,
+    failing that, by a file name that only one indexed image has; a row matching no indexed image is an error.
+    """
+    from collections import Counter
 
     from swift_ssid.core.jsonl import iter_jsonl
 
-    root = Path(image_root) if image_root else Path(collection).resolve().parent
-    out = {}
+    known = {item.image for item in items}
+    names = Counter(Path(item.image).name for item in items)
+    by_name = {Path(item.image).name: item.image for item in items}
+    roots = [Path(image_root)] if image_root else []
+    roots += sorted({Path(item.image).parent for item in items})
+    out: dict[str, str] = {}
     for lineno, row, error in iter_jsonl(path):
         if error is not None:
             raise ValueError(error)
         image, caption = row.get("image"), row.get("caption")
-        if not isinstance(image, str) or not isinstance(caption, str) or not caption.strip():
+        if not isinstance(image, str) or not image or not isinstance(caption, str) or not caption.strip():
             raise ValueError(f"{path}:{lineno}: need 'image' and a non-empty 'caption' string, got {row!r}")
-        resolved = image if os.path.isabs(image) else str(root / image)
-        out[os.path.normpath(os.path.abspath(resolved))] = caption
+        candidates = [os.path.normpath(os.path.abspath(Path(root) / image)) for root in roots]
+        match = next((c for c in candidates if c in known), None)
+        if match is None and names.get(Path(image).name) == 1:
+            match = by_name[Path(image).name]
+        if match is None:
+            raise ValueError(
+                f"{path}:{lineno}: image {image!r} is none of the indexed images; give its path as the collection "
+                "does (relative to --image-root) or an absolute path"
+            )
+        out[match] = caption
     return out
 
 
