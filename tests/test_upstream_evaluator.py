@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from swift_ssid.core.answers import parse_choice
 from swift_ssid.core.index import IdentifierIndex, build_index
 from swift_ssid.core.metrics import evaluate_run
 from swift_ssid.core.runs import RunRow, expand_identifiers
-from swift_ssid.core.answers import parse_choice
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM = REPO_ROOT / "upstream"

@@ -332,6 +332,79 @@ def build_tiny_qwen2_text(out_dir: str | Path, seed: int = 0) -> Path:
     return _save(out_dir, model, tokenizer)
 
 
+def build_tiny_clip(out_dir: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random CLIPModel (hidden 32, 2 layers, 32-px images, 8-px patches) for :class:`DualEncoder`.
+
+    The text side uses a byte-level BPE trained on :func:`tokenizer_corpus` wrapped as a CLIP tokenizer
+    (``<|startoftext|>``/``<|endoftext|>``, lower-casing), the image side a ``CLIPImageProcessor`` that resizes and
+    crops to 32 px. Loads offline with ``AutoModel`` + ``AutoTokenizer`` + ``AutoImageProcessor``.
+
+    Args:
+        out_dir: Directory to write (created; existing files are overwritten).
+        seed: Seed for the random weights.
+
+    Returns:
+        ``out_dir`` as a Path.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tok.train_from_iterator(tokenizer_corpus(), trainer)
+    tok.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in ["<|startoftext|>", "<|endoftext|>"]]
+    )
+    bos, eos = tok.token_to_id("<|startoftext|>"), tok.token_to_id("<|endoftext|>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", bos), ("<|endoftext|>", eos)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|startoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        model_max_length=64,
+        clean_up_tokenization_spaces=False,
+    )
+    image_size, patch = 32, 8
+    config = CLIPConfig(
+        text_config={
+            "vocab_size": _round_up(len(tokenizer), 64),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 64,
+            "bos_token_id": bos,
+            "eos_token_id": eos,
+            "pad_token_id": eos,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": image_size,
+            "patch_size": patch,
+        },
+        projection_dim=32,
+    )
+    model = _seeded_init(CLIPModel, config, seed)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    out = _save(out_dir, model, tokenizer)
+    image_processor.save_pretrained(str(out))
+    return out
+
+
 BUILDERS = {
     "qwen2_5_vl": build_tiny_qwen2_5_vl,
     "llava_next": build_tiny_llava_next,
