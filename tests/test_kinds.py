@@ -309,10 +309,11 @@ def test_identifiers_protocol_checks_its_arguments_before_running(tmp_path, caps
 
 
 def test_kind_tables_follow_the_papers_layout():
+    from swift_ssid.core.metrics import RunMetrics
     from swift_ssid.reporting.tables import TableRow, kind_tables, kind_tables_csv
 
     def row(name: str, r1: float, r5: float, r10: float) -> TableRow:
-        return TableRow(name, {"R@1": r1, "R@5": r5, "R@10": r10, "n_queries": 20}, name)
+        return TableRow(name, RunMetrics({1: r1, 5: r5, 10: r10}, n_queries=20), name)
 
     table = [row("numeric", 0.1, 0.2, 0.3), row("ssid", 0.4, 0.5, 0.55), row("atomic", 0.6, 0.7, 0.8)]
     text = kind_tables(table, model="qwen", collection="flickr")
