@@ -62,7 +62,7 @@ def training_target(args: argparse.Namespace, env_target: str) -> str:
     Raises:
         ValueError: an explicit target contradicts the datasets an adapter was trained on, or adapters disagree.
     """
-    from swift_ssid.workflows.protocols import checkpoint_training_target
+    from swift_ssid.integration.checkpoints import checkpoint_training_target
 
     env_set = os.environ.get(SSIDSettings.env_var("target"), "").strip()
     explicit = args.target or (env_target if env_set else None)
@@ -86,7 +86,7 @@ def training_target(args: argparse.Namespace, env_target: str) -> str:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        from swift_ssid.integration.retrieval import load_queries
+        from swift_ssid.core.queries import load_queries
         from swift_ssid.integration.templates import DERIVED
         from swift_ssid.workflows.protocols import parse_labels, queries_language
 
@@ -116,13 +116,18 @@ def run(args: argparse.Namespace) -> int:
 
     import swift_ssid.integration.register  # noqa: F401  (registers the SSID templates once)
     from swift_ssid.cli.evaluate import format_metrics
+    from swift_ssid.core.kinds import index_new_tokens
     from swift_ssid.core.metrics import evaluate_run
     from swift_ssid.core.runs import read_run
     from swift_ssid.integration.retrieval import Retriever
 
+    # An atomic index names one new token per image; the model gets them as `swift sft --new_special_tokens` did
+    # (same tokens, same order, so the same ids and the resized embeddings the checkpoint saved).
+    new_tokens = index_new_tokens(args.index)
     engine = TransformersEngine(
         args.model,
         adapters=args.adapters or None,
+        **({"new_special_tokens": new_tokens} if new_tokens else {}),
         model_type=args.model_type,
         template_type=args.template,
         torch_dtype=getattr(torch, args.torch_dtype) if args.torch_dtype else None,

@@ -5,17 +5,7 @@ retriever hands the template its :class:`~swift_ssid.integration.settings.SSIDSe
 ``RequestConfig(num_beams=K, n=K, temperature=0)``; the template appends the trie processor in
 ``prepare_generate_kwargs`` exactly as it does for ``swift infer``.
 
-Queries file (JSON Lines), one query a line, either
-
-* ``{"query_id"?: "...", "query": "<caption>", "gold_images": ["a.jpg"]}`` (the user turn becomes
-  :func:`swift_ssid.integration.datasets.retrieve_prompt` of the caption, the prompt the model was trained with), or
-* an ``ssid-query`` dataset row ``{"messages": [{"role": "user", ...}], "query_id"?, "query"?,
-  "gold_images": [...]}`` (the messages are sent as they are; ``images`` stands for ``gold_images``
-  when the messages hold no ``<image>`` tag).
-
-A query without ``query_id`` gets ``line<N>`` (its line number). Either form may carry ``"language": "zh"``
-(the query's language, for the multilingual protocol; ``swift-ssid retrieve`` records it in the run's
-``setting``). Run rows: see :mod:`swift_ssid.core.runs`.
+Queries: :mod:`swift_ssid.core.queries`. Run rows: see :mod:`swift_ssid.core.runs`.
 """
 
 from __future__ import annotations
@@ -24,158 +14,18 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swift_ssid.core.answers import canonical_identifier
 from swift_ssid.core.jsonl import append_jsonl, iter_jsonl, write_jsonl_atomic
-from swift_ssid.core.runs import RunRow, expand_identifiers
+from swift_ssid.core.queries import Query
+from swift_ssid.core.runs import RunRow, row_from_answers
+from swift_ssid.integration.settings import SSIDSettings
 
 logger = logging.getLogger(__name__)
 
-IDENTIFIER_PREFIX = "identifier:"
-REASON_PREFIX = "reason:"
 RESERVED_SETTING_KEYS: tuple[str, ...] = ("reason", "k")
 """Setting keys the retriever itself writes; labels may not override them."""
-
-
-@dataclass(frozen=True)
-class Query:
-    """One retrieval query.
-
-    Args:
-        query_id: unique id within the queries file.
-        query: the query text (a caption).
-        gold_images: the relevant image(s).
-        messages: the chat messages sent to the model (the user turn).
-        images: model-input images referenced by ``<image>`` tags in ``messages`` (usually none).
-        language: the query's language (e.g. ``"zh"``), or None when the row does not say.
-    """
-
-    query_id: str
-    query: str
-    gold_images: list[str]
-    messages: list[dict[str, Any]]
-    images: list[str] = field(default_factory=list)
-    language: str | None = None
-
-
-def _str_list(value: Any, key: str, where: str) -> list[str]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-        raise ValueError(f"{where}: {key!r} must be a non-empty list of image paths, got {value!r:.120}")
-    return list(value)
-
-
-def _caption_of(content: str) -> str:
-    """The caption inside a retrieval user turn (the turn itself when it is not one)."""
-    from swift_ssid.integration.datasets import RETRIEVE_PROMPT
-
-    head, _, tail = RETRIEVE_PROMPT.partition("{caption}")
-    if content.startswith(head) and content.endswith(tail) and len(content) > len(head) + len(tail):
-        return content[len(head) : len(content) - len(tail)]
-    return content
-
-
-def query_from_row(row: dict[str, Any], lineno: int, where: str) -> Query:
-    """Build a :class:`Query` from one queries-file row (see the module docstring for the two forms).
-
-    Args:
-        row: the parsed JSON object.
-        lineno: its line number (names the query when it has no ``query_id``).
-        where: ``file:line`` for error messages.
-
-    Raises:
-        ValueError: the row has neither ``query`` nor ``messages``, no gold images, or a bad field.
-    """
-    from swift_ssid.integration.datasets import retrieve_prompt
-
-    query_id = row.get("query_id", f"line{lineno}")
-    if not isinstance(query_id, (str, int)) or isinstance(query_id, bool) or str(query_id) == "":
-        raise ValueError(f"{where}: 'query_id' must be a non-empty string, got {query_id!r}")
-    images: list[str] = []
-    if "messages" in row:
-        messages = row["messages"]
-        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-            raise ValueError(f"{where}: 'messages' must be a non-empty list of {{role, content}} objects")
-        if messages[-1].get("role") == "assistant":
-            messages = messages[:-1]  # a dataset row with its target: query with the user turn only
-        users = [m for m in messages if m.get("role") == "user" and isinstance(m.get("content"), str)]
-        if not users:
-            raise ValueError(f"{where}: 'messages' has no user turn with text content")
-        has_image_tag = any("<image>" in m.get("content", "") for m in messages if isinstance(m.get("content"), str))
-        if has_image_tag:
-            images = _str_list(row.get("images"), "images", where)
-            gold = row.get("gold_images")
-        else:
-            gold = row.get("gold_images", row.get("images"))
-        text = row.get("query", _caption_of(users[-1]["content"]))
-    elif "query" in row:
-        text = row["query"]
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"{where}: 'query' must be a non-empty string, got {text!r:.80}")
-        messages = [{"role": "user", "content": retrieve_prompt(text)}]
-        gold = row.get("gold_images")
-    else:
-        raise ValueError(f"{where}: a query row needs 'query' (caption text) or 'messages'; got keys {sorted(row)}")
-    if gold is None:
-        raise ValueError(f"{where}: no 'gold_images'; list the relevant image(s) so the run can be scored")
-    if not isinstance(text, str):
-        raise ValueError(f"{where}: 'query' must be a string, got {type(text).__name__}")
-    language = row.get("language")
-    if language is not None and (not isinstance(language, str) or not language.strip()):
-        raise ValueError(f"{where}: 'language' must be a non-empty string such as \"zh\", got {language!r:.80}")
-    return Query(
-        str(query_id), text, _str_list(gold, "gold_images", where), messages, images, language and language.strip()
-    )
-
-
-def load_queries(path: str | os.PathLike) -> list[Query]:
-    """Read a queries file (JSON Lines), failing on the first bad line.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: a bad line or row, or a repeated ``query_id`` (the message names file and line).
-    """
-    queries: list[Query] = []
-    first: dict[str, int] = {}
-    for lineno, row, error in iter_jsonl(path):
-        if error is not None:
-            raise ValueError(error)
-        where = f"{path}:{lineno}"
-        query = query_from_row(row, lineno, where)
-        if query.query_id in first:
-            raise ValueError(
-                f"{where}: query_id {query.query_id!r} repeats (first on line {first[query.query_id]}); "
-                "give each query a unique id"
-            )
-        first[query.query_id] = lineno
-        queries.append(query)
-    if not queries:
-        raise ValueError(f"{path}: no queries; write one JSON object a line")
-    return queries
-
-
-def parse_choice(text: str) -> tuple[str, str | None]:
-    """Read the identifier and reason from one generated response.
-
-    Args:
-        text: e.g. ``"identifier:dog - park\\nreason:A dog runs in a park."``.
-
-    Returns:
-        ``(canonical identifier, reason or None)``; the identifier is the text after the first
-        ``identifier:`` up to the line end (the whole first line when the prefix is missing).
-    """
-    start = text.find(IDENTIFIER_PREFIX)
-    body = text[start + len(IDENTIFIER_PREFIX) :] if start >= 0 else text
-    line, _, rest = body.partition("\n")
-    reason = None
-    at = rest.find(REASON_PREFIX)
-    if at >= 0:
-        reason = " ".join(rest[at + len(REASON_PREFIX) :].split()) or None
-    return canonical_identifier(line), reason
 
 
 def done_query_ids(out: str | os.PathLike, setting: dict[str, Any]) -> set[str]:
@@ -205,19 +55,9 @@ def done_query_ids(out: str | os.PathLike, setting: dict[str, Any]) -> set[str]:
     return {row["query_id"] for row in good}
 
 
-def reason_label(settings: Any) -> str:
-    """The run rows' ``setting.reason`` for SSID settings (the paper's Table III rows).
-
-    Args:
-        settings: :class:`~swift_ssid.integration.settings.SSIDSettings` (``target``, ``infer_reason``).
-
-    Returns:
-        ``"train+infer"`` (reason target, reason generated), ``"train-only"`` (reason target, the response
-        ends after the identifier line) or ``"none"`` (identifier-only target).
-    """
-    if settings.target == "noreason":
-        return "none"
-    return "train+infer" if settings.infer_reason else "train-only"
+def run_setting(settings: SSIDSettings, k: int, labels: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A run row's ``setting``: the reason mode (:attr:`SSIDSettings.reason_label`), K, then the labels."""
+    return {"reason": settings.reason_label, "k": k, **(labels or {})}
 
 
 class Retriever:
@@ -275,8 +115,8 @@ class Retriever:
 
     @property
     def setting(self) -> dict[str, Any]:
-        """The run rows' ``setting``: reason mode (:func:`reason_label`), K, then the labels."""
-        return {"reason": reason_label(self.settings), "k": self.k, **self.labels}
+        """The run rows' ``setting`` (:func:`run_setting`)."""
+        return run_setting(self.settings, self.k, self.labels)
 
     def _request_config(self) -> Any:
         from swift.infer_engine import RequestConfig
@@ -306,32 +146,11 @@ class Retriever:
         return rows
 
     def _row(self, query: Query, choices: Sequence[Any], scores: Sequence[float | None] | None) -> RunRow:
-        identifiers: list[str] = []
-        reasons: list[str | None] = []
-        row_scores: list[float] = []
-        for j, choice in enumerate(choices):
-            identifier, reason = parse_choice(choice.message.content or "")
-            if identifier in identifiers:
-                continue  # a padding beam (the index has fewer identifiers left than K): keep the best one
-            score = None if scores is None else scores[j]
-            if score is None or not math.isfinite(score):
-                logger.warning("query %s: dropping choice %d, which has no beam score", query.query_id, j)
-                continue
-            identifiers.append(identifier)
-            reasons.append(reason)
-            row_scores.append(float(score))
-        images, unknown = expand_identifiers(identifiers, self.index.images_for)
-        return RunRow(
-            query_id=query.query_id,
-            query=query.query,
-            gold_images=query.gold_images,
-            identifiers=identifiers,
-            scores=row_scores,
-            reasons=reasons,
-            images=images,
-            unknown_identifiers=unknown,
-            setting=self.setting,
-        )
+        if scores is not None and any(s is None or not math.isfinite(s) for s in scores[: len(choices)]):
+            logger.warning("query %s: dropping choices that have no beam score", query.query_id)
+        answers = [choice.message.content or "" for choice in choices]
+        scores = [None] * len(answers) if scores is None else scores
+        return row_from_answers(query, answers, self.index.images_for, scores=scores, setting=self.setting)
 
     def run(
         self,

