@@ -384,11 +384,12 @@ def train_once(
     Returns:
         The checkpoint it wrote (recorded in the marker with ``record``).
     """
+    label = ", ".join(f"{v}" if k == "kind" else f"{k}={v}" for k, v in record.items() if k != "protocol")
     marker = output_dir / SFT_MARKER
     done = read_json(marker, {})
     if isinstance(done, dict) and all(done.get(k) == v for k, v in record.items()):
         if Path(done.get("checkpoint", "")).is_dir():
-            logger.info("%s: trained before (%s), skipping swift sft", record, done["checkpoint"])
+            logger.info("%s: trained before (%s), skipping swift sft", label, done["checkpoint"])
             return Path(done["checkpoint"])
     cmd = [swift_executable(), "sft", str(recipe), "--model", opts.model, "--template", opts.template]
     if opts.model_type:
@@ -397,7 +398,7 @@ def train_once(
         cmd += ["--torch_dtype", opts.torch_dtype]
     cmd += [*extra, "--output_dir", str(output_dir), "--add_version", "false"]
     env = {k: v for k, v in settings.to_env().items() if k not in _RECIPE_KEYS}
-    logger.info("%s: swift sft %s -> %s", record, recipe, output_dir)
+    logger.info("%s: swift sft %s -> %s", label, recipe, output_dir)
     run_logged(cmd, log, _env(**env))
     checkpoint = last_checkpoint(output_dir)
     write_text_atomic(marker, json.dumps({**record, "recipe": str(recipe), "checkpoint": str(checkpoint)}, indent=2))
