@@ -23,9 +23,9 @@ Registration happens only in :mod:`swift_ssid.integration.register`, which calls
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -305,6 +305,10 @@ DERIVED: dict[str, tuple[str, type[Template]]] = {
 SSID_PREFIX = "ssid_"
 """Every ms-swift template ``T`` gets an SSID form named ``ssid_T``."""
 
+NAME_SPECIAL_CASED: frozenset[str] = frozenset({"dummy", "qwen3_5_emb"})
+"""Templates ms-swift 4.6.0 special-cases by name (``template_meta.template_type == ...`` in ``template/base.py``
+and ``templates/qwen.py``): ``dummy`` (the tokenizer's own chat template) and an embedding template; no SSID form."""
+
 # ms-swift template class -> its SSID subclass (one per class: 253 templates share 136 classes in 4.6.0)
 _SSID_CLASSES: dict[type[Template], type[Template]] = {
     Qwen2_5VLTemplate: SSIDQwen2_5VLTemplate,
@@ -338,6 +342,17 @@ def ssid_class(cls: type[Template]) -> type[Template]:
     return derived
 
 
+def _renamed(meta: TemplateMeta, name: str, cls: type[Template]) -> TemplateMeta:
+    """A copy of ``meta`` with a new name and class, every other field as ms-swift left it.
+
+    Not ``dataclasses.replace``: that reruns ``TemplateMeta.__post_init__`` on fields it already rewrote, which is
+    not idempotent (``mistral_nemo``'s ``{{SYSTEM}}`` prompt part would be lost and the system prompt ignored).
+    """
+    copied = copy.deepcopy(meta)
+    copied.template_type, copied.template_cls = name, cls
+    return copied
+
+
 def ssid_meta(base: str, name: str | None = None) -> TemplateMeta:
     """The SSID meta for ms-swift template ``base``: its registered meta with a new name and the SSID class.
 
@@ -349,22 +364,23 @@ def ssid_meta(base: str, name: str | None = None) -> TemplateMeta:
         KeyError: ``base`` is not registered with ms-swift.
     """
     meta = TEMPLATE_MAPPING[base]
-    return replace(meta, template_type=name or SSID_PREFIX + base, template_cls=ssid_class(meta.template_cls))
+    return _renamed(meta, name or SSID_PREFIX + base, ssid_class(meta.template_cls))
 
 
 def template_metas() -> list[TemplateMeta]:
     """The SSID template metas: one ``ssid_<T>`` per ms-swift template ``T`` registered now, plus :data:`DERIVED`.
 
     Each is ms-swift's registered meta (chat format, image placeholders, stop words: all ms-swift's) with a new
-    name and the SSID subclass of its template class. Templates whose own name starts with ``ssid_`` are skipped.
+    name and the SSID subclass of its template class. Skipped: templates whose own name starts with ``ssid_``, and
+    those ms-swift treats specially by name (:data:`NAME_SPECIAL_CASED`), whose behaviour a new name would change.
     """
     metas = []
     for name, (base, cls) in DERIVED.items():
         if not issubclass(cls, TEMPLATE_MAPPING[base].template_cls):
             raise TypeError(f"{cls.__name__} must subclass ms-swift's {TEMPLATE_MAPPING[base].template_cls.__name__}")
-        metas.append(replace(TEMPLATE_MAPPING[base], template_type=name, template_cls=cls))
+        metas.append(_renamed(TEMPLATE_MAPPING[base], name, cls))
     for base in list(TEMPLATE_MAPPING):
-        if base.startswith(SSID_PREFIX) or SSID_PREFIX + base in DERIVED:
+        if base.startswith(SSID_PREFIX) or SSID_PREFIX + base in DERIVED or base in NAME_SPECIAL_CASED:
             continue
         metas.append(ssid_meta(base))
     return metas
@@ -382,7 +398,8 @@ def is_ssid_template(name: str) -> bool:
         return True
     if name in TEMPLATE_MAPPING:
         return issubclass(TEMPLATE_MAPPING[name].template_cls, SSIDTemplateMixin)
-    return name.startswith(SSID_PREFIX) and name[len(SSID_PREFIX) :] in TEMPLATE_MAPPING
+    base = name[len(SSID_PREFIX) :]
+    return name.startswith(SSID_PREFIX) and base in TEMPLATE_MAPPING and base not in NAME_SPECIAL_CASED
 
 
 def __getattr__(name: str) -> type[Template]:
