@@ -8,19 +8,17 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from swift_ssid.core.answers import format_target
 from swift_ssid.core.collection import load_collection
 from swift_ssid.core.index import IdentifierIndex, build_index
 from swift_ssid.core.jsonl import read_jsonl
-from swift_ssid.core.prompt import load_prompt, render_prompt
+from swift_ssid.core.prompt import MEMORIZE_PROMPT, load_prompt, render_prompt, retrieve_prompt
 from swift_ssid.integration.datasets import (
     DATASET_NAMES,
-    MEMORIZE_PROMPT,
     build_rows,
-    format_target,
     generate_rows,
     memorize_rows,
     query_rows,
-    retrieve_prompt,
     retrieve_rows,
     split_collection,
     write_dataset_files,

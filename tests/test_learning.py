@@ -23,9 +23,9 @@ from swift_ssid.core.caption_identifiers import caption_identifier, write_captio
 from swift_ssid.core.collection import CollectionItem, load_collection
 from swift_ssid.core.index import IdentifierIndex, build_index
 from swift_ssid.core.metrics import evaluate_run
+from swift_ssid.core.queries import load_queries
 from swift_ssid.core.runs import RunRow, read_run
 from swift_ssid.integration.datasets import retrieve_rows
-from swift_ssid.integration.retrieval import load_queries
 from swift_ssid.testing.tiny_models import SFT_CPU_FLAGS, build_tiny_qwen2_text
 
 pytestmark = pytest.mark.slow
@@ -108,7 +108,7 @@ def retrieve(model_dir: Path, task: Task, out: Path) -> tuple[dict, list[RunRow]
     retriever = Retriever(engine, SSIDSettings(index_dir=task.index_dir), k=K, max_new_tokens=48)
     retriever.run(load_queries(task.queries_file), out, batch_size=N_IMAGES)
     rows = read_run(out)
-    return evaluate_run(rows), rows
+    return evaluate_run(rows).to_dict(), rows
 
 
 def test_task_is_twenty_distinct_identifiers_queried_with_the_training_prompt(task: Task) -> None:

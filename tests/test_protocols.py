@@ -23,8 +23,10 @@ import yaml
 from swift_ssid.cli import main
 from swift_ssid.core.index import IdentifierIndex, build_index
 from swift_ssid.core.metrics import evaluate_run
+from swift_ssid.core.queries import load_queries
 from swift_ssid.core.runs import RunRow, read_run, write_run
-from swift_ssid.integration.retrieval import done_query_ids, load_queries
+from swift_ssid.integration.checkpoints import checkpoint_training_target, datasets_target
+from swift_ssid.integration.retrieval import done_query_ids
 from swift_ssid.reporting.tables import plot_table, summarize_run_files, summarize_runs
 from swift_ssid.testing.tiny_models import OFFLINE_ENV
 from swift_ssid.workflows.protocols import (
@@ -32,8 +34,6 @@ from swift_ssid.workflows.protocols import (
     RetrieveOptions,
     check_aligned,
     check_gold_in_index,
-    checkpoint_training_target,
-    datasets_target,
     parse_labels,
     queries_language,
     run_ablation,
@@ -131,7 +131,7 @@ def fake_checkpoint(path: Path, datasets: list[str]) -> Path:
 
 
 def check_r_at_k(rows: list[RunRow]) -> dict:
-    metrics = evaluate_run(rows)
+    metrics = evaluate_run(rows).to_dict()
     assert 0.0 <= metrics["R@1"] <= metrics["R@5"] <= metrics["R@10"] <= 1.0
     return metrics
 
@@ -255,7 +255,7 @@ def test_tables_label_rows_by_value_across_run_files_and_sort_numbers(tmp_path):
     n0 = [ranked("a", 7, {"n_train": 0}), ranked("b", None, {"n_train": 0})]
     n100 = [ranked("a", 3, {"n_train": 100}), ranked("b", 2, {"n_train": 100})]
     table = summarize_runs([("run_n1000", n1000), ("run_n0", n0), ("run_n100", n100)], by="n_train")
-    assert [(row.name, row.metrics["R@1"], row.metrics["R@5"], row.metrics["R@10"]) for row in table] == [
+    assert [(row.name, row.metrics.r_at(1), row.metrics.r_at(5), row.metrics.r_at(10)) for row in table] == [
         ("0", 0.0, 0.0, 0.5),
         ("100", 0.0, 1.0, 1.0),
         ("1000", 0.5, 0.5, 0.5),

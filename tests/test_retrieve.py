@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from swift_ssid.core.answers import parse_choice
 from swift_ssid.core.index import IdentifierIndex, build_index
+from swift_ssid.core.queries import Query, load_queries
 from swift_ssid.core.runs import read_run
-from swift_ssid.integration.retrieval import Query, Retriever, done_query_ids, load_queries, parse_choice
+from swift_ssid.integration.retrieval import Retriever, done_query_ids
 from swift_ssid.testing.tiny_models import OFFLINE_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

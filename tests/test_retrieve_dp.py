@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from swift_ssid.core.index import build_index
+from swift_ssid.core.queries import load_queries
 from swift_ssid.integration.retrieval import (
-    load_queries,
     merge_partials,
     partial_files,
     partial_path,
@@ -149,4 +149,3 @@ def test_two_processes_write_the_single_process_run_file_and_resume(world, tmp_p
     assert "retrieved 5 queries" in proc.stdout and "2 process(es)" in proc.stdout  # q4, q5 not retrieved again
     assert parallel.read_text(encoding="utf-8") == single.read_text(encoding="utf-8")  # rows, order, scores
     assert partial_files(parallel) == {}
-

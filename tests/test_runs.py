@@ -57,7 +57,7 @@ def test_optional_keys_default_and_extra_keys_are_kept():
 def test_read_run_names_file_and_line(tmp_path):
     good = json.dumps(ROW)
     path = write_lines(tmp_path / "run.jsonl", [good, "", '{"query_id": "q2", '])
-    with pytest.raises(ValueError, match=r"run\.jsonl:3: not valid JSON"):
+    with pytest.raises(ValueError, match=r"run\.jsonl:3: bad JSON"):
         read_run(path)
     bad = {k: v for k, v in ROW.items() if k != "images"}
     write_lines(path, [json.dumps(bad)])

@@ -46,8 +46,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         print(f"swift-ssid report: error: {e}", file=sys.stderr)
         return 2
-    r_at = {key: value for key, value in stats.metrics.items() if key.startswith("R@")}
-    metrics = ", ".join(f"{key} {format_percent(value)}" for key, value in r_at.items())
+    metrics = ", ".join(f"R@{k} {format_percent(stats.metrics.r_at(k))}" for k in stats.metrics.ks)
     print(f"wrote {args.out} ({stats.size_bytes / 1e6:.1f} MB): {stats.n_queries} queries, {metrics} (image-level)")
     print(
         f"cases: {stats.shown_successes}/{stats.n_successes} successes, {stats.shown_failures}/{stats.n_failures} "

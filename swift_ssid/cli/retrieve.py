@@ -73,7 +73,7 @@ def training_target(args: argparse.Namespace, env_target: str) -> str:
     Raises:
         ValueError: an explicit target contradicts the datasets an adapter was trained on, or adapters disagree.
     """
-    from swift_ssid.workflows.protocols import checkpoint_training_target
+    from swift_ssid.integration.checkpoints import checkpoint_training_target
 
     env_set = os.environ.get(SSIDSettings.env_var("target"), "").strip()
     explicit = args.target or (env_target if env_set else None)
@@ -125,7 +125,7 @@ def torchrun_command(argv: list[str]) -> list[str] | None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        from swift_ssid.integration.retrieval import load_queries
+        from swift_ssid.core.queries import load_queries
         from swift_ssid.integration.templates import is_ssid_template, ssid_template_names
         from swift_ssid.workflows.protocols import parse_labels, queries_language
 

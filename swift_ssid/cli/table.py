@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from swift_ssid.core.jsonl import write_text_atomic
 from swift_ssid.core.metrics import DEFAULT_KS
-from swift_ssid.core.runs import write_text_atomic
 from swift_ssid.reporting.tables import plot_table, summarize_run_files, to_csv, to_markdown
 
 

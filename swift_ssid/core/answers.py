@@ -551,3 +551,56 @@ def parse_response(text: str) -> SSIDRecord:
         return SSIDRecord(caption, None, reason, "invalid", _dedupe(problems + [rejection]))
     repaired = any(p not in NOTE_CODES for p in problems)
     return SSIDRecord(caption, identifier, reason, "repaired" if repaired else "ok", _dedupe(problems))
+
+
+# ---------------------------------------------------------------- training targets and retrieval choices
+
+IDENTIFIER_PREFIX = "identifier:"
+REASON_PREFIX = "reason:"
+
+
+def _one_line(text: str) -> str:
+    """Collapse whitespace (line breaks included) so a value stays on its line."""
+    return " ".join(text.split())
+
+
+def format_target(identifier: str, reason: str | None = None, with_reason: bool = True) -> str:
+    """Return the assistant turn: ``identifier:<id>\\nreason:<reason>``, or the identifier line alone.
+
+    Args:
+        identifier: The identifier (canonical form, from the index).
+        reason: The reason sentence; required when ``with_reason``.
+        with_reason: False for the no-reason ablation.
+
+    Returns:
+        The target text (no trailing newline).
+    """
+    line = f"{IDENTIFIER_PREFIX}{_one_line(identifier)}"
+    if not with_reason:
+        return line
+    if reason is None or not _one_line(reason):
+        raise ValueError(
+            f"identifier {identifier!r} has no reason; the reason datasets need one (use the "
+            "-noreason datasets, or regenerate the image)"
+        )
+    return f"{line}\n{REASON_PREFIX}{_one_line(reason)}"
+
+
+def parse_choice(text: str) -> tuple[str, str | None]:
+    """Read the identifier and reason from one generated response.
+
+    Args:
+        text: e.g. ``"identifier:dog - park\\nreason:A dog runs in a park."``.
+
+    Returns:
+        ``(canonical identifier, reason or None)``; the identifier is the text after the first
+        ``identifier:`` up to the line end (the whole first line when the prefix is missing).
+    """
+    start = text.find(IDENTIFIER_PREFIX)
+    body = text[start + len(IDENTIFIER_PREFIX) :] if start >= 0 else text
+    line, _, rest = body.partition("\n")
+    reason = None
+    at = rest.find(REASON_PREFIX)
+    if at >= 0:
+        reason = " ".join(rest[at + len(REASON_PREFIX) :].split()) or None
+    return canonical_identifier(line), reason

@@ -129,6 +129,19 @@ def _write_atomic(path: PathLike, write) -> Any:
     return result
 
 
+def write_text_atomic(path: PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    _write_atomic(path, lambda f: f.write(text))
+
+
+def read_json(path: PathLike, default: Any = None) -> Any:
+    """The JSON value in ``path``, or ``default`` when the file is missing, unreadable or not JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return default
+
+
 def append_jsonl(path: PathLike, row: dict) -> None:
     """Append one row to a JSON Lines file and flush it, for incremental, resumable outputs.
 

@@ -63,3 +63,23 @@ def render_prompt(caption: str | None = None) -> str:
             f"restore swift_ssid/data/{PROMPT_RESOURCE} from git"
         )
     return head + tail[:at] + f"\ncaption:{text}\n" + tail[at + len(line) :]
+
+
+MEMORIZE_PROMPT = "<image>Which identifier does this image have?"
+RETRIEVE_PROMPT = "Which image matches this caption? {caption}"
+
+
+def retrieve_prompt(caption: str) -> str:
+    """Return the retrieval user turn for a caption (training rows and queries alike).
+
+    Args:
+        caption: The caption; whitespace runs are collapsed.
+
+    Returns:
+        ``RETRIEVE_PROMPT`` with the caption filled in.
+
+    Example:
+        >>> retrieve_prompt("A dog  runs.")
+        'Which image matches this caption? A dog runs.'
+    """
+    return RETRIEVE_PROMPT.format(caption=" ".join(caption.split()))

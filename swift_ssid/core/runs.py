@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from swift_ssid.core.jsonl import iter_jsonl, write_text_atomic
 
 REQUIRED_KEYS = ("query_id", "query", "gold_images", "identifiers", "scores", "reasons", "images")
 OPTIONAL_KEYS = ("unknown_identifiers", "setting")
@@ -175,40 +176,21 @@ def read_run(path: str | os.PathLike) -> list[RunRow]:
         raise FileNotFoundError(f"run file {str(path)!r} not found; write it with `swift-ssid retrieve`")
     rows: list[RunRow] = []
     first_line: dict[str, int] = {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from e
-            try:
-                row = RunRow.from_dict(data)
-            except ValueError as e:
-                raise ValueError(f"{path}:{lineno}: {e}") from e
-            if row.query_id in first_line:
-                raise ValueError(
-                    f"{path}:{lineno}: query_id {row.query_id!r} repeats (first on line {first_line[row.query_id]}); "
-                    "each query must appear once per run file"
-                )
-            first_line[row.query_id] = lineno
-            rows.append(row)
+    for lineno, data, error in iter_jsonl(path):
+        if error is not None:
+            raise ValueError(error)
+        try:
+            row = RunRow.from_dict(data)
+        except ValueError as e:
+            raise ValueError(f"{path}:{lineno}: {e}") from e
+        if row.query_id in first_line:
+            raise ValueError(
+                f"{path}:{lineno}: query_id {row.query_id!r} repeats (first on line {first_line[row.query_id]}); "
+                "each query must appear once per run file"
+            )
+        first_line[row.query_id] = lineno
+        rows.append(row)
     return rows
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_run(path: str | os.PathLike, rows: Iterable[RunRow]) -> None:

@@ -42,9 +42,10 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from swift_ssid.core.answers import format_target
 from swift_ssid.core.collection import TRAIN_SPLITS, CollectionItem
 from swift_ssid.core.jsonl import write_jsonl_atomic
-from swift_ssid.core.prompt import render_prompt
+from swift_ssid.core.prompt import MEMORIZE_PROMPT, render_prompt, retrieve_prompt
 from swift_ssid.integration.settings import SSIDSettings
 
 if TYPE_CHECKING:
@@ -52,10 +53,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MEMORIZE_PROMPT = "<image>Which identifier does this image have?"
-RETRIEVE_PROMPT = "Which image matches this caption? {caption}"
-IDENTIFIER_PREFIX = "identifier:"
-REASON_PREFIX = "reason:"
 
 MAX_LISTED = 5
 
@@ -78,49 +75,6 @@ DATASET_NAMES: tuple[str, ...] = (
 
 
 # ---------------------------------------------------------------- prompts and targets
-
-
-def _one_line(text: str) -> str:
-    """Collapse whitespace (line breaks included) so a value stays on its line."""
-    return " ".join(text.split())
-
-
-def retrieve_prompt(caption: str) -> str:
-    """Return the retrieval user turn for a caption (training rows and queries alike).
-
-    Args:
-        caption: The caption; whitespace runs are collapsed.
-
-    Returns:
-        ``RETRIEVE_PROMPT`` with the caption filled in.
-
-    Example:
-        >>> retrieve_prompt("A dog  runs.")
-        'Which image matches this caption? A dog runs.'
-    """
-    return RETRIEVE_PROMPT.format(caption=_one_line(caption))
-
-
-def format_target(identifier: str, reason: str | None = None, with_reason: bool = True) -> str:
-    """Return the assistant turn: ``identifier:<id>\\nreason:<reason>``, or the identifier line alone.
-
-    Args:
-        identifier: The identifier (canonical form, from the index).
-        reason: The reason sentence; required when ``with_reason``.
-        with_reason: False for the no-reason ablation.
-
-    Returns:
-        The target text (no trailing newline).
-    """
-    line = f"{IDENTIFIER_PREFIX}{_one_line(identifier)}"
-    if not with_reason:
-        return line
-    if reason is None or not _one_line(reason):
-        raise ValueError(
-            f"identifier {identifier!r} has no reason; the reason datasets need one (use the "
-            "-noreason datasets, or regenerate the image)"
-        )
-    return f"{line}\n{REASON_PREFIX}{_one_line(reason)}"
 
 
 # ---------------------------------------------------------------- selecting images

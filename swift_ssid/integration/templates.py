@@ -39,6 +39,7 @@ from swift_ssid.core.index import INDEX_FILE
 from swift_ssid.decoding.constrained import FREE, SSIDConstrainedLogitsProcessor
 from swift_ssid.decoding.trie import TokenTrie
 from swift_ssid.decoding.trie_cache import trie_for_index
+from swift_ssid.integration.compat.stop_words import BeamSafeStopWordsCriteria
 from swift_ssid.integration.settings import SSIDSettings
 
 SSID_QWEN2_5_VL = "ssid_qwen2_5_vl"
@@ -118,21 +119,6 @@ class BeamScoreRecorder(LogitsProcessor):
             s = self._cum.get((group, hash(tuple(seq[: end - 1])), seq[end - 1])) if end else None
             out.append(None if s is None else s / (end**length_penalty))
         return out
-
-
-class BeamSafeStopWordsCriteria(StopWordsCriteria):
-    """ms-swift's stop-word criterion without state carried across steps.
-
-    ms-swift's :class:`StopWordsCriteria` remembers "done" per row index, but beam search passes a
-    different candidate in each row at every step, so a row that once held a finished candidate
-    would end every later candidate in it (truncated identifiers). This one judges each call afresh.
-    """
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
-        if self.start_idx == -1:
-            self.start_idx = input_ids.shape[1] - 1
-        self.is_done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        return super().__call__(input_ids, scores, **kwargs)
 
 
 class OneBeamPerIdentifier(LogitsProcessor):

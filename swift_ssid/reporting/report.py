@@ -24,15 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from swift_ssid.core.jsonl import write_text_atomic
 from swift_ssid.core.metrics import (
     DEFAULT_KS,
+    RunMetrics,
     check_k,
     evaluate_run,
     evaluate_run_identifier_level,
     first_relevant_rank,
     gold_identifiers,
 )
-from swift_ssid.core.runs import RunRow, write_text_atomic
+from swift_ssid.core.runs import RunRow
 from swift_ssid.reporting.tables import format_percent
 
 MAX_THUMBS_PER_IDENTIFIER = 8
@@ -64,8 +66,8 @@ class ReportStats:
     shown_failures: int
     n_thumbnails: int
     missing_images: list[str]
-    metrics: dict[str, Any]
-    identifier_level: dict[str, Any]
+    metrics: RunMetrics
+    identifier_level: RunMetrics
     size_bytes: int = 0
 
     @property
@@ -298,11 +300,11 @@ def _select_cases(hits: list[RunRow], misses: list[RunRow], max_cases: int) -> t
     return hits[:n_hit], misses[:n_miss]
 
 
-def _metrics_table(metrics: dict[str, Any], contrast: dict[str, Any], ks: Iterable[int]) -> str:
+def _metrics_table(metrics: RunMetrics, contrast: RunMetrics, ks: Iterable[int]) -> str:
     ks = list(ks)
     head = "".join(f"<th>R@{k}</th>" for k in ks)
-    paper = "".join(f"<td>{format_percent(metrics[f'R@{k}'])}</td>" for k in ks)
-    other = "".join(f"<td>{format_percent(contrast[f'R@{k}'])}</td>" for k in ks)
+    paper = "".join(f"<td>{format_percent(metrics.r_at(k))}</td>" for k in ks)
+    other = "".join(f"<td>{format_percent(contrast.r_at(k))}</td>" for k in ks)
     return (
         f'<table class="metrics" id="metrics-table"><thead><tr><th class="label">Metric</th>{head}</tr></thead><tbody>'
         '<tr class="paper"><th class="label">Image-level R@K (hit_rate@k) &mdash; the paper&#x27;s metric</th>'
@@ -357,8 +359,8 @@ def render_report(
     image_curve = evaluate_run(rows, curve_ks)
     identifier_curve = evaluate_run_identifier_level(rows, index.identifier_for, curve_ks)
     curves = {
-        "image-level R@K (the paper's metric)": [image_curve[f"R@{i}"] for i in curve_ks],
-        "identifier-level (overstates)": [identifier_curve[f"R@{i}"] for i in curve_ks],
+        "image-level R@K (the paper's metric)": [image_curve.r_at(i) for i in curve_ks],
+        "identifier-level (overstates)": [identifier_curve.r_at(i) for i in curve_ks],
     }
     plot_uri = plot_r_at_k(curves, k)
 
@@ -418,7 +420,8 @@ def render_report(
         "the generated identifiers are expanded to their images in beam order, repeats dropped, and a query is a hit "
         "when a gold image is among the first K images. The <b>identifier-level</b> row counts a shared identifier "
         "as a hit for every image that has it, so it overstates R@K when identifiers collide; it is shown only for "
-        f"contrast. Unknown identifiers: {format_percent(metrics['unknown_identifier_rate'])}% of those generated.</p>",
+        f"contrast. Unknown identifiers: {format_percent(metrics.unknown_identifier_rate or 0.0)}% of those "
+        "generated.</p>",
         f'<figure class="plot"><img src="{plot_uri}" alt="R@K against K" width="640" height="360">'
         f"<figcaption>R@K against K (K = 1..{k}).</figcaption></figure>",
         "</section>",

@@ -24,7 +24,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from swift_ssid.core.metrics import DEFAULT_KS, check_ks, evaluate_run
+from swift_ssid.core.metrics import DEFAULT_KS, RunMetrics, check_ks, evaluate_run
 from swift_ssid.core.runs import RunRow, read_run
 
 
@@ -34,12 +34,12 @@ class TableRow:
 
     Attributes:
         name: the row label (run name, or setting value).
-        metrics: :func:`swift_ssid.core.metrics.evaluate_run`'s dict for the row's queries.
+        metrics: :func:`swift_ssid.core.metrics.evaluate_run` of the row's queries.
         source: where the rows came from (file path, plus the setting when grouped).
     """
 
     name: str
-    metrics: dict[str, Any]
+    metrics: RunMetrics
     source: str
 
 
@@ -137,7 +137,7 @@ def summarize_run_files(
 
 
 def _best(table: Sequence[TableRow], column: str) -> float:
-    return max(row.metrics[column] for row in table)
+    return max(row.metrics.column(column) for row in table)
 
 
 def to_markdown(
@@ -168,9 +168,9 @@ def to_markdown(
     for row in table:
         cells = [row.name.replace("|", "\\|")]
         for c in columns:
-            text = format_percent(row.metrics[c])
-            cells.append(f"**{text}**" if c in best and row.metrics[c] == best[c] else text)
-        cells.append(str(row.metrics["n_queries"]))
+            text = format_percent(row.metrics.column(c))
+            cells.append(f"**{text}**" if c in best and row.metrics.column(c) == best[c] else text)
+        cells.append(str(row.metrics.n_queries))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -218,7 +218,7 @@ def plot_table(
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for k in ks:
-        ys = [100 * row.metrics[f"R@{k}"] for row in rows]
+        ys = [100 * row.metrics.r_at(k) for row in rows]
         ax.plot(xs, ys, marker="o", label=f"R@{k}")
     ax.set_xticks(xs, [row.name for row in rows])  # a tick per row: its N, language or run name
     ax.set_xlabel(x_label)
@@ -247,5 +247,5 @@ def to_csv(table: Sequence[TableRow], ks: Iterable[int] = DEFAULT_KS, first_colu
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([first_column, *(f"R@{k}" for k in ks), "n_queries"])
     for row in table:
-        writer.writerow([row.name, *(format_percent(row.metrics[f"R@{k}"]) for k in ks), row.metrics["n_queries"]])
+        writer.writerow([row.name, *(format_percent(row.metrics.r_at(k)) for k in ks), row.metrics.n_queries])
     return buf.getvalue()

@@ -30,7 +30,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from swift_ssid.core.jsonl import iter_jsonl, write_json_atomic, write_jsonl_atomic
+from swift_ssid.core.jsonl import iter_jsonl, read_json, write_json_atomic, write_jsonl_atomic
+from swift_ssid.integration.checkpoints import last_checkpoint
 from swift_ssid.integration.settings import ENV_KEYS, SSIDSettings
 
 logger = logging.getLogger(__name__)
@@ -254,11 +255,12 @@ class Pipeline:
                 index_dir=self.index_dir, collection=str(self.cfg.collection), protocol=self.cfg.protocol
             ).to_env()
             self._swift("sft", args, "3_sft.log", **env)
-            checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-            if not checkpoints:
-                raise StageError(f"swift sft wrote no checkpoint under {out}; see {self.logs / '3_sft.log'}")
-            (out / "last_checkpoint.txt").write_text(str(checkpoints[-1]))
-            return {"checkpoint": str(checkpoints[-1])}
+            try:
+                checkpoint = last_checkpoint(out)
+            except FileNotFoundError as e:
+                raise StageError(f"{e}; see {self.logs / '3_sft.log'}") from None
+            (out / "last_checkpoint.txt").write_text(str(checkpoint))
+            return {"checkpoint": str(checkpoint)}
 
         self._stage("train", [out / "last_checkpoint.txt"], run)
 
@@ -291,7 +293,7 @@ class Pipeline:
         stamp = {"args": args, "env": {k: v for k, v in sorted(env.items()) if k in ENV_KEYS}}
         stamp_file = self.work / "retrieve_done.json"
         query_ids = [row["query_id"] for row in _read_rows(queries)]
-        if _read_json(stamp_file) == stamp and set(query_ids) <= {r.get("query_id") for r in _read_rows(run_file)}:
+        if read_json(stamp_file) == stamp and set(query_ids) <= {r.get("query_id") for r in _read_rows(run_file)}:
             logger.info("[retrieve] done before, skipping (%s holds all %d queries)", run_file, len(query_ids))
             self._skipped("retrieve")
             return
@@ -346,17 +348,9 @@ def _read_rows(path: Path) -> list[dict]:
     return [row for _, row, error in iter_jsonl(path) if error is None]
 
 
-def _read_json(path: Path) -> object:
-    """The JSON value in ``path``, or None when it is missing or unreadable."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _previous_stages(summary_path: Path) -> dict:
     """The ``stages`` of an earlier run's summary, or ``{}``."""
-    previous = _read_json(summary_path)
+    previous = read_json(summary_path)
     stages = previous.get("stages") if isinstance(previous, dict) else None
     return stages if isinstance(stages, dict) else {}
 

@@ -33,8 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swift_ssid.core.runs import write_text_atomic
-from swift_ssid.integration.retrieval import RESERVED_SETTING_KEYS, Query, load_queries
+from swift_ssid.core.jsonl import write_text_atomic
+from swift_ssid.core.queries import Query, load_queries
+from swift_ssid.integration.checkpoints import checkpoint_training_target, last_checkpoint
+from swift_ssid.integration.retrieval import RESERVED_SETTING_KEYS
 from swift_ssid.integration.settings import SSIDSettings
 from swift_ssid.reporting.tables import TableRow, plot_table, summarize_run_files, to_csv, to_markdown
 from swift_ssid.workflows.pipeline import run_logged, swift_executable
@@ -48,13 +50,6 @@ REASON_RUN_STEMS = {
     "train-only": "run_reason_train_only",
     "none": "run_noreason",
 }
-REASON_DATASETS = {
-    "ssid-memorize": "reason",
-    "ssid-retrieve": "reason",
-    "ssid-memorize-noreason": "noreason",
-    "ssid-retrieve-noreason": "noreason",
-}
-"""SSID training datasets -> the target they teach (``swift sft --dataset``)."""
 SFT_MARKER = "ssid_protocol.json"
 _RECIPE_KEYS = (SSIDSettings.env_var("target"), SSIDSettings.env_var("infer_reason"))  # the recipe decides these
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
@@ -126,54 +121,6 @@ def queries_language(queries: Sequence[Query], source: str) -> str | None:
             "language: split the file per language and retrieve each into its own run file"
         )
     return languages.pop()
-
-
-# ---------------------------------------------------------------- what a checkpoint was trained on
-
-
-def datasets_target(names: Sequence[str], source: str = "training") -> str | None:
-    """The training target that ``swift sft --dataset`` names imply: ``reason``, ``noreason`` or None (unknown).
-
-    Args:
-        names: dataset names as ms-swift records them (``ssid-retrieve``, ``ssid-memorize-noreason#500``, files).
-        source: where the names come from, for the error message.
-
-    Raises:
-        ValueError: the names mix reason and no-reason SSID datasets.
-    """
-    targets: dict[str, list[str]] = {}
-    for name in names:
-        base = str(name).split("#", 1)[0].split(":", 1)[0]
-        if base in REASON_DATASETS:
-            targets.setdefault(REASON_DATASETS[base], []).append(str(name))
-    if len(targets) > 1:
-        raise ValueError(
-            f"{source} mixes reason datasets {targets['reason']} and no-reason datasets {targets['noreason']}; "
-            "an ablation model is trained on one target only"
-        )
-    return next(iter(targets), None)
-
-
-def checkpoint_training_target(checkpoint: str | os.PathLike) -> str | None:
-    """The target a ``swift sft`` checkpoint was trained on, from the ``dataset`` list in its ``args.json``.
-
-    Args:
-        checkpoint: a checkpoint (or output) directory of ``swift sft``.
-
-    Returns:
-        ``reason``, ``noreason``, or None when it has no ``args.json`` or names no SSID dataset (dataset files).
-
-    Raises:
-        ValueError: its datasets mix the two targets.
-    """
-    args_file = Path(checkpoint) / "args.json"
-    if not args_file.is_file():
-        return None
-    try:
-        names = json.loads(args_file.read_text(encoding="utf-8")).get("dataset") or []
-    except (json.JSONDecodeError, AttributeError):
-        return None
-    return datasets_target(names if isinstance(names, list) else [names], source=str(args_file))
 
 
 # ---------------------------------------------------------------- query files
@@ -421,16 +368,6 @@ def _check_queries(opts: RetrieveOptions, *files: str | os.PathLike) -> dict[str
     return loaded
 
 
-def _last_checkpoint(output_dir: Path) -> Path:
-    link = output_dir / "last-checkpoint"
-    if link.exists():
-        return link.resolve()
-    checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]))
-    if not checkpoints:
-        raise FileNotFoundError(f"swift sft wrote no checkpoint-N under {output_dir}")
-    return checkpoints[-1]
-
-
 def train_zeroshot(
     n: int,
     recipe: str | os.PathLike,
@@ -468,7 +405,7 @@ def train_zeroshot(
     env = {k: v for k, v in settings.to_env().items() if k not in _RECIPE_KEYS}
     logger.info("n_train=%d: swift sft %s -> %s", n, recipe, output_dir)
     run_logged(cmd, log, _env(**env))
-    checkpoint = _last_checkpoint(output_dir)
+    checkpoint = last_checkpoint(output_dir)
     record = {"protocol": "zeroshot", "n_train": n, "recipe": str(recipe), "checkpoint": str(checkpoint)}
     write_text_atomic(marker, json.dumps(record, indent=2) + "\n")
     return checkpoint
