@@ -93,6 +93,45 @@ def test_merge_partials_writes_query_order_and_removes_the_partials(tmp_path):
     assert partial_files(out) == {} and not list(tmp_path.glob(".run.jsonl.*"))
 
 
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, None),
+        ({"NPROC_PER_NODE": "1"}, None),
+        ({"NPROC_PER_NODE": "2", "RANK": "0", "LOCAL_RANK": "0"}, None),  # already a torchrun worker
+        ({"NPROC_PER_NODE": "2"}, ["--nproc_per_node", "2", "--master_port"]),  # a free port on one node
+        ({"NPROC_PER_NODE": "4", "MASTER_PORT": "29512"}, ["--nproc_per_node", "4", "--master_port", "29512"]),
+    ],
+)
+def test_torchrun_command(monkeypatch, env, expected):
+    from swift_ssid.cli.retrieve import torchrun_command
+
+    for key in ("NPROC_PER_NODE", "NNODES", "RANK", "LOCAL_RANK", "MASTER_PORT", "MASTER_ADDR", "NODE_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    cmd = torchrun_command(["retrieve", "--k", "3"])
+    if expected is None:
+        assert cmd is None
+    else:
+        assert cmd[1:3] == ["-m", "torch.distributed.run"] and cmd[-5:] == [
+            "-m",
+            "swift_ssid.cli",
+            "retrieve",
+            "--k",
+            "3",
+        ]
+        assert cmd[3 : 3 + len(expected)] == expected
+
+
+def test_torchrun_command_rejects_a_bad_process_count(monkeypatch):
+    from swift_ssid.cli.retrieve import torchrun_command
+
+    monkeypatch.setenv("NPROC_PER_NODE", "two")
+    with pytest.raises(ValueError, match="NPROC_PER_NODE='two' must be a positive integer"):
+        torchrun_command(["retrieve"])
+
+
 # ---------------------------------------------------------------- the real CLI under torchrun
 
 

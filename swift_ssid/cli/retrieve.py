@@ -130,9 +130,10 @@ def run(args: argparse.Namespace) -> int:
         from swift_ssid.workflows.protocols import parse_labels, queries_language
 
         if not is_ssid_template(args.template):
+            hint = f"ssid_{args.template}" if is_ssid_template(f"ssid_{args.template}") else "ssid_<ms-swift template>"
             raise ValueError(
-                f"--template {args.template!r} is not an SSID template; use ssid_<ms-swift template>, "
-                f"e.g. {', '.join(ssid_template_names()[:3])}"
+                f"--template {args.template!r} is not an SSID template; use {hint} "
+                f"(e.g. {', '.join(ssid_template_names()[:3])}; see docs/models.md)"
             )
         labels = parse_labels(args.setting)
         env = SSIDSettings.from_env(ignore=("index_dir",))
