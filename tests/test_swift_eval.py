@@ -24,6 +24,7 @@ from swift_ssid.core.metrics import DEFAULT_KS, evaluate_run
 from swift_ssid.core.queries import Query
 from swift_ssid.core.runs import RunRow, read_run
 from swift_ssid.integration import evalscope_benchmark as eb
+from swift_ssid.integration.retrieval import run_setting
 from swift_ssid.integration.settings import SSIDSettings
 from swift_ssid.testing.tiny_models import OFFLINE_ENV
 
@@ -105,9 +106,9 @@ def test_run_row_from_texts_drops_padding_beams_and_expands_shared_identifiers()
 def test_run_setting_names_the_reason_mode():
     from swift_ssid.integration.settings import SSIDSettings
 
-    assert eb.run_setting(SSIDSettings(), 10) == {"reason": "train+infer", "k": 10}
-    assert eb.run_setting(SSIDSettings(infer_reason=False), 5) == {"reason": "train-only", "k": 5}
-    assert eb.run_setting(SSIDSettings(target="noreason"), 1) == {"reason": "none", "k": 1}
+    assert run_setting(SSIDSettings(), 10) == {"reason": "train+infer", "k": 10}
+    assert run_setting(SSIDSettings(infer_reason=False), 5) == {"reason": "train-only", "k": 5}
+    assert run_setting(SSIDSettings(target="noreason"), 1) == {"reason": "none", "k": 1}
 
 
 def test_queries_from_a_file_and_from_ssid_query(workdir, monkeypatch):

@@ -15,12 +15,14 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "plugin-path": ("swift_ssid.cli.plugin_path", "print the plugin file for --custom_register_path"),
     "build-index": ("swift_ssid.cli.build_index", "parse `swift infer` results into the identifier index"),
+    "identifiers": ("swift_ssid.cli.identifiers", "GRACE's identifier kinds (numeric, string, ...) as an index"),
     "retrieve": ("swift_ssid.cli.retrieve", "trie-constrained top-K retrieval for a query file"),
     "evaluate": ("swift_ssid.cli.evaluate", "image-level R@K of a run file"),
     "table": ("swift_ssid.cli.table", "tabulate run files in the paper's layout (Markdown and CSV)"),
     "report": ("swift_ssid.cli.report", "self-contained HTML report of a run"),
     "protocol": ("swift_ssid.cli.protocol", "run the paper's ablation / zero-shot / multilingual protocols"),
     "demo": ("swift_ssid.cli.demo", "run the whole pipeline offline on the bundled mini collection"),
+    "fetch-assets": ("swift_ssid.cli.fetch_assets", "fetch the real Qwen2 tokenizer the demo's tiny model uses"),
 }
 
 

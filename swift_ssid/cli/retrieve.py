@@ -166,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
 
     import swift_ssid.integration.register  # noqa: F401  (registers the SSID templates once)
     from swift_ssid.cli.evaluate import format_metrics
+    from swift_ssid.core.kinds import index_new_tokens
     from swift_ssid.core.metrics import evaluate_run
     from swift_ssid.core.runs import read_run
     from swift_ssid.integration.retrieval import Retriever
@@ -176,9 +177,13 @@ def run(args: argparse.Namespace) -> int:
 
         init_process_group()  # nccl on GPUs, gloo on the CPU (as swift infer)
         rank, world_size, barrier = get_dist_setting()[0], dist.get_world_size(), dist.barrier
+    # An atomic index names one new token per image; the model gets them as `swift sft --new_special_tokens` did
+    # (same tokens, same order, so the same ids and the resized embeddings the checkpoint saved).
+    new_tokens = index_new_tokens(args.index)
     engine = TransformersEngine(
         args.model,
         adapters=args.adapters or None,
+        **({"new_special_tokens": new_tokens} if new_tokens else {}),
         model_type=args.model_type,
         template_type=args.template,
         torch_dtype=getattr(torch, args.torch_dtype) if args.torch_dtype else None,

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from swift_ssid.core.metrics import DEFAULT_KS, evaluate_run, first_relevant_rank
-from swift_ssid.core.runs import RunRow, expand_identifiers, write_run
+from swift_ssid.core.runs import RunRow, row_from_answers, write_run
 from swift_ssid.integration.compat import apply_eval_shims
 from swift_ssid.integration.settings import SSIDSettings
 
@@ -121,56 +121,25 @@ def load_benchmark_queries(source: str) -> list[Any]:
     return queries
 
 
-def run_setting(settings: Any, k: int) -> dict[str, Any]:
-    """A run row's ``setting`` for SSID settings and K (the same keys ``swift-ssid retrieve`` writes)."""
-    reason = "none" if settings.target == "noreason" else "train+infer" if settings.infer_reason else "train-only"
-    return {"reason": reason, "k": k}
-
-
 def run_row_from_texts(
     query: Any, texts: Sequence[str], images_for: Any, setting: dict[str, Any] | None = None
 ) -> RunRow:
     """One query's run row from its K generated answers, in beam order.
 
-    Answers with identical text are padding beams (the index has fewer hypotheses left than K) and
-    are kept once. Identifiers are read with :func:`swift_ssid.integration.retrieval.parse_choice` and expanded
-    to images with :func:`swift_ssid.core.runs.expand_identifiers`. The OpenAI API returns no beam scores,
+    A repeated identifier is a padding beam (the index has fewer hypotheses left than K) and
+    is kept once (:func:`swift_ssid.core.runs.row_from_answers`). The OpenAI API returns no beam scores,
     so ``scores`` are ``-rank`` and ``extra["score_kind"]`` is ``"beam_rank"``.
 
     Args:
         query: a :class:`swift_ssid.integration.retrieval.Query`.
         texts: the K answers (``choices[i].message`` text), best beam first.
         images_for: identifier -> its images (``IdentifierIndex.images_for``).
-        setting: the row's ``setting`` (:func:`run_setting`).
+        setting: the row's ``setting`` (:func:`swift_ssid.integration.retrieval.run_setting`).
 
     Returns:
         The run row.
     """
-    from swift_ssid.core.answers import parse_choice
-
-    identifiers: list[str] = []
-    reasons: list[str | None] = []
-    seen: set[str] = set()
-    for text in texts:
-        if text in seen:
-            continue
-        seen.add(text)
-        identifier, reason = parse_choice(text)
-        identifiers.append(identifier)
-        reasons.append(reason)
-    images, unknown = expand_identifiers(identifiers, images_for)
-    return RunRow(
-        query_id=query.query_id,
-        query=query.query,
-        gold_images=list(query.gold_images),
-        identifiers=identifiers,
-        scores=[-float(rank) for rank in range(len(identifiers))],
-        reasons=reasons,
-        images=images,
-        unknown_identifiers=unknown,
-        setting=dict(setting or {}),
-        extra={"score_kind": SCORE_KIND},
-    )
+    return row_from_answers(query, texts, images_for, setting=setting, extra={"score_kind": SCORE_KIND})
 
 
 # ---------------------------------------------------------------- the evalscope adapter
@@ -275,6 +244,7 @@ def _adapter_class() -> type:
         # ---- scoring
         def calculate_metrics(self, task_state: Any) -> Any:
             from swift_ssid.core.queries import Query
+            from swift_ssid.integration.retrieval import run_setting
 
             settings, index = self._ssid()
             meta = task_state.metadata

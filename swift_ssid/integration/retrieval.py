@@ -18,10 +18,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from swift_ssid.core.answers import parse_choice
 from swift_ssid.core.jsonl import append_jsonl, iter_jsonl, write_jsonl_atomic
 from swift_ssid.core.queries import Query
-from swift_ssid.core.runs import RunRow, expand_identifiers
+from swift_ssid.core.runs import RunRow, row_from_answers
+from swift_ssid.integration.settings import SSIDSettings
 
 logger = logging.getLogger(__name__)
 
@@ -139,19 +139,9 @@ def merge_partials(out: str | os.PathLike, queries: Sequence[Query], setting: di
     return count
 
 
-def reason_label(settings: Any) -> str:
-    """The run rows' ``setting.reason`` for SSID settings (the paper's Table III rows).
-
-    Args:
-        settings: :class:`~swift_ssid.integration.settings.SSIDSettings` (``target``, ``infer_reason``).
-
-    Returns:
-        ``"train+infer"`` (reason target, reason generated), ``"train-only"`` (reason target, the response
-        ends after the identifier line) or ``"none"`` (identifier-only target).
-    """
-    if settings.target == "noreason":
-        return "none"
-    return "train+infer" if settings.infer_reason else "train-only"
+def run_setting(settings: SSIDSettings, k: int, labels: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A run row's ``setting``: the reason mode (:attr:`SSIDSettings.reason_label`), K, then the labels."""
+    return {"reason": settings.reason_label, "k": k, **(labels or {})}
 
 
 class Retriever:
@@ -209,8 +199,8 @@ class Retriever:
 
     @property
     def setting(self) -> dict[str, Any]:
-        """The run rows' ``setting``: reason mode (:func:`reason_label`), K, then the labels."""
-        return {"reason": reason_label(self.settings), "k": self.k, **self.labels}
+        """The run rows' ``setting`` (:func:`run_setting`)."""
+        return run_setting(self.settings, self.k, self.labels)
 
     def _request_config(self) -> Any:
         from swift.infer_engine import RequestConfig
@@ -240,32 +230,11 @@ class Retriever:
         return rows
 
     def _row(self, query: Query, choices: Sequence[Any], scores: Sequence[float | None] | None) -> RunRow:
-        identifiers: list[str] = []
-        reasons: list[str | None] = []
-        row_scores: list[float] = []
-        for j, choice in enumerate(choices):
-            identifier, reason = parse_choice(choice.message.content or "")
-            if identifier in identifiers:
-                continue  # a padding beam (the index has fewer identifiers left than K): keep the best one
-            score = None if scores is None else scores[j]
-            if score is None or not math.isfinite(score):
-                logger.warning("query %s: dropping choice %d, which has no beam score", query.query_id, j)
-                continue
-            identifiers.append(identifier)
-            reasons.append(reason)
-            row_scores.append(float(score))
-        images, unknown = expand_identifiers(identifiers, self.index.images_for)
-        return RunRow(
-            query_id=query.query_id,
-            query=query.query,
-            gold_images=query.gold_images,
-            identifiers=identifiers,
-            scores=row_scores,
-            reasons=reasons,
-            images=images,
-            unknown_identifiers=unknown,
-            setting=self.setting,
-        )
+        if scores is not None and any(s is None or not math.isfinite(s) for s in scores[: len(choices)]):
+            logger.warning("query %s: dropping choices that have no beam score", query.query_id)
+        answers = [choice.message.content or "" for choice in choices]
+        scores = [None] * len(answers) if scores is None else scores
+        return row_from_answers(query, answers, self.index.images_for, scores=scores, setting=self.setting)
 
     def run(
         self,

