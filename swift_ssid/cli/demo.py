@@ -13,11 +13,20 @@ unseen captions, so near chance is expected there).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import sys
 from pathlib import Path
 
 from swift_ssid.cli.run import DEFAULTS, pipeline_config, run_pipeline
-from swift_ssid.workflows.demo import DEFAULT_FAMILY, DEMO_COLLECTION, DEMO_STEPS, TEMPLATES, demo_config
+from swift_ssid.workflows.demo import (
+    DEFAULT_FAMILY,
+    DEMO_COLLECTION,
+    DEMO_STEPS,
+    TEMPLATES,
+    demo_config,
+    resolve_inputs,
+)
 
 REAL_MODEL_EPOCHS = 10
 
@@ -35,6 +44,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--steps", type=int, default=None, help=f"swift sft steps of the tiny model (default {DEMO_STEPS})"
     )
     parser.add_argument("--k", type=int, default=10, help="beams per query (the collection has 12 images)")
+    parser.add_argument(
+        "--tokenizer",
+        metavar="DIR",
+        help="folder with the real Qwen2 tokenizer.json (qwen2_5_vl family; default: found as `swift-ssid "
+        "fetch-assets --where` prints)",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="resolve every input (collection, images, tokenizer), print them, exit"
+    )
     real = parser.add_argument_group("a real checkpoint instead of the tiny random model")
     real.add_argument("--model", help="model folder or hub id (e.g. Qwen/Qwen2.5-VL-7B-Instruct)")
     real.add_argument("--template", help="its SSID template (e.g. ssid_qwen2_5_vl); required with --model")
@@ -51,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     work = Path(args.out).resolve()
     if args.model:
         if not args.template:
-            print("swift-ssid demo: error: --model needs --template (e.g. ssid_qwen2_5_vl)")
+            print("swift-ssid demo: error: --model needs --template (e.g. ssid_qwen2_5_vl)", file=sys.stderr)
             return 2
         settings = {**DEFAULTS, "collection": str(DEMO_COLLECTION), "out": str(work), "k": args.k}
         settings.update(model=args.model, template=args.template, model_type=args.model_type)
@@ -61,9 +79,23 @@ def run(args: argparse.Namespace) -> int:
     from swift_ssid.testing.tiny_models import BUILDERS
 
     model_dir = work / f"tiny_{args.family}"
-    if not (model_dir / "config.json").exists():
+    needs_model = not (model_dir / "config.json").exists()
+    try:
+        inputs = resolve_inputs(args.family, args.tokenizer, with_tokenizer=needs_model or args.check)
+    except (OSError, ValueError) as e:
+        print(f"swift-ssid demo: error: {e}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(json.dumps(inputs, indent=2))
+        return 0
+    if needs_model:
         logging.info("building a tiny random %s from config in %s", args.family, model_dir)
-        BUILDERS[args.family](model_dir)
+        extra = {"tokenizer_dir": inputs["tokenizer"]} if inputs["tokenizer"] else {}
+        try:
+            BUILDERS[args.family](model_dir, **extra)
+        except ValueError as e:  # e.g. --tokenizer names a tokenizer that is not Qwen2's
+            print(f"swift-ssid demo: error: {e}", file=sys.stderr)
+            return 2
     steps = args.steps or DEMO_STEPS
     config = demo_config(work, args.family, model_dir, steps, args.k)
     title = f"SSID demo ({args.family}, tiny random model, {steps} sft steps, K={args.k})"

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from swift_ssid.core.jsonl import iter_jsonl, write_text_atomic
-from swift_ssid.core.metrics import DEFAULT_KS, evaluate_run
+from swift_ssid.core.metrics import DEFAULT_KS, RunMetrics, evaluate_run
 from swift_ssid.core.runs import RunRow, expand_identifiers, read_run
 from swift_ssid.reporting.tables import format_percent
 
@@ -38,14 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index", metavar="DIR", help="with a `swift infer` result file: the identifier index")
 
 
-def format_metrics(metrics: dict, run: str) -> str:
+def format_metrics(metrics: RunMetrics, run: str, note: str | None = None) -> str:
     """The metrics as aligned text lines (percent, one decimal, as in the paper's tables)."""
-    keys = [k for k in metrics if k.startswith("R@")]
-    lines = [f"run: {run}", f"metric: {metrics['metric']}", f"queries: {metrics['n_queries']}"]
-    if metrics.get("note"):
-        lines.append(f"note: {metrics['note']}")
-    lines += [f"{k:<6}{format_percent(metrics[k]):>6}" for k in keys]
-    lines.append(f"unknown identifiers: {format_percent(metrics['unknown_identifier_rate'])}%")
+    lines = [f"run: {run}", f"metric: {metrics.metric}", f"queries: {metrics.n_queries}"]
+    if note:
+        lines.append(f"note: {note}")
+    lines += [f"{f'R@{k}':<6}{format_percent(metrics.r_at(k)):>6}" for k in metrics.ks]
+    lines.append(f"unknown identifiers: {format_percent(metrics.unknown_identifier_rate or 0.0)}%")
     return "\n".join(lines)
 
 
@@ -116,6 +115,7 @@ def infer_results_to_run(results: str, queries: str, index_dir: str) -> list[Run
 
 
 def run(args: argparse.Namespace) -> int:
+    note = None
     try:
         if _is_infer_results(args.run):
             if not (args.queries and args.index):
@@ -124,15 +124,15 @@ def run(args: argparse.Namespace) -> int:
                     "from: python -m swift_ssid.integration.datasets --out DIR ssid-query) and --index DIR"
                 )
             metrics = evaluate_run(infer_results_to_run(args.run, args.queries, args.index), ks=[1])
-            metrics = {**metrics, "note": INFER_NOTE}
+            note = INFER_NOTE
         else:
             metrics = evaluate_run(read_run(args.run), ks=args.ks)
     except (OSError, ValueError) as e:
         print(f"swift-ssid evaluate: error: {e}", file=sys.stderr)
         return 2
-    print(format_metrics(metrics, args.run))
+    print(format_metrics(metrics, args.run, note))
     if args.json:
-        text = json.dumps({"run": args.run, **metrics}, indent=2, ensure_ascii=False) + "\n"
-        write_text_atomic(Path(args.json), text)
+        out = {"run": args.run, **metrics.to_dict(), **({"note": note} if note else {})}
+        write_text_atomic(Path(args.json), json.dumps(out, indent=2, ensure_ascii=False) + "\n")
         print(f"wrote {args.json}")
     return 0

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from swift_ssid.workflows.pipeline import PipelineConfig
+from swift_ssid.workflows.pipeline import PipelineConfig, swift_executable
 
 DEMO_COLLECTION = Path(__file__).resolve().parents[1] / "data" / "demo" / "collection.jsonl"
 TEMPLATES = {"qwen2_5_vl": "ssid_qwen2_5_vl", "llava_next": "ssid_llava1_6_vicuna_hf"}
@@ -86,3 +86,36 @@ def demo_config(work: Path, family: str, model_dir: Path, steps: int = DEMO_STEP
         # thread on 2 busy cores; the tiny Qwen2 text model: 1.64 s vs 0.49 s).
         env={"MAX_PIXELS": "12544", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
     )
+
+
+def resolve_inputs(
+    family: str, tokenizer: str | None = None, with_tokenizer: bool = True
+) -> dict[str, str | int | None]:
+    """Every input the demo reads, resolved from the installed package and the assets folder.
+
+    Args:
+        family: a key of :data:`TEMPLATES`.
+        tokenizer: an explicit Qwen2 tokenizer folder, or None to look it up.
+        with_tokenizer: False skips the tokenizer (the tiny model is already built).
+
+    Returns:
+        ``collection``, ``images`` (count), ``prompt``, ``tokenizer`` (None for families that train their own)
+        and the ``swift`` executable.
+
+    Raises:
+        FileNotFoundError, ValueError: an input is missing; the one-line message names it and the fix.
+    """
+    from swift_ssid.core.collection import load_collection
+    from swift_ssid.core.prompt import PROMPT_RESOURCE, load_prompt
+    from swift_ssid.testing.assets import qwen2_tokenizer_dir
+
+    items = load_collection(DEMO_COLLECTION)  # checks that every image exists
+    load_prompt()
+    tokenizer_dir = qwen2_tokenizer_dir(tokenizer) if family == "qwen2_5_vl" and with_tokenizer else None
+    return {
+        "collection": str(DEMO_COLLECTION),
+        "images": len(items),
+        "prompt": str(DEMO_COLLECTION.parents[1] / PROMPT_RESOURCE),
+        "tokenizer": None if tokenizer_dir is None else str(tokenizer_dir),
+        "swift": swift_executable(),
+    }
