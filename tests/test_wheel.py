@@ -103,6 +103,9 @@ def test_wheel_carries_the_package_data(installed):
     where, length = proc.stdout.split()
     assert _inside(where, installed["site"]), where
     assert int(length) > 100
+    # the recipes ship too, so `swift-ssid recipe` works from an installed wheel
+    proc = _run(installed, "-m", "swift_ssid.cli", "recipe", "--list")
+    assert proc.returncode == 0 and "train_qwen2_5_vl" in proc.stdout.split(), proc.stderr
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "data" / "recipes"  # package data; recipes/ links here
 _RUNS = re.compile(r"^runs/flickr30k/([\w.]+)/?")
 
 
