@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the recipe arguments to ``parser``."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
-    parser.add_argument("name", help="a shipped recipe (e.g. train_qwen2_5_vl; `--list` shows all) or a recipe file")
+    parser.add_argument("name", nargs="?", help="a shipped recipe (e.g. train_qwen2_5_vl; `--list` shows all) or a recipe file")
     parser.add_argument("--collection", help="your collection .jsonl or Karpathy-split .json (required)")
     parser.add_argument("--image-root", help="folder the image paths are relative to (default: the collection's)")
     parser.add_argument("--index", help="identifier index folder (default: RUNS/index)")
@@ -109,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         print("\n".join(shipped_recipes()) or f"no recipes folder at {RECIPES_DIR}")
         return 0
-    missing = [flag for flag, value in (("--collection", args.collection), ("--out", args.out)) if not value]
+    needed = (("NAME", args.name), ("--collection", args.collection), ("--out", args.out))
+    missing = [flag for flag, value in needed if not value]
     if missing:
         print(f"swift-ssid recipe: error: {' and '.join(missing)} required", file=sys.stderr)
         return 2
