@@ -40,7 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the recipe arguments to ``parser``."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
-    parser.add_argument("name", nargs="?", help="a shipped recipe (e.g. train_qwen2_5_vl; `--list` shows all) or a recipe file")
+    parser.add_argument(
+        "name", nargs="?", help="a shipped recipe (e.g. train_qwen2_5_vl; `--list` shows all) or a recipe file"
+    )
     parser.add_argument("--collection", help="your collection .jsonl or Karpathy-split .json (required)")
     parser.add_argument("--image-root", help="folder the image paths are relative to (default: the collection's)")
     parser.add_argument("--index", help="identifier index folder (default: RUNS/index)")
