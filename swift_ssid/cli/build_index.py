@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 
+from swift_ssid.core.errors import check_output_dir
 from swift_ssid.core.index import POLICIES, build_index
 
 
@@ -52,9 +53,10 @@ def _summary(stats: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the index; print a summary. Returns 0 on success, 1 when the input cannot be used."""
+    """Build the index; print a summary. Returns 0 on success, 2 when the input or ``--out`` cannot be used."""
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     try:
+        check_output_dir(args.out, "--out")
         stats = build_index(
             args.results,
             args.out,
@@ -62,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
             check_images=args.check_images,
             image_root=args.image_root,
         )
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:
         print(f"swift-ssid build-index: error: {e}", file=sys.stderr)
-        return 1
+        return 2
     print(_summary(stats))
     return 0

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from swift_ssid.core.errors import check_output_file
 from swift_ssid.core.jsonl import write_text_atomic
 from swift_ssid.core.metrics import DEFAULT_KS, evaluate_run
 from swift_ssid.core.runs import read_run
@@ -29,6 +30,8 @@ def format_metrics(metrics: dict, run: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        if args.json:
+            check_output_file(args.json, "--json")
         metrics = evaluate_run(read_run(args.run), ks=args.ks)
     except (OSError, ValueError) as e:
         print(f"swift-ssid evaluate: error: {e}", file=sys.stderr)

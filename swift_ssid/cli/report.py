@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from swift_ssid.core.runs import read_run
+from swift_ssid.core.errors import check_output_file
+from swift_ssid.core.runs import load_run_with_index
 from swift_ssid.reporting.report import write_report
 from swift_ssid.reporting.tables import format_percent
 
@@ -29,8 +30,9 @@ def run(args: argparse.Namespace) -> int:
     from swift_ssid.core.index import IdentifierIndex
 
     try:
-        rows = read_run(args.run)
+        check_output_file(args.out, "--out")
         index = IdentifierIndex.load(args.index)
+        rows = load_run_with_index(args.run, index)
         stats = write_report(
             args.out,
             rows,

@@ -83,6 +83,30 @@ def training_target(args: argparse.Namespace, env_target: str) -> str:
     return target
 
 
+def check_inputs(args: argparse.Namespace) -> None:
+    """Validate every path and number before the model loads (seconds and gigabytes): fail fast, exit 2.
+
+    Raises:
+        UserError: a bad ``--out``, ``--index``, ``--adapters``, local ``--model`` or budget, naming the fix.
+    """
+    from swift_ssid.core.errors import UserError, check_output_file
+    from swift_ssid.core.index import IdentifierIndex
+
+    for flag, value in (("--k", args.k), ("--batch-size", args.batch_size), ("--max-new-tokens", args.max_new_tokens)):
+        if value < 1:
+            raise UserError(f"{flag} {value}: must be a positive integer")
+    check_output_file(args.out, "--out")
+    if len(IdentifierIndex.load(args.index)) == 0:
+        raise UserError(f"--index {args.index}: holds no valid identifier; rebuild it with `swift-ssid build-index`")
+    for adapter in args.adapters:
+        if not Path(adapter).is_dir():
+            raise UserError(f"--adapters {adapter}: no such checkpoint folder; pass a `swift sft` checkpoint directory")
+    model = Path(args.model)
+    looks_local = model.is_absolute() or args.model.startswith(".") or args.model.count("/") > 1
+    if looks_local and not model.is_dir():
+        raise UserError(f"--model {args.model}: no such model folder; pass a local model directory or a model id")
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -92,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
         if args.template not in DERIVED:
             raise ValueError(f"--template {args.template!r} is not an SSID template; use one of {', '.join(DERIVED)}")
+        check_inputs(args)
         labels = parse_labels(args.setting)
         env = SSIDSettings.from_env(ignore=("index_dir",))
         target = training_target(args, env.target)

@@ -36,6 +36,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from swift_ssid.core.jsonl import write_bytes_atomic
+
 TRIE_FORMAT_VERSION = 1
 DEFAULT_PREFIX = "identifier:"
 DEFAULT_LINE_END = "\n"
@@ -98,6 +100,7 @@ class TokenTrie:
         self._num_leaves: int | None = None
         self._max_fanout: int | None = None
         self._max_token: int | None = None
+        self._max_length: int | None = None
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -201,6 +204,30 @@ class TokenTrie:
             self._max_token = int((self.keys % self.vocab_size).max()) if self.keys.size else -1
         return self._max_token
 
+    def max_length(self) -> int:
+        """Length in tokens of the longest stored sequence (0 when empty); computed once.
+
+        Nodes are numbered breadth-first, so a node's depth is its parent's plus one, filled level by level.
+        """
+        if self._max_length is None:
+            depth = np.zeros(self.num_nodes, dtype=np.int64)
+            parents = self.keys // self.vocab_size
+            for _ in range(self.num_nodes):
+                new = depth[parents] + 1
+                if np.array_equal(new, depth[1:]):
+                    break
+                depth[1:] = new
+            self._max_length = int(depth.max()) if self.keys.size else 0
+        return self._max_length
+
+    def required_new_tokens(self, force_prefix: bool = True) -> int:
+        """Generation budget that fits every identifier: the trigger tokens plus the longest sequence.
+
+        A smaller ``max_new_tokens`` cuts the longest identifiers short, and a cut identifier can rank first.
+        """
+        trigger = len(self.header.trigger) if self.header is not None and force_prefix else 0
+        return trigger + self.max_length()
+
     def __len__(self) -> int:
         """Number of stored sequences (= leaves: no sequence is a prefix of another by construction)."""
         if self._num_leaves is None:
@@ -242,12 +269,10 @@ class TokenTrie:
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (``.npz``) atomically with the header as JSON."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
         header = self.header.to_json() if self.header else "{}"
-        with open(tmp, "wb") as f:
-            np.savez(f, keys=self.keys, vocab_size=np.int64(self.vocab_size), header=np.array(header))
-        tmp.replace(path)
+        write_bytes_atomic(
+            path, lambda f: np.savez(f, keys=self.keys, vocab_size=np.int64(self.vocab_size), header=np.array(header))
+        )
         return path
 
     @classmethod

@@ -7,7 +7,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from swift_ssid.decoding.trie import DEFAULT_PREFIX, End, TokenTrie, build_identifier_trie, tokenizer_fingerprint
+from swift_ssid.decoding.trie import (
+    DEFAULT_PREFIX,
+    TRIE_FORMAT_VERSION,
+    End,
+    TokenTrie,
+    build_identifier_trie,
+    tokenizer_fingerprint,
+)
 
 logger = logging.getLogger(__name__)
 _MEMO: dict[tuple[str, str], TokenTrie] = {}
@@ -17,7 +24,7 @@ def trie_cache_key(identifiers: list[str], tokenizer: Any, prefix: str, end: str
     """Hash of everything the trie depends on: identifiers, tokenizer vocabulary, prefix, end mode, EOS."""
     h = hashlib.sha256()
     h.update(tokenizer_fingerprint(tokenizer)["hash"].encode())
-    h.update(f"\0{prefix}\0{end}\0{eos_token_id}\0".encode())
+    h.update(f"\0{TRIE_FORMAT_VERSION}\0{prefix}\0{end}\0{eos_token_id}\0".encode())
     for ident in identifiers:
         h.update(ident.encode("utf-8"))
         h.update(b"\n")
@@ -53,9 +60,13 @@ def trie_for_index(
     if memo_key in _MEMO:
         return _MEMO[memo_key]
     path = index_dir / f"trie-{key}.npz"
+    trie = None
     if path.is_file():
-        trie = TokenTrie.load(path, tokenizer=tokenizer, prefix=prefix)
-    else:
+        try:
+            trie = TokenTrie.load(path, tokenizer=tokenizer, prefix=prefix)
+        except Exception as e:  # noqa: BLE001  (derived data: any damage means rebuild, never fail retrieval)
+            logger.warning("%s: damaged trie cache (%s: %s); rebuilding it", path, type(e).__name__, e)
+    if trie is None:
         logger.info("building the identifier trie for %d identifiers -> %s", len(identifiers), path)
         trie = build_identifier_trie(
             tokenizer, identifiers, prefix=prefix, end=end, vocab_size=vocab_size, eos_token_id=eos
