@@ -38,7 +38,7 @@ import numpy as np
 
 from swift_ssid.core.jsonl import write_bytes_atomic
 
-TRIE_FORMAT_VERSION = 1
+TRIE_FORMAT_VERSION = 2  # 2: header.extra holds triggers, trigger_problem, dropped
 DEFAULT_PREFIX = "identifier:"
 DEFAULT_LINE_END = "\n"
 DEFAULT_CONTINUATION = "reason:"
@@ -474,6 +474,99 @@ def _encode_with_offsets(tokenizer: Any, texts: list[str]) -> list[tuple[list[in
     return [(list(ids), offsets) for ids, offsets in zip(enc["input_ids"], enc["offset_mapping"], strict=True)]
 
 
+# Text that may come right before the prefix in a response: nothing (the response starts with it), a line
+# break (after a caption line), a blank line, a space (inline). SentencePiece writes ``identifier`` without its
+# leading ``▁`` after a line break, byte-level BPE merges a space into the word: each is another token run.
+TRIGGER_CONTEXTS = ("\n", "\n\n", " ")
+_CONTEXT_WORD = "a"  # a one-token word before the context, so the context itself is tokenised in place
+
+
+def trigger_variants(
+    tokenizer: Any,
+    prefix: str,
+    trigger: Sequence[int],
+    identifiers: Sequence[str],
+    sequences: Sequence[Sequence[int]],
+    suffix: str,
+    sample: int = 64,
+) -> tuple[list[list[int]], str | None]:
+    """Every token run that writes the trigger in context, and whether the span after it stays the trie's.
+
+    For each of :data:`TRIGGER_CONTEXTS`, ``"a" + context + prefix + identifier + suffix`` is tokenised for up
+    to ``sample`` identifiers (first and last); the tokens from the context's first token through the one
+    that ends where the plain trigger ends form a variant (the context's own tokens included, so a variant
+    is specific), and the tokens after it must be the identifier's trie sequence.
+
+    Returns:
+        ``(variants, problem)``: the plain trigger first, then the distinct in-context runs; ``problem`` is
+        None when every context reproduces the trie's sequences, else what went wrong (the processor then
+        refuses ``force_prefix=False``).
+    """
+    variants = [list(trigger)]
+    if not trigger:
+        return variants, "the trigger is empty"
+    plain = _encode_with_offsets(tokenizer, [prefix])[0]
+    trigger_chars = plain[1][len(trigger) - 1][1]
+    picks = list(range(min(sample // 2, len(identifiers))))
+    picks += [i for i in range(max(len(identifiers) - sample // 2, 0), len(identifiers)) if i not in picks]
+    head = len(_CONTEXT_WORD)
+    for context in TRIGGER_CONTEXTS:
+        texts = [_CONTEXT_WORD + context + prefix + identifiers[i] + suffix for i in picks]
+        start_char = head + len(context) + trigger_chars
+        for i, (ids, offsets) in zip(picks, _encode_with_offsets(tokenizer, texts), strict=True):
+            first = next((j for j, (a, _) in enumerate(offsets) if a >= head), None)
+            stop = next((j for j, (_, b) in enumerate(offsets) if b == start_char), None)
+            merged = first is None or (first > 0 and offsets[first - 1][1] > head)
+            if merged or stop is None or stop < first:
+                return variants, f"after {context!r} the prefix {prefix!r} does not start and end on token boundaries"
+            seq = list(sequences[i])
+            body = list(ids[stop + 1 : stop + 1 + len(seq)])
+            if body != seq[: len(body)] or (len(body) < len(seq) and seq[len(body) :] != seq[-1:]):
+                return variants, (
+                    f"after {context!r} identifier {identifiers[i]!r} tokenises differently from the trie's sequence"
+                )
+            run = list(ids[first : stop + 1])
+            if run not in variants:
+                variants.append(run)
+    return variants, None
+
+
+def round_trip_offenders(
+    tokenizer: Any, trigger: Sequence[int], identifiers: Sequence[str], sequences: Sequence[Sequence[int]]
+) -> dict[str, str]:
+    """Identifiers whose generated tokens do not decode back to them, or share another's tokens.
+
+    Each ``trigger + sequence`` is decoded as the engine decodes a response (special tokens dropped) and read
+    back with :func:`swift_ssid.core.answers.parse_choice`, which must give the identifier's canonical form.
+    Special-token text (``</s>``, ``<|im_end|>``: the tokenizer turns it into the special token, so generation
+    would stop inside the identifier) and text a tokenizer cannot keep apart (SentencePiece's ``▁`` against a
+    space) fail here.
+
+    Returns:
+        ``{identifier: why}`` for each offender (the later of two identical sequences).
+    """
+    from swift_ssid.core.answers import canonical_identifier, parse_choice
+
+    full = [list(trigger) + list(seq) for seq in sequences]
+    backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    if backend is not None:
+        texts = backend.decode_batch(full, skip_special_tokens=True)
+    else:
+        texts = tokenizer.batch_decode(full, skip_special_tokens=True)
+    offenders: dict[str, str] = {}
+    owner: dict[tuple[int, ...], str] = {}
+    for ident, seq, text in zip(identifiers, sequences, texts, strict=True):
+        key = tuple(seq)
+        if key in owner:
+            offenders[ident] = f"tokenises exactly like {owner[key]!r}"
+            continue
+        owner[key] = ident
+        back = parse_choice(text)[0]
+        if back != canonical_identifier(ident):
+            offenders[ident] = f"its tokens decode to {back!r}"
+    return offenders
+
+
 def build_identifier_trie(
     tokenizer: Any,
     identifiers: Sequence[str],
@@ -483,8 +576,13 @@ def build_identifier_trie(
     line_end: str = DEFAULT_LINE_END,
     continuation: str = DEFAULT_CONTINUATION,
     eos_token_id: int | None = None,
+    drop_unrepresentable: bool = False,
 ) -> TokenTrie:
     """Trie of ``identifiers`` as the model generates them after ``prefix``.
+
+    Every identifier's tokens must decode back to it (:func:`round_trip_offenders`); the header's
+    ``extra`` records the offenders (``dropped``), the trigger's in-context token runs (``triggers``)
+    and, when those are not reliable, why (``trigger_problem``).
 
     Args:
         tokenizer: a Hugging Face *fast* tokenizer (offsets are needed to find the line end).
@@ -494,11 +592,29 @@ def build_identifier_trie(
         vocab_size: logits width of the model (defaults to ``len(tokenizer)``); must cover every token id.
         eos_token_id: the token that ends a response in the chat template (e.g. ``<|im_end|>``); defaults to
             the tokenizer's. Used as the terminator when ``end="eos"`` and for dead-end rows.
+        drop_unrepresentable: leave identifiers that cannot round-trip out of the trie (listed in
+            ``header.extra["dropped"]``) instead of raising.
+
+    Raises:
+        ValueError: an identifier cannot round-trip through the tokenizer (without ``drop_unrepresentable``),
+            or none can.
     """
     eos_token_id = tokenizer.eos_token_id if eos_token_id is None else int(eos_token_id)
     trigger, sequences = identifier_token_sequences(
         tokenizer, identifiers, prefix, end, line_end, continuation, eos_token_id=eos_token_id
     )
+    offenders = round_trip_offenders(tokenizer, trigger, identifiers, sequences)
+    if offenders and (not drop_unrepresentable or len(offenders) == len(identifiers)):
+        shown = "; ".join(f"{ident!r} {why}" for ident, why in list(offenders.items())[:5])
+        raise ValueError(
+            f"{len(offenders)} of {len(identifiers)} identifiers cannot round-trip through the tokenizer ({shown}); "
+            "regenerate those images or edit their identifiers (special-token text and '▁' cannot be generated)"
+        )
+    kept = [(ident, seq) for ident, seq in zip(identifiers, sequences, strict=True) if ident not in offenders]
+    kept_ids = [ident for ident, _ in kept]
+    sequences = [seq for _, seq in kept]
+    suffix = line_end + continuation if end == "newline" else ""
+    triggers, trigger_problem = trigger_variants(tokenizer, prefix, trigger, kept_ids, sequences, suffix)
     fp = tokenizer_fingerprint(tokenizer)
     vocab_size = int(vocab_size or len(tokenizer))
     header = TrieHeader(
@@ -510,11 +626,6 @@ def build_identifier_trie(
         end=end,
         eos_token_id=eos_token_id,
         num_sequences=len(sequences),
+        extra={"triggers": triggers, "trigger_problem": trigger_problem, "dropped": offenders},
     )
-    trie = TokenTrie.from_sequences(sequences, vocab_size=vocab_size, header=header)
-    if len(trie) != len(sequences):  # the trie's leaves: fewer when sequences repeat (or one extends another)
-        raise ValueError(
-            f"{len(sequences)} identifiers gave only {len(trie)} distinct complete token sequences: two identifiers "
-            "produced the same token sequence; deduplicate the identifiers first"
-        )
-    return trie
+    return TokenTrie.from_sequences(sequences, vocab_size=vocab_size, header=header)
