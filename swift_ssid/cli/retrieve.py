@@ -145,14 +145,18 @@ def run(args: argparse.Namespace) -> int:
     from swift_ssid.core.runs import read_run
     from swift_ssid.integration.retrieval import Retriever
 
-    engine = TransformersEngine(
-        args.model,
-        adapters=args.adapters or None,
-        model_type=args.model_type,
-        template_type=args.template,
-        torch_dtype=getattr(torch, args.torch_dtype) if args.torch_dtype else None,
-        max_batch_size=args.batch_size,
-    )
+    try:
+        engine = TransformersEngine(
+            args.model,
+            adapters=args.adapters or None,
+            model_type=args.model_type,
+            template_type=args.template,
+            torch_dtype=getattr(torch, args.torch_dtype) if args.torch_dtype else None,
+            max_batch_size=args.batch_size,
+        )
+    except (OSError, ValueError) as e:  # ms-swift's own messages for a model it cannot load or match
+        print(f"swift-ssid retrieve: error: --model {args.model}: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
     try:
         retriever = Retriever(engine, settings, k=args.k, max_new_tokens=args.max_new_tokens, labels=labels)
         n = retriever.run(

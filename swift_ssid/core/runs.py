@@ -264,7 +264,7 @@ def load_run_with_index(path: str | os.PathLike, index: ImagesFor, *, reexpand: 
         elif images != row.images:
             raise ValueError(
                 f"{path}: query {row.query_id!r}: the run lists images {row.images[:5]!r:.200} but this index "
-                f"expands its identifiers to {images[:5]!r:.200}; use the index the run was made with, "
-                "or pass reexpand=True to recompute the images"
+                f"expands its identifiers to {images[:5]!r:.200}: the run was made with another index; use the "
+                "index the run was made with (--index), or rerun `swift-ssid retrieve` with this one"
             )
     return rows
