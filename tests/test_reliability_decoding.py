@@ -129,7 +129,7 @@ def test_identifiers_that_tokenise_alike_drop_one_not_the_index(sp_tokenizer):
 def test_span_opens_after_every_tokenisation_of_the_trigger(request, tokenizer_name, response):
     tokenizer = request.getfixturevalue(tokenizer_name)
     trie = build_identifier_trie(tokenizer, IDENTS)
-    assert trie.header.extra["trigger_problem"] is None
+    assert not trie.header.extra.get("trigger_problem")
     processor = SSIDConstrainedLogitsProcessor(trie, force_prefix=False)
     phases = _feed(processor, tokenizer, "Describe the image.", response)
     assert phases[-1] == SPAN and SPAN not in phases[:-1]
@@ -166,7 +166,8 @@ def test_retriever_refuses_a_budget_shorter_than_the_longest_identifier(tmp_path
         torch_dtype=torch.float32,
     )
     settings = SSIDSettings(index_dir=index_dir)
-    needed = engine.template.ssid_trie(settings).required_new_tokens()
+    trie = engine.template.ssid_trie(settings)
+    needed = len(trie.header.trigger) + max(len(seq) for seq in trie)  # the prefix, the longest span, line end
     assert needed > 8
     with pytest.raises(ValueError, match=rf"max_new_tokens 8 cannot hold .*--max-new-tokens {needed} or more"):
         Retriever(engine, settings, k=2, max_new_tokens=8)
