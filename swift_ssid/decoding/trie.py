@@ -477,8 +477,8 @@ def _encode_with_offsets(tokenizer: Any, texts: list[str]) -> list[tuple[list[in
 # Text that may come right before the prefix in a response: nothing (the response starts with it), a line
 # break (after a caption line), a blank line, a space (inline). SentencePiece writes ``identifier`` without its
 # leading ``▁`` after a line break, byte-level BPE merges a space into the word: each is another token run.
-TRIGGER_CONTEXTS = ("\n", "\n\n", " ")
-_CONTEXT_WORD = "a"  # a one-token word before the context, so the context itself is tokenised in place
+TRIGGER_CONTEXTS = ("\n", "\n\n", " ", ".\n", ". ", "**")
+_CONTEXT_WORD = "a"  # a word before the context, so the context is tokenised as it is inside a response
 
 
 def trigger_variants(
@@ -493,9 +493,10 @@ def trigger_variants(
     """Every token run that writes the trigger in context, and whether the span after it stays the trie's.
 
     For each of :data:`TRIGGER_CONTEXTS`, ``"a" + context + prefix + identifier + suffix`` is tokenised for up
-    to ``sample`` identifiers (first and last); the tokens from the context's first token through the one
-    that ends where the plain trigger ends form a variant (the context's own tokens included, so a variant
-    is specific), and the tokens after it must be the identifier's trie sequence.
+    to ``sample`` identifiers (first and last); the tokens from the first one that reaches into the prefix
+    through the one that ends where the plain trigger ends form a variant (a token that also holds context
+    characters, as SentencePiece's ``▁identifier`` or byte-level BPE's ``Ġidentifier``, is part of it), and the
+    tokens after it must be the identifier's trie sequence.
 
     Returns:
         ``(variants, problem)``: the plain trigger first, then the distinct in-context runs; ``problem`` is
@@ -512,13 +513,13 @@ def trigger_variants(
     head = len(_CONTEXT_WORD)
     for context in TRIGGER_CONTEXTS:
         texts = [_CONTEXT_WORD + context + prefix + identifiers[i] + suffix for i in picks]
-        start_char = head + len(context) + trigger_chars
+        prefix_start = head + len(context)
+        start_char = prefix_start + trigger_chars
         for i, (ids, offsets) in zip(picks, _encode_with_offsets(tokenizer, texts), strict=True):
-            first = next((j for j, (a, _) in enumerate(offsets) if a >= head), None)
+            first = next((j for j, (_, b) in enumerate(offsets) if b > prefix_start), None)
             stop = next((j for j, (_, b) in enumerate(offsets) if b == start_char), None)
-            merged = first is None or (first > 0 and offsets[first - 1][1] > head)
-            if merged or stop is None or stop < first:
-                return variants, f"after {context!r} the prefix {prefix!r} does not start and end on token boundaries"
+            if first is None or stop is None or stop < first:
+                return variants, f"after {context!r} the trigger part of {prefix!r} does not end on a token boundary"
             seq = list(sequences[i])
             body = list(ids[stop + 1 : stop + 1 + len(seq)])
             if body != seq[: len(body)] or (len(body) < len(seq) and seq[len(body) :] != seq[-1:]):
