@@ -234,6 +234,7 @@ def test_exit_code_policy_seen_from_a_shell(work):
         (["evaluate", str(work / "run.jsonl")], 0),
         (["evaluate", str(work / "run.jsonl"), "--json", str(work)], 2),
         (["table", str(work / "q.jsonl")], 2),
+        (["evaluate", str(work / "index")], 2),  # a folder given as the run file
         (["evaluate"], 2),  # argparse: usage error
     ]
     for argv, code in cases:

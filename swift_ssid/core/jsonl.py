@@ -29,9 +29,11 @@ def iter_jsonl(path: PathLike) -> Iterator[tuple[int, dict | None, str | None]]:
         lines are skipped. Messages name the file and line.
 
     Raises:
-        FileNotFoundError: When the file does not exist.
+        FileNotFoundError: When the file does not exist (``IsADirectoryError`` when it is a folder).
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder, expected a JSON Lines file; pass the file inside it")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file; check the path (it is read as JSON Lines)")
     with path.open("rb") as f:

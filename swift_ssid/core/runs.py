@@ -172,7 +172,7 @@ def read_run(path: str | os.PathLike) -> list[RunRow]:
             or a query id repeats.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"run file {str(path)!r} not found; write it with `swift-ssid retrieve`")
     rows: list[RunRow] = []
     first_line: dict[str, int] = {}
