@@ -192,3 +192,12 @@ def test_retriever_refuses_a_budget_shorter_than_the_longest_identifier(tmp_path
     with pytest.raises(ValueError, match=rf"max_new_tokens 8 cannot hold .*--max-new-tokens {needed} or more"):
         Retriever(engine, settings, k=2, max_new_tokens=8)
     Retriever(engine, settings, k=2, max_new_tokens=needed)
+    # The template refuses it too, for every other caller (swift infer / deploy with SSID_INDEX, the sft metric).
+    from swift.infer_engine import InferRequest, RequestConfig
+
+    engine.template.set_ssid_settings(settings)
+    request = InferRequest(messages=[{"role": "user", "content": "a dog"}])
+    with pytest.raises(ValueError, match=rf"max_new_tokens {needed - 1} cannot hold .*--max_new_tokens {needed}"):
+        engine.infer([request], RequestConfig(max_tokens=needed - 1, num_beams=2, n=2, temperature=0), use_tqdm=False)
+    (response,) = engine.infer([request], RequestConfig(max_tokens=needed, temperature=0), use_tqdm=False)
+    assert response.choices[0].message.content.startswith("identifier:")
