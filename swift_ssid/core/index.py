@@ -296,7 +296,7 @@ class IdentifierIndex:
                     )
                 owner[entry.identifier] = lineno
             entries.append(entry)
-        if isinstance(meta.get("images"), int) and meta["images"] != len(entries):
+        if isinstance(meta.get("sha256"), dict) and meta.get("images") != len(entries):
             raise ValueError(
                 f"{path}: {len(entries)} rows but {meta_path} records {meta['images']}; the folder mixes two builds "
                 f"(an interrupted build-index); {REBUILD}"
