@@ -14,6 +14,9 @@ from swift_ssid.core.answers import MAX_RESPONSE_CHARS, canonical_identifier, pa
 # One answer may cost a few milliseconds per 10 kB; the bound leaves room for a busy 2-core machine.
 SECONDS_PER_ANSWER = 0.25
 
+# Repeated lines of one key: a per-line scan over all lines made these quadratic.
+REPEATED = ["identifier:\nx\n", "caption:\n", "identifier:x\n", "x identifier:\n"]
+
 NESTED = [
     "(" * 10_000 + "a" + ")" * 10_000,
     "<" * 10_000 + "a" + ">" * 10_000,
@@ -39,6 +42,12 @@ def test_nested_decoration_costs_linear_time(body):
     assert _cpu_seconds(canonical_identifier, body) < SECONDS_PER_ANSWER
     assert _cpu_seconds(parse_choice, text) < SECONDS_PER_ANSWER
     assert parse_response(text).status == "invalid"  # far over the identifier length bound
+
+
+@pytest.mark.parametrize("unit", REPEATED)
+def test_many_repeated_keys_cost_linear_time(unit):
+    text = (unit * 20_000)[:MAX_RESPONSE_CHARS]
+    assert _cpu_seconds(parse_response, text) < SECONDS_PER_ANSWER / 5
 
 
 def test_short_nested_decoration_is_still_stripped():

@@ -459,12 +459,13 @@ def _fill_next_line(fields: list[_Field], problems: list[str]) -> list[_Field]:
     """Take the value of an empty key from the next line when that line has no key (``identifier:\\n dog - ball``)."""
     out: list[_Field] = []
     skip = False
+    valued = {f.key for f in fields if f.value.strip()}  # keys with a value somewhere (one pass: linear time)
     for i, field in enumerate(fields):
         if skip:
             skip = False
             continue
         nxt = fields[i + 1] if i + 1 < len(fields) else None
-        has_value = any(f.key == field.key and f.value.strip() for f in fields)
+        has_value = field.key in valued
         if field.key is not None and not field.value.strip() and not has_value and nxt is not None and nxt.key is None:
             problems.append("value_next_line")
             out.append(_Field(field.key, field.line, nxt.value))
@@ -594,8 +595,9 @@ def parse_response(text: str) -> SSIDRecord:
         used_keys = {f.key for f in (cap, chosen, rea) if f is not None}
         extras = [f for _, f in keyed if id(f) not in used]
         genuine_extras = [f for f in extras if _usable(f) and canonical_identifier(f.value) not in _template_values()]
+        genuine_ids = {id(f) for f in genuine_extras}  # a set: list membership made this quadratic
         # An unused empty/placeholder line beside a used one of the same key, or the prompt's example: an echo.
-        if any(f not in genuine_extras and (f.key in used_keys or _usable(f)) for f in extras):
+        if any(id(f) not in genuine_ids and (f.key in used_keys or _usable(f)) for f in extras):
             problems.append("echoed_template")
         if any(f.key == "identifier" and canonical_identifier(f.value) != identifier for f in genuine_extras):
             problems.append("multiple_identifiers")
