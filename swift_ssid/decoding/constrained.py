@@ -193,7 +193,7 @@ class SSIDConstrainedLogitsProcessor(LogitsProcessor):
 
         # SEARCH: any in-context tokenisation of the trigger just completed in the generated text opens the span.
         found = None
-        for variant in self._variants:
+        for variant in () if self.force_prefix else self._variants:  # no row searches when the prefix is forced
             n = variant.numel()
             if gen.shape[1] >= n:
                 hit = (gen[:, -n:] == variant).all(dim=1)
