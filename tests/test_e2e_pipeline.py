@@ -251,7 +251,7 @@ def test_evaluate_reports_recall_at_1_5_10(e2e: E2ERun) -> None:
     assert metrics["n_queries"] == N_TEST_CAPTIONS and metrics["missing_queries"] == []
     assert 0.0 <= metrics["R@1"] <= metrics["R@5"] <= metrics["R@10"] <= 1.0
     assert metrics["unknown_identifier_rate"] == 0.0
-    recomputed = evaluate_run(read_run(e2e.work / "run.jsonl"))
+    recomputed = evaluate_run(read_run(e2e.work / "run.jsonl")).to_dict()
     assert {k: metrics[k] for k in ("R@1", "R@5", "R@10")} == {k: recomputed[k] for k in ("R@1", "R@5", "R@10")}
     assert e2e.first["metrics"]["R@1"] == metrics["R@1"]
 

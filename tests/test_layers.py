@@ -2,6 +2,7 @@
 
 core        no torch, transformers, ms-swift or evalscope, and nothing above it
 decoding    torch + transformers, no ms-swift or evalscope; only core below it
+encoders    torch + transformers (dual encoders), no ms-swift or evalscope; core and decoding below it
 integration anything below; never workflows, reporting or cli
 reporting   no torch, transformers, ms-swift; core only
 workflows   anything but cli
@@ -22,13 +23,18 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "swift_ssid"
 HEAVY = ("torch", "transformers", "swift", "evalscope", "peft", "trl", "accelerate")
-LAYERS = ("core", "decoding", "integration", "reporting", "workflows", "cli", "testing")
+LAYERS = ("core", "decoding", "encoders", "integration", "reporting", "workflows", "cli", "testing")
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "core": (*HEAVY, *(f"swift_ssid.{layer}" for layer in LAYERS if layer != "core")),
     "decoding": (
         "swift",
         "evalscope",
         *(f"swift_ssid.{layer}" for layer in LAYERS if layer not in ("core", "decoding")),
+    ),
+    "encoders": (
+        "swift",
+        "evalscope",
+        *(f"swift_ssid.{layer}" for layer in LAYERS if layer not in ("core", "decoding", "encoders")),
     ),
     "integration": ("swift_ssid.workflows", "swift_ssid.reporting", "swift_ssid.cli"),
     "reporting": (

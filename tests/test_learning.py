@@ -108,7 +108,7 @@ def retrieve(model_dir: Path, task: Task, out: Path) -> tuple[dict, list[RunRow]
     retriever = Retriever(engine, SSIDSettings(index_dir=task.index_dir), k=K, max_new_tokens=48)
     retriever.run(load_queries(task.queries_file), out, batch_size=N_IMAGES)
     rows = read_run(out)
-    return evaluate_run(rows), rows
+    return evaluate_run(rows).to_dict(), rows
 
 
 def test_task_is_twenty_distinct_identifiers_queried_with_the_training_prompt(task: Task) -> None:

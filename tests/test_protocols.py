@@ -131,7 +131,7 @@ def fake_checkpoint(path: Path, datasets: list[str]) -> Path:
 
 
 def check_r_at_k(rows: list[RunRow]) -> dict:
-    metrics = evaluate_run(rows)
+    metrics = evaluate_run(rows).to_dict()
     assert 0.0 <= metrics["R@1"] <= metrics["R@5"] <= metrics["R@10"] <= 1.0
     return metrics
 
@@ -173,7 +173,6 @@ def test_training_target_comes_from_the_datasets_in_args_json(tmp_path):
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "llava1_6_vicuna"])
 def test_recipe_variants_produce_the_three_reason_settings(family):
     """train_*.yaml / train_*_noreason.yaml teach the two targets; the three retrieve recipes are Table III's rows."""
-    from swift_ssid.integration.retrieval import reason_label
     from swift_ssid.integration.settings import SSIDSettings
 
     def env_of(recipe: str) -> dict[str, str]:
@@ -186,7 +185,7 @@ def test_recipe_variants_produce_the_three_reason_settings(family):
     assert datasets_target(datasets_of(f"train_{family}.yaml")) == "reason"
     assert datasets_target(datasets_of(f"train_{family}_noreason.yaml")) == "noreason"
     rows = {
-        suffix: reason_label(SSIDSettings.from_env(env_of(f"retrieve_{family}{suffix}.yaml")))
+        suffix: SSIDSettings.from_env(env_of(f"retrieve_{family}{suffix}.yaml")).reason_label
         for suffix in ("", "_reason_train_only", "_noreason")
     }
     assert rows == {"": "train+infer", "_reason_train_only": "train-only", "_noreason": "none"}
@@ -255,7 +254,7 @@ def test_tables_label_rows_by_value_across_run_files_and_sort_numbers(tmp_path):
     n0 = [ranked("a", 7, {"n_train": 0}), ranked("b", None, {"n_train": 0})]
     n100 = [ranked("a", 3, {"n_train": 100}), ranked("b", 2, {"n_train": 100})]
     table = summarize_runs([("run_n1000", n1000), ("run_n0", n0), ("run_n100", n100)], by="n_train")
-    assert [(row.name, row.metrics["R@1"], row.metrics["R@5"], row.metrics["R@10"]) for row in table] == [
+    assert [(row.name, row.metrics.r_at(1), row.metrics.r_at(5), row.metrics.r_at(10)) for row in table] == [
         ("0", 0.0, 0.0, 0.5),
         ("100", 0.0, 1.0, 1.0),
         ("1000", 0.5, 0.5, 0.5),

@@ -96,7 +96,7 @@ def test_metrics_table_shows_image_level_and_identifier_level_r_at_k(example):
     page, stats = render_report(rows, index, image_root=root)
     assert metrics_rows(page) == {"paper": ["20.0", "60.0", "60.0"], "contrast": ["40.0", "60.0", "60.0"]}
     assert "the paper&#x27;s metric" in page and "for contrast only, overstates" in page
-    assert stats.metrics["R@1"] == 0.2 and stats.identifier_level["R@1"] == 0.4
+    assert stats.metrics.r_at(1) == 0.2 and stats.identifier_level.r_at(1) == 0.4
     assert "Unknown identifiers: 10.0% of those generated." in page  # "unicorn - moon": 1 of 10 generated
 
 
@@ -202,4 +202,4 @@ def test_write_report_is_atomic_and_returns_the_size(example):
     stats = write_report(root / "r.html", rows, index, image_root=root)
     assert (root / "r.html").stat().st_size == stats.size_bytes
     assert not list(root.glob(".r.html.*"))
-    assert json.loads(json.dumps(stats.metrics))["n_queries"] == 5
+    assert json.loads(json.dumps(stats.metrics.to_dict()))["n_queries"] == 5

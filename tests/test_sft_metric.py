@@ -81,7 +81,7 @@ def test_rows_from_predictions_decodes_and_drops_repeated_queries():
     decoded = rows_from_predictions(padded.numpy())
     assert [r.to_dict() for r in decoded] == [r.to_dict() for r in rows]
     metrics = metrics_from_rows(decoded)
-    expected = evaluate_run(rows)
+    expected = evaluate_run(rows).to_dict()
     assert metrics == {key: expected[key] for key in ("R@1", "R@5", "R@10", "unknown_identifier_rate")}
     assert metrics["R@1"] == 1 / 3 and metrics["R@5"] == 2 / 3
 
@@ -188,7 +188,7 @@ def test_swift_sft_logs_r_at_k_from_k_constrained_beams(tmp_path):
     assert sorted(evals) == [0, 1]  # --eval_on_start, then step 1
     runs = {step: read_run(out / METRIC_NAME / f"run-step{step}.jsonl") for step in evals}
     for step, logged in evals.items():
-        expected = evaluate_run(runs[step])
+        expected = evaluate_run(runs[step]).to_dict()
         for key in ("R@1", "R@5", "R@10", "unknown_identifier_rate"):
             assert logged[f"eval_{key}"] == expected[key], (step, key)
     assert state["best_metric"] == max(h["eval_R@5"] for h in evals.values())

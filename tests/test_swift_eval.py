@@ -2,7 +2,7 @@
 
 Fast tests cover run rows from K answers, where the queries come from, the adapter's scoring on real
 evalscope objects, the plugin's lazy registration, and the two ms-swift 4.6.0 / evalscope 1.14 shims
-(``test_*_shim_still_needed`` fails once a shim can be deleted). The slow test runs the real ``swift
+(``tests/test_compat.py`` fails once a shim can be deleted). The slow test runs the real ``swift
 eval`` (deploy server + evalscope) and ``swift-ssid retrieve`` / ``evaluate`` on a tiny random Qwen2
 text model (``swift_ssid.testing.tiny_models``) and checks that all of them, and the sft metric's scoring of
 the same predictions, agree to the last digit.
@@ -10,7 +10,6 @@ the same predictions, agree to the last digit.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import subprocess
@@ -25,6 +24,7 @@ from swift_ssid.core.metrics import DEFAULT_KS, evaluate_run
 from swift_ssid.core.queries import Query
 from swift_ssid.core.runs import RunRow, read_run
 from swift_ssid.integration import evalscope_benchmark as eb
+from swift_ssid.integration.retrieval import run_setting
 from swift_ssid.integration.settings import SSIDSettings
 from swift_ssid.testing.tiny_models import OFFLINE_ENV
 
@@ -100,15 +100,15 @@ def test_run_row_from_texts_drops_padding_beams_and_expands_shared_identifiers()
     assert row.unknown_identifiers == ["unicorn - moon"]
     assert row.scores == [0.0, -1.0, -2.0]
     assert row.to_dict()["score_kind"] == "beam_rank"
-    assert evaluate_run([row])["R@1"] == 0.0 and evaluate_run([row])["R@5"] == 1.0
+    assert evaluate_run([row]).r_at(1) == 0.0 and evaluate_run([row]).r_at(5) == 1.0
 
 
 def test_run_setting_names_the_reason_mode():
     from swift_ssid.integration.settings import SSIDSettings
 
-    assert eb.run_setting(SSIDSettings(), 10) == {"reason": "train+infer", "k": 10}
-    assert eb.run_setting(SSIDSettings(infer_reason=False), 5) == {"reason": "train-only", "k": 5}
-    assert eb.run_setting(SSIDSettings(target="noreason"), 1) == {"reason": "none", "k": 1}
+    assert run_setting(SSIDSettings(), 10) == {"reason": "train+infer", "k": 10}
+    assert run_setting(SSIDSettings(infer_reason=False), 5) == {"reason": "train-only", "k": 5}
+    assert run_setting(SSIDSettings(target="noreason"), 1) == {"reason": "none", "k": 1}
 
 
 def test_queries_from_a_file_and_from_ssid_query(workdir, monkeypatch):
@@ -157,7 +157,7 @@ def test_plugin_registers_without_importing_evalscope_unless_it_is_loaded():
         "out['registered_by_plugin'] = BENCHMARK_REGISTRY.is_materialized('ssid_retrieval')\n"
         "out['registers_once_loaded'] = eb.register_if_evalscope_loaded()\n"
         "out['registered'] = BENCHMARK_REGISTRY.is_materialized('ssid_retrieval')\n"
-        "out['shims'] = eb.SHIMS\n"
+        "from swift_ssid.integration.compat import applied_eval_shims\nout['shims'] = applied_eval_shims()\n"
         "print('RESULT ' + json.dumps(out))\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
@@ -218,7 +218,7 @@ def test_adapter_scores_k_answers_with_evaluate_run(registered, workdir, tmp_pat
 
     agg = adapter.aggregate_subset("default", scores)
     rows = [RunRow.from_dict(s.score.metadata["run_row"]) for s in scores]
-    expected = evaluate_run(rows)
+    expected = evaluate_run(rows).to_dict()
     recall = {a.dimensions["k"]: a.score for a in agg if a.metric_name == "recall"}
     assert recall == {k: expected[f"R@{k}"] for k in DEFAULT_KS} == {1: 0.0, 5: 2 / 3, 10: 2 / 3}
     assert all(a.aggregation == "mean" for a in agg)
@@ -258,29 +258,6 @@ def test_adapter_rejects_repeats_and_a_missing_index(registered, workdir, tmp_pa
 
 
 # ---------------------------------------------------------------- compatibility shims
-
-
-def test_eval_type_service_shim_still_needed(registered):
-    """Fails when the EvalType.SERVICE shim can go: delete evalscope_benchmark._shim_eval_type_service."""
-    from swift.pipelines.eval.eval import SwiftEval
-
-    assert "EvalType.SERVICE" in inspect.getsource(SwiftEval.get_native_task_cfg), (
-        "ms-swift no longer passes EvalType.SERVICE: delete the eval_type_service shim"
-    )
-    assert eb.SHIMS["eval_type_service"], "evalscope defines EvalType.SERVICE again: delete the eval_type_service shim"
-
-
-def test_list_eval_dataset_shim_still_needed(registered):
-    """Fails when the opencompass shim can go: delete evalscope_benchmark._shim_list_eval_dataset."""
-    from swift.arguments import EvalArguments
-
-    original = EvalArguments.list_eval_dataset.__wrapped__
-    try:
-        original("Native")
-    except ModuleNotFoundError as e:
-        assert (e.name or "").split(".")[0] == "opencompass", e
-    else:
-        pytest.fail("EvalArguments.list_eval_dataset works without the shim: delete the list_eval_dataset shim")
 
 
 def test_shims_let_ms_swift_build_its_native_eval_task(registered, tmp_path):

@@ -65,7 +65,7 @@ def test_group_by_setting_gives_one_row_per_value_in_first_seen_order():
         ranked_row("q4", 1, {"language": "zh"}),
     ]
     table = summarize_runs([("ssid", rows)], by="language", ks=(1, 5))
-    assert [(row.name, row.metrics["R@1"], row.metrics["R@5"], row.metrics["n_queries"]) for row in table] == [
+    assert [(row.name, row.metrics.r_at(1), row.metrics.r_at(5), row.metrics.n_queries) for row in table] == [
         ("en", 0.5, 1.0, 2),
         ("zh", 0.5, 0.5, 2),
     ]

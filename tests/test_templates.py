@@ -139,7 +139,7 @@ def test_template_metas_are_ms_swift_metas_with_ssid_classes():
     from swift_ssid.integration import templates
 
     metas = {meta.template_type: meta for meta in templates.template_metas()}
-    assert set(metas) == {"ssid_qwen2_5_vl", "ssid_llava1_6_vicuna_hf", "ssid_qwen2_5"}
+    metas = {name: metas[name] for name in ("ssid_qwen2_5_vl", "ssid_llava1_6_vicuna_hf", "ssid_qwen2_5")}
     parents = {"ssid_qwen2_5_vl": Qwen2_5VLTemplate, "ssid_llava1_6_vicuna_hf": Llava1_6HfTemplate}
     for name, meta in metas.items():
         base = TEMPLATE_MAPPING[name[len("ssid_") :]]
@@ -181,8 +181,9 @@ print(json.dumps({{"calls": calls, "registered": sorted(k for k in TEMPLATE_MAPP
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert sorted(result["calls"]) == ["ssid_llava1_6_vicuna_hf", "ssid_qwen2_5", "ssid_qwen2_5_vl"]
-    assert result["registered"] == ["ssid_llava1_6_vicuna_hf", "ssid_qwen2_5", "ssid_qwen2_5_vl"]
+    assert len(result["calls"]) == len(set(result["calls"])) > 200  # one ssid_<T> per ms-swift template, once each
+    assert {"ssid_llava1_6_vicuna_hf", "ssid_qwen2_5", "ssid_qwen2_5_vl"} <= set(result["calls"])
+    assert result["registered"] == sorted(result["calls"])
 
 
 def test_plugin_file_is_thin():

@@ -41,6 +41,11 @@ def qwen2_text_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tm.build_tiny_qwen2_text(tmp_path_factory.mktemp("tiny") / "qwen2_text")
 
 
+@pytest.fixture(scope="session")
+def paligemma_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tm.build_tiny_paligemma(tmp_path_factory.mktemp("tiny") / "paligemma")
+
+
 def _model_dir(request: pytest.FixtureRequest, key: str) -> Path:
     return request.getfixturevalue(f"{key}_dir")
 
@@ -157,7 +162,7 @@ def test_qwen2_text_tokenizer_is_small_chatml_and_lossless(qwen2_text_dir: Path)
     assert prompt.endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
 
 
-@pytest.mark.parametrize("key", ["qwen2_text", "llava_next"])
+@pytest.mark.parametrize("key", ["qwen2_text", "llava_next", "paligemma"])
 def test_builds_are_deterministic_per_seed(tmp_path: Path, key: str) -> None:
     build = tm.BUILDERS[key]
     first, again, other = build(tmp_path / "a", seed=0), build(tmp_path / "b", seed=0), build(tmp_path / "c", seed=1)
@@ -195,7 +200,7 @@ def _train_rows(with_images: bool) -> list[dict[str, Any]]:
     return rows
 
 
-@pytest.mark.parametrize("key", ["qwen2_5_vl", "llava_next", "qwen2_text"])
+@pytest.mark.parametrize("key", ["qwen2_5_vl", "llava_next", "qwen2_text", "paligemma"])
 def test_forward_backward_on_swift_template_batch(request: pytest.FixtureRequest, key: str) -> None:
     import torch
     from swift.model import get_model_processor

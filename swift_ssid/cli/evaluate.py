@@ -8,7 +8,7 @@ import sys
 
 from swift_ssid.core.errors import check_output_file
 from swift_ssid.core.jsonl import write_text_atomic
-from swift_ssid.core.metrics import DEFAULT_KS, evaluate_run
+from swift_ssid.core.metrics import DEFAULT_KS, RunMetrics, evaluate_run
 from swift_ssid.core.runs import read_run
 from swift_ssid.reporting.tables import format_percent
 
@@ -19,12 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="OUT.json", help="also write the metrics as JSON")
 
 
-def format_metrics(metrics: dict, run: str) -> str:
+def format_metrics(metrics: RunMetrics, run: str) -> str:
     """The metrics as aligned text lines (percent, one decimal, as in the paper's tables)."""
-    keys = [k for k in metrics if k.startswith("R@")]
-    lines = [f"run: {run}", f"metric: {metrics['metric']}", f"queries: {metrics['n_queries']}"]
-    lines += [f"{k:<6}{format_percent(metrics[k]):>6}" for k in keys]
-    lines.append(f"unknown identifiers: {format_percent(metrics['unknown_identifier_rate'])}%")
+    lines = [f"run: {run}", f"metric: {metrics.metric}", f"queries: {metrics.n_queries}"]
+    lines += [f"{f'R@{k}':<6}{format_percent(metrics.r_at(k)):>6}" for k in metrics.ks]
+    lines.append(f"unknown identifiers: {format_percent(metrics.unknown_identifier_rate or 0.0)}%")
     return "\n".join(lines)
 
 
@@ -38,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(format_metrics(metrics, args.run))
     if args.json:
-        write_text_atomic(args.json, json.dumps({"run": args.run, **metrics}, indent=2, ensure_ascii=False) + "\n")
+        write_text_atomic(
+            args.json, json.dumps({"run": args.run, **metrics.to_dict()}, indent=2, ensure_ascii=False) + "\n"
+        )
         print(f"wrote {args.json}")
     return 0

@@ -16,12 +16,17 @@ import traceback
 COMMANDS: dict[str, tuple[str, str]] = {
     "plugin-path": ("swift_ssid.cli.plugin_path", "print the plugin file for --custom_register_path"),
     "build-index": ("swift_ssid.cli.build_index", "parse `swift infer` results into the identifier index"),
+    "identifiers": ("swift_ssid.cli.identifiers", "GRACE's identifier kinds (numeric, string, ...) as an index"),
     "retrieve": ("swift_ssid.cli.retrieve", "trie-constrained top-K retrieval for a query file"),
     "evaluate": ("swift_ssid.cli.evaluate", "image-level R@K of a run file"),
     "table": ("swift_ssid.cli.table", "tabulate run files in the paper's layout (Markdown and CSV)"),
     "report": ("swift_ssid.cli.report", "self-contained HTML report of a run"),
+    "quality": ("swift_ssid.cli.quality", "identifier quality of an index (conformity, uniqueness, discriminability)"),
+    "dense": ("swift_ssid.cli.dense", "dense text -> image retrieval with a dual encoder, as a run file"),
+    "fuse": ("swift_ssid.cli.fuse", "fuse runs (ranx: rrf, combsum, ...) or rerank a run by dense similarity"),
     "protocol": ("swift_ssid.cli.protocol", "run the paper's ablation / zero-shot / multilingual protocols"),
     "demo": ("swift_ssid.cli.demo", "run the whole pipeline offline on the bundled mini collection"),
+    "fetch-assets": ("swift_ssid.cli.fetch_assets", "fetch the real Qwen2 tokenizer the demo's tiny model uses"),
 }
 
 

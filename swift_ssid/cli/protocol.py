@@ -1,4 +1,4 @@
-"""``swift-ssid protocol ablation|zeroshot|multilingual``: the paper's protocols, run end to end into tables.
+"""``swift-ssid protocol ablation|zeroshot|multilingual|identifiers``: the paper's protocols, end to end.
 
 Each protocol runs ``swift-ssid retrieve`` once per setting (and, for zero-shot, ``swift sft`` once per N),
 labels every run row's ``setting``, and writes ``table.md`` / ``table.csv`` in the paper's layout; see
@@ -18,14 +18,15 @@ from swift_ssid.cli.retrieve import DTYPES
 from swift_ssid.core.errors import check_output_dir
 
 
-def _shared(parser: argparse.ArgumentParser) -> None:
+def _shared(parser: argparse.ArgumentParser, index: bool = True) -> None:
     parser.add_argument("--model", required=True, help="base model id or local directory")
     parser.add_argument("--model_type", "--model-type", default=None, help="ms-swift model type (local dirs)")
     parser.add_argument(
         "--template", required=True, help="SSID template: ssid_qwen2_5_vl, ssid_llava1_6_vicuna_hf or ssid_qwen2_5"
     )
     parser.add_argument("--torch-dtype", "--torch_dtype", choices=DTYPES, default=None, help="default: the model's")
-    parser.add_argument("--index", required=True, metavar="DIR", help="identifier index (swift-ssid build-index)")
+    if index:
+        parser.add_argument("--index", required=True, metavar="DIR", help="identifier index (swift-ssid build-index)")
     parser.add_argument("--out", required=True, metavar="DIR", help="runs, logs and tables go here (resumable)")
     parser.add_argument("--k", type=int, default=10, help="beams = identifiers per query (default 10)")
     parser.add_argument("--batch-size", "--batch_size", type=int, default=8, help="queries per engine call")
@@ -87,16 +88,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--adapters", metavar="CKPT", default=None, help="the fine-tuned checkpoint (LoRA or full)")
 
+    from swift_ssid.core.kinds import BUILDABLE
+    from swift_ssid.workflows.protocols import IDENTIFIER_KINDS
+
+    p = sub.add_parser("identifiers", help="GRACE's identifier kinds vs SSID: index, train, retrieve (Tables I, II)")
+    _shared(p, index=False)
+    p.add_argument("--queries", required=True, metavar="Q.jsonl", help="test queries (ssid-query rows)")
+    p.add_argument("--collection", required=True, help="the collection (Karpathy JSON or .jsonl)")
+    p.add_argument("--image-root", "--image_root", default=None, help="the folder image paths are relative to")
+    p.add_argument(
+        "--kinds",
+        nargs="+",
+        choices=BUILDABLE,
+        default=list(IDENTIFIER_KINDS),
+        help="kinds to compare (default: %(default)s)",
+    )
+    p.add_argument(
+        "--ssid-index", metavar="DIR", help="also train and retrieve the SSID index (swift-ssid build-index)"
+    )
+    p.add_argument(
+        "--recipe",
+        default="recipes/train_qwen2_5_vl_kind_noreason.yaml",
+        help="swift sft recipe, no-reason targets (default: %(default)s); atomic adds its new tokens itself",
+    )
+    p.add_argument("--sft-args", "--sft_args", default="", help="extra swift sft flags as one string")
+    p.add_argument("--encoder", metavar="DIR", help="dual encoder (CLIP/SigLIP folder) for the structured kind")
+    p.add_argument("--encoder-device", default="cpu", help="device for the encoder (cpu, cuda)")
+    p.add_argument("--cluster-k", type=int, default=30, help="structured: clusters per level (GRACE: 30)")
+    p.add_argument("--cluster-c", type=int, default=30, help="structured: largest leaf cluster (GRACE: 30)")
+    p.add_argument("--cluster-seed", type=int, default=7, help="structured: k-means seed (GRACE: 7)")
+    p.add_argument("--n-init", type=int, default=100, help="structured: k-means restarts (GRACE: 100)")
+    p.add_argument("--collisions", choices=("shared", "disambiguate"), default="shared", help="semantic collisions")
+    p.add_argument("--pseudo-captions", metavar="FILE.jsonl", help="semantic: {image, caption} rows used instead")
+    p.add_argument("--tokenizer", metavar="DIR", help="tokenizer for the token statistics (default: --model if local)")
+    p.add_argument("--model-label", default="this model", help="the model named in Table II")
+
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from swift_ssid.workflows.pipeline import StageError
-    from swift_ssid.workflows.protocols import RetrieveOptions, run_ablation, run_multilingual, run_zeroshot
+    from swift_ssid.workflows.protocols import (
+        KindOptions,
+        RetrieveOptions,
+        run_ablation,
+        run_identifiers,
+        run_multilingual,
+        run_zeroshot,
+    )
 
     opts = RetrieveOptions(
         model=args.model,
         template=args.template,
-        index=Path(args.index),
+        index=Path(getattr(args, "index", None) or args.out),
         model_type=args.model_type,
         torch_dtype=args.torch_dtype,
         k=args.k,
@@ -119,6 +162,31 @@ def run(args: argparse.Namespace) -> int:
                 args.collection,
                 args.image_root,
                 shlex.split(args.sft_args),
+            )
+        elif args.protocol == "identifiers":
+            kind_options = KindOptions(
+                encoder=args.encoder,
+                k=args.cluster_k,
+                c=args.cluster_c,
+                seed=args.cluster_seed,
+                n_init=args.n_init,
+                device=args.encoder_device,
+                collisions=args.collisions,
+                pseudo_captions=args.pseudo_captions,
+            )
+            result = run_identifiers(
+                opts,
+                args.queries,
+                args.out,
+                args.collection,
+                args.recipe,
+                kinds=args.kinds,
+                image_root=args.image_root,
+                kind_options=kind_options,
+                ssid_index=args.ssid_index,
+                sft_args=shlex.split(args.sft_args),
+                tokenizer=args.tokenizer,
+                model_label=args.model_label,
             )
         else:
             files = dict(args.queries)

@@ -6,14 +6,16 @@ import argparse
 import sys
 
 from swift_ssid.core.errors import check_output_file
-from swift_ssid.core.runs import load_run_with_index
+from swift_ssid.core.runs import check_run_index, read_run
 from swift_ssid.reporting.report import write_report
 from swift_ssid.reporting.tables import format_percent
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="RUN.jsonl", help="run file written by `swift-ssid retrieve`")
-    parser.add_argument("--index", metavar="DIR", required=True, help="identifier index folder the run was made with")
+    parser.add_argument(
+        "--index", metavar="DIR", help="identifier index folder the run was made with (not needed for dense/fused runs)"
+    )
     parser.add_argument("--out", metavar="report.html", required=True, help="where to write the HTML page")
     parser.add_argument("--k", type=int, default=10, help="top-K shown per query and the plot's largest K (default 10)")
     parser.add_argument(
@@ -24,15 +26,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--thumb-size", type=int, default=128, help="thumbnail size in pixels (default 128)")
     parser.add_argument("--title", default="SSID retrieval report", help="page title")
+    parser.add_argument("--quality", metavar="quality.json", help="add the index's quality (swift-ssid quality)")
+    parser.add_argument(
+        "--compare", nargs="+", default=[], metavar="RUN.jsonl", help="other runs of the same queries (dense, fused)"
+    )
+    parser.add_argument("--compare-names", nargs="+", help="one label per --compare run (default: file stems)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from swift_ssid.core.fusion import ImageLevelIndex, is_image_level
     from swift_ssid.core.index import IdentifierIndex
+    from swift_ssid.core.quality import QualityReport
 
     try:
         check_output_file(args.out, "--out")
-        index = IdentifierIndex.load(args.index)
-        rows = load_run_with_index(args.run, index)
+        rows = read_run(args.run)
+        image_level = all(is_image_level(row) for row in rows)
+        if args.index:
+            index = IdentifierIndex.load(args.index)
+            if not image_level:
+                check_run_index(rows, index, args.run)  # refuses a run made with another index
+        elif image_level:
+            index = ImageLevelIndex()
+        else:
+            raise ValueError(f"{args.run} is a generative run (identifiers are not images): pass --index DIR")
+        names = args.compare_names or [Path(p).stem for p in args.compare]
+        if len(names) != len(args.compare):
+            raise ValueError(f"got {len(names)} --compare-names for {len(args.compare)} --compare runs")
+        comparison = [(name, read_run(path)) for name, path in zip(names, args.compare, strict=True)]
         stats = write_report(
             args.out,
             rows,
@@ -43,13 +66,14 @@ def run(args: argparse.Namespace) -> int:
             thumb_size=args.thumb_size,
             title=args.title,
             run_name=args.run,
-            index_name=args.index,
+            index_name=args.index or "",
+            quality=QualityReport.load(args.quality) if args.quality else None,
+            comparison=comparison,
         )
     except (OSError, ValueError) as e:
         print(f"swift-ssid report: error: {e}", file=sys.stderr)
         return 2
-    r_at = {key: value for key, value in stats.metrics.items() if key.startswith("R@")}
-    metrics = ", ".join(f"{key} {format_percent(value)}" for key, value in r_at.items())
+    metrics = ", ".join(f"R@{k} {format_percent(stats.metrics.r_at(k))}" for k in stats.metrics.ks)
     print(f"wrote {args.out} ({stats.size_bytes / 1e6:.1f} MB): {stats.n_queries} queries, {metrics} (image-level)")
     print(
         f"cases: {stats.shown_successes}/{stats.n_successes} successes, {stats.shown_failures}/{stats.n_failures} "

@@ -5,6 +5,12 @@ Every run row's ``setting`` holds the reason mode (``train+infer`` / ``train-onl
 made with other settings is refused. With ``--adapters``, the training target defaults to the one the
 checkpoint's ``args.json`` datasets imply (``ssid-*-noreason``: ``noreason``), and a contradicting
 ``--target`` / ``SSID_TARGET`` is an error, so ``setting.reason`` says what the model was trained on.
+
+Data parallel, as ``swift infer``: ``NPROC_PER_NODE=N swift-ssid retrieve ...`` relaunches itself under
+``torchrun`` (``NNODES``, ``NODE_RANK``, ``MASTER_ADDR``, ``MASTER_PORT`` as for ms-swift); each rank loads the
+model on its own device (``cuda:<local rank>``, or the CPU with the gloo backend), retrieves a contiguous block
+of whole batches into ``<out>.part-rank<R>`` (resumable), and rank 0 merges them into ``--out`` in query order:
+the same file, row for row and score for score, as one process writes.
 """
 
 from __future__ import annotations
@@ -12,7 +18,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from swift_ssid.integration.settings import SSIDSettings
@@ -25,7 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapters", nargs="*", default=[], metavar="A", help="LoRA checkpoint(s) from swift sft")
     parser.add_argument("--model_type", "--model-type", default=None, help="ms-swift model type (local dirs)")
     parser.add_argument(
-        "--template", required=True, help="SSID template: ssid_qwen2_5_vl, ssid_llava1_6_vicuna_hf or ssid_qwen2_5"
+        "--template",
+        required=True,
+        help="SSID template: ssid_<ms-swift template>, e.g. ssid_qwen2_5_vl, ssid_qwen2_vl, ssid_llava1_6_vicuna_hf",
     )
     parser.add_argument("--index", required=True, metavar="DIR", help="identifier index (swift-ssid build-index)")
     parser.add_argument("--queries", required=True, metavar="Q.jsonl", help="queries: {query_id?, query, gold_images}")
@@ -107,15 +118,47 @@ def check_inputs(args: argparse.Namespace) -> None:
         raise UserError(f"--model {args.model}: no such model folder; pass a local model directory or a model id")
 
 
+def torchrun_command(argv: list[str]) -> list[str] | None:
+    """The ``torchrun`` command that reruns ``swift-ssid ARGV`` on ``NPROC_PER_NODE`` processes, or None.
+
+    None when no launch is wanted: ``NPROC_PER_NODE`` and ``NNODES`` unset (or one process on one node), or
+    this process is already a torchrun worker. The torchrun flags are ms-swift's (``swift.cli.main``); a free
+    ``MASTER_PORT`` is picked on a single node when none is set, so two runs on one machine do not collide.
+
+    Raises:
+        ValueError: ``NPROC_PER_NODE`` or ``NNODES`` is not a positive integer.
+    """
+    from swift.cli.main import get_torchrun_args
+    from swift.utils import is_dist
+
+    for key in ("NPROC_PER_NODE", "NNODES"):
+        value = os.environ.get(key)
+        if value is not None and (not value.strip().isdigit() or int(value) < 1):
+            raise ValueError(f"{key}={value!r} must be a positive integer (processes per node / nodes)")
+    nproc, nnodes = int(os.environ.get("NPROC_PER_NODE", "1")), int(os.environ.get("NNODES", "1"))
+    if is_dist() or nproc * nnodes == 1:
+        return None
+    extra = []
+    if nnodes == 1 and "MASTER_PORT" not in os.environ:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            extra = ["--master_port", str(s.getsockname()[1])]
+    return [sys.executable, "-m", "torch.distributed.run", *get_torchrun_args(), *extra, "-m", "swift_ssid.cli", *argv]
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         from swift_ssid.core.queries import load_queries
-        from swift_ssid.integration.templates import DERIVED
+        from swift_ssid.integration.templates import is_ssid_template, ssid_template_names
         from swift_ssid.workflows.protocols import parse_labels, queries_language
 
-        if args.template not in DERIVED:
-            raise ValueError(f"--template {args.template!r} is not an SSID template; use one of {', '.join(DERIVED)}")
+        if not is_ssid_template(args.template):
+            hint = f"ssid_{args.template}" if is_ssid_template(f"ssid_{args.template}") else "ssid_<ms-swift template>"
+            raise ValueError(
+                f"--template {args.template!r} is not an SSID template; use {hint} "
+                f"(e.g. {', '.join(ssid_template_names()[:3])}; see docs/models.md)"
+            )
         check_inputs(args)
         labels = parse_labels(args.setting)
         env = SSIDSettings.from_env(ignore=("index_dir",))
@@ -131,24 +174,42 @@ def run(args: argparse.Namespace) -> int:
                     f"--setting language={labels['language']} but {args.queries} declares language {language!r}; "
                     "drop one of them or fix the file"
                 )
+        launch = torchrun_command(sys.argv[1:])
+        if launch is not None and "retrieve" not in sys.argv[1:]:
+            raise ValueError("NPROC_PER_NODE needs the command line form `swift-ssid retrieve ...`")
     except (OSError, ValueError) as e:
         print(f"swift-ssid retrieve: error: {e}", file=sys.stderr)
         return 2
+    if launch is not None:
+        print(f"run sh: `{' '.join(launch)}`", flush=True)
+        return subprocess.run(launch).returncode
 
     import torch
     from swift.infer_engine import TransformersEngine
+    from swift.utils import get_dist_setting, init_process_group, is_dist
     from tqdm import tqdm
 
     import swift_ssid.integration.register  # noqa: F401  (registers the SSID templates once)
     from swift_ssid.cli.evaluate import format_metrics
+    from swift_ssid.core.kinds import index_new_tokens
     from swift_ssid.core.metrics import evaluate_run
     from swift_ssid.core.runs import read_run
     from swift_ssid.integration.retrieval import Retriever
 
+    rank, world_size, barrier = 0, 1, None
+    if is_dist():
+        import torch.distributed as dist
+
+        init_process_group()  # nccl on GPUs, gloo on the CPU (as swift infer)
+        rank, world_size, barrier = get_dist_setting()[0], dist.get_world_size(), dist.barrier
+    # An atomic index names one new token per image; the model gets them as `swift sft --new_special_tokens` did
+    # (same tokens, same order, so the same ids and the resized embeddings the checkpoint saved).
+    new_tokens = index_new_tokens(args.index)
     try:
         engine = TransformersEngine(
             args.model,
             adapters=args.adapters or None,
+            **({"new_special_tokens": new_tokens} if new_tokens else {}),
             model_type=args.model_type,
             template_type=args.template,
             torch_dtype=getattr(torch, args.torch_dtype) if args.torch_dtype else None,
@@ -159,10 +220,29 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         retriever = Retriever(engine, settings, k=args.k, max_new_tokens=args.max_new_tokens, labels=labels)
+        if barrier is not None:
+            barrier()  # time retrieval only, from when every rank has its model
+        start = time.perf_counter()
+        desc = "retrieve" if world_size == 1 else f"retrieve [rank {rank}/{world_size}]"
         n = retriever.run(
-            queries, args.out, batch_size=args.batch_size, progress=lambda total: tqdm(total=total, desc="retrieve")
+            queries,
+            args.out,
+            batch_size=args.batch_size,
+            progress=lambda total: tqdm(total=total, desc=desc, position=rank),
+            rank=rank,
+            world_size=world_size,
+            barrier=barrier,
         )
-        print(f"retrieved {n} queries ({len(queries) - n} already in {args.out})")
+        seconds = time.perf_counter() - start
+        if world_size > 1:
+            counts: list[int] = [0] * world_size
+            torch.distributed.all_gather_object(counts, n)
+            n = sum(counts)
+        if rank != 0:
+            return 0
+        rate = f", {n / seconds:.2f} queries/s" if n and seconds > 0 else ""
+        print(f"retrieved {n} queries ({len(queries) - n} already in {args.out}) in {seconds:.1f} s{rate}, "
+              f"{world_size} process(es)")  # fmt: skip
         metrics = evaluate_run(read_run(args.out))
     except (OSError, ValueError) as e:
         print(f"swift-ssid retrieve: error: {e}", file=sys.stderr)

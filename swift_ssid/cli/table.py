@@ -8,7 +8,16 @@ import sys
 from swift_ssid.core.errors import check_output_file
 from swift_ssid.core.jsonl import write_text_atomic
 from swift_ssid.core.metrics import DEFAULT_KS
-from swift_ssid.reporting.tables import plot_table, summarize_run_files, to_csv, to_markdown
+from swift_ssid.reporting.tables import (
+    kind_tables,
+    kind_tables_csv,
+    load_quality_files,
+    plot_table,
+    quality_markdown,
+    summarize_run_files,
+    to_csv,
+    to_markdown,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +31,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plot", metavar="OUT.png", help="also plot R@K per row as a PNG (numeric --by values, e.g. n_train, on x)"
     )
+    parser.add_argument(
+        "--quality",
+        nargs="+",
+        default=[],
+        metavar="[NAME=]quality.json",
+        help="identifier quality (swift-ssid quality) as columns next to R@K; NAME is the row (default: its kind)",
+    )
+    g = parser.add_argument_group("--by kind (Tables I and II)")
+    g.add_argument(
+        "--no-reference", dest="reference", action="store_false", help="leave out the paper's numbers (reference rows)"
+    )
+    g.add_argument("--model-label", default="this model", help="the model named in Table II (default: this model)")
+    g.add_argument("--collection-label", default="this collection", help="the collection named in the titles")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,16 +52,26 @@ def run(args: argparse.Namespace) -> int:
             if path:
                 check_output_file(path, flag)
         table = summarize_run_files(args.runs, names=args.names, by=args.by, ks=args.ks)
+        qualities = load_quality_files(args.quality)
     except (OSError, ValueError) as e:
         print(f"swift-ssid table: error: {e}", file=sys.stderr)
         return 2
     first_column = args.by or "Run"
-    markdown = to_markdown(table, ks=args.ks, first_column=first_column, title=args.title)
+    if args.by == "kind":  # the paper's Tables I and II, with its numbers as labelled reference tables
+        markdown = (f"{args.title}\n\n" if args.title else "") + kind_tables(
+            table, ks=args.ks, reference=args.reference, model=args.model_label, collection=args.collection_label
+        )
+        csv_text = kind_tables_csv(table, ks=args.ks, reference=args.reference, model=args.model_label)
+    else:
+        markdown = to_markdown(table, ks=args.ks, first_column=first_column, title=args.title)
+        csv_text = to_csv(table, ks=args.ks, first_column=args.by or "run")
+    if qualities:
+        markdown += "\n" + quality_markdown(table, qualities, ks=args.ks)
     print(markdown, end="")
     if args.markdown:
         write_text_atomic(args.markdown, markdown)
     if args.csv:
-        write_text_atomic(args.csv, to_csv(table, ks=args.ks, first_column=args.by or "run"))
+        write_text_atomic(args.csv, csv_text)
     if args.plot:
         plot_table(table, args.plot, ks=args.ks, x_label=args.by or "run", title=args.title)
     return 0

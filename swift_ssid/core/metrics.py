@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from swift_ssid.core.runs import RunRow
@@ -56,6 +56,66 @@ class MetricResult:
     per_query: dict[str, float]
     mean: float
     missing_queries: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    """R@K of a run (or of ranked lists), as every entry point reports it.
+
+    Attributes:
+        hit_rate: k -> the paper's R@k (image-level ``hit_rate@k``), a fraction in [0, 1].
+        recall: k -> ``recall@k``; None for the identifier-level contrast, which has none.
+        n_queries: queries scored.
+        missing_queries: queries with gold images but no ranked list (each scored 0).
+        unknown_identifier_rate: share of generated identifiers not in the index (None when not known).
+        metric: what ``hit_rate`` is (:data:`IMAGE_LEVEL_METRIC` or :data:`IDENTIFIER_LEVEL_METRIC`).
+
+    Example:
+        >>> m = evaluate_ranked_images({"q1": ["b", "a"]}, {"q1": ["a"]}, ks=(1, 2))
+        >>> m.r_at(1), m.r_at(2), m.to_dict()["R@2"]
+        (0.0, 1.0, 1.0)
+    """
+
+    hit_rate: dict[int, float]
+    recall: dict[int, float] | None = None
+    n_queries: int = 0
+    missing_queries: list[str] = field(default_factory=list)
+    unknown_identifier_rate: float | None = None
+    metric: str = IMAGE_LEVEL_METRIC
+
+    @property
+    def ks(self) -> tuple[int, ...]:
+        """The cut-offs, ascending."""
+        return tuple(sorted(self.hit_rate))
+
+    def r_at(self, k: int) -> float:
+        """R@k; KeyError names the cut-offs computed."""
+        if k not in self.hit_rate:
+            raise KeyError(f"R@{k} was not computed; the cut-offs are {list(self.ks)}")
+        return self.hit_rate[k]
+
+    def column(self, name: str) -> float | int:
+        """A table column by its printed name: ``R@k``, ``recall@k`` or ``n_queries``."""
+        if name == "n_queries":
+            return self.n_queries
+        kind, _, k = name.partition("@")
+        if kind == "R" and k.isdigit():
+            return self.r_at(int(k))
+        if kind == "recall" and k.isdigit() and self.recall and int(k) in self.recall:
+            return self.recall[int(k)]
+        raise KeyError(f"unknown metric column {name!r}; use R@k, recall@k or n_queries")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: ``{"R@1": ..., "recall@1": ..., "n_queries", "missing_queries", "metric", ...}``."""
+        out: dict[str, Any] = {f"R@{k}": v for k, v in sorted(self.hit_rate.items())}
+        out.update({f"recall@{k}": v for k, v in sorted((self.recall or {}).items())})
+        out["n_queries"] = self.n_queries
+        if self.recall is not None:
+            out["missing_queries"] = list(self.missing_queries)
+        out["metric"] = self.metric
+        if self.unknown_identifier_rate is not None:
+            out["unknown_identifier_rate"] = self.unknown_identifier_rate
+        return out
 
 
 def check_k(k: Any) -> int:
@@ -187,7 +247,7 @@ def recall_at_k(ranked: Mapping[str, Sequence[str]], relevant: Mapping[str, Coll
 
 def evaluate_ranked_images(
     ranked: Mapping[str, Sequence[str]], relevant: Mapping[str, Collection[str]], ks: Iterable[int] = DEFAULT_KS
-) -> dict[str, Any]:
+) -> RunMetrics:
     """R@K (image-level hit rate) and recall@K for several cut-offs.
 
     Args:
@@ -196,22 +256,17 @@ def evaluate_ranked_images(
         ks: cut-offs, e.g. ``(1, 5, 10)``.
 
     Returns:
-        ``{"R@1": float, ..., "recall@1": float, ..., "n_queries": int, "missing_queries": [...],
-        "metric": "image-level hit_rate@k (the paper's R@K)"}``; values are fractions in [0, 1].
+        The metrics; values are fractions in [0, 1].
     """
     ks = check_ks(ks)
-    out: dict[str, Any] = {}
+    hit_rate: dict[int, float] = {}
     missing: list[str] = []
     for k in ks:
         result = hit_rate_at_k(ranked, relevant, k)
-        out[f"R@{k}"] = result.mean
+        hit_rate[k] = result.mean
         missing = result.missing_queries
-    for k in ks:
-        out[f"recall@{k}"] = recall_at_k(ranked, relevant, k).mean
-    out["n_queries"] = len(relevant)
-    out["missing_queries"] = missing
-    out["metric"] = IMAGE_LEVEL_METRIC
-    return out
+    recall = {k: recall_at_k(ranked, relevant, k).mean for k in ks}
+    return RunMetrics(hit_rate, recall, len(relevant), missing)
 
 
 def _run_mappings(rows: Sequence[RunRow]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
@@ -247,7 +302,7 @@ def unknown_identifier_rate(rows: Sequence[RunRow]) -> float:
     return unknown / total
 
 
-def evaluate_run(rows: Sequence[RunRow], ks: Iterable[int] = DEFAULT_KS) -> dict[str, Any]:
+def evaluate_run(rows: Sequence[RunRow], ks: Iterable[int] = DEFAULT_KS) -> RunMetrics:
     """The paper's R@K for a run: image-level hit rate on each row's ``images`` against its ``gold_images``.
 
     This is the single R@K implementation behind every entry point. It is deterministic: hit rates
@@ -258,16 +313,14 @@ def evaluate_run(rows: Sequence[RunRow], ks: Iterable[int] = DEFAULT_KS) -> dict
         ks: cut-offs.
 
     Returns:
-        :func:`evaluate_ranked_images`'s dict plus ``"unknown_identifier_rate"`` (see
+        :func:`evaluate_ranked_images`'s metrics with the ``unknown_identifier_rate`` (see
         :func:`unknown_identifier_rate`).
 
     Raises:
         ValueError: the run is empty, a query id repeats, or ``ks`` is invalid.
     """
     ranked, relevant = _run_mappings(rows)
-    out = evaluate_ranked_images(ranked, relevant, ks)
-    out["unknown_identifier_rate"] = unknown_identifier_rate(rows)
-    return out
+    return replace(evaluate_ranked_images(ranked, relevant, ks), unknown_identifier_rate=unknown_identifier_rate(rows))
 
 
 def gold_identifiers(row: RunRow, identifier_for: Callable[[str], str | None]) -> list[str]:
@@ -314,14 +367,8 @@ def identifier_level_hit_rate(
 
 def evaluate_run_identifier_level(
     rows: Sequence[RunRow], identifier_for: Callable[[str], str | None], ks: Iterable[int] = DEFAULT_KS
-) -> dict[str, Any]:
-    """:func:`identifier_level_hit_rate` for several cut-offs, labelled as the contrast metric.
-
-    Returns:
-        ``{"R@1": float, ..., "n_queries": int, "metric": IDENTIFIER_LEVEL_METRIC}``.
-    """
+) -> RunMetrics:
+    """:func:`identifier_level_hit_rate` for several cut-offs, labelled as the contrast metric (no recall)."""
     ks = check_ks(ks)
-    out: dict[str, Any] = {f"R@{k}": identifier_level_hit_rate(rows, identifier_for, k).mean for k in ks}
-    out["n_queries"] = len(rows)
-    out["metric"] = IDENTIFIER_LEVEL_METRIC
-    return out
+    hit_rate = {k: identifier_level_hit_rate(rows, identifier_for, k).mean for k in ks}
+    return RunMetrics(hit_rate, None, len(rows), metric=IDENTIFIER_LEVEL_METRIC)

@@ -20,6 +20,7 @@ and ``report``. One row per query::
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -257,14 +258,91 @@ def load_run_with_index(path: str | os.PathLike, index: ImagesFor, *, reexpand: 
             run was made with another index.
     """
     rows = read_run(path)
+    if reexpand:
+        for row in rows:
+            row.images, row.unknown_identifiers = expand_identifiers(row.identifiers, index.images_for)
+        return rows
+    check_run_index(rows, index, path)
+    return rows
+
+
+def check_run_index(rows: Sequence[RunRow], index: ImagesFor, source: str | os.PathLike = "run") -> None:
+    """Raise ``ValueError`` unless every row's ``images`` is what ``index`` expands its identifiers to.
+
+    Args:
+        rows: the run's rows.
+        index: any object with ``images_for(identifier) -> list[str]``.
+        source: the run file, for the message.
+
+    Raises:
+        ValueError: a row's images differ: the run was made with another index (the message says which query).
+    """
     for row in rows:
-        images, unknown = expand_identifiers(row.identifiers, index.images_for)
-        if reexpand:
-            row.images, row.unknown_identifiers = images, unknown
-        elif images != row.images:
+        images, _ = expand_identifiers(row.identifiers, index.images_for)
+        if images != row.images:
             raise ValueError(
-                f"{path}: query {row.query_id!r}: the run lists images {row.images[:5]!r:.200} but this index "
+                f"{source}: query {row.query_id!r}: the run lists images {row.images[:5]!r:.200} but this index "
                 f"expands its identifiers to {images[:5]!r:.200}: the run was made with another index; use the "
                 "index the run was made with (--index), or rerun `swift-ssid retrieve` with this one"
             )
-    return rows
+
+
+def row_from_answers(
+    query: Any,
+    answers: Sequence[str],
+    images_for: Callable[[str], Sequence[str]],
+    *,
+    scores: Sequence[float | None] | None = None,
+    setting: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> RunRow:
+    """One query's run row from its K generated answers, best beam first: the one place run rows are built.
+
+    Each answer is read with :func:`swift_ssid.core.answers.parse_choice`. A repeated identifier is a padding beam
+    (the index had fewer hypotheses left than K) and is kept once, at its best rank. With ``scores``, an answer
+    whose score is missing or not finite is dropped; without them the scores are ``-rank``.
+
+    Args:
+        query: a :class:`swift_ssid.core.queries.Query` (``query_id``, ``query``, ``gold_images``).
+        answers: the K answer texts.
+        images_for: identifier -> its images (``IdentifierIndex.images_for``).
+        scores: one beam score per answer, or None when the engine gives none.
+        setting: the row's ``setting``.
+        extra: extra row fields (e.g. ``{"score_kind": "beam_rank"}``).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> q = SimpleNamespace(query_id="q1", query="a dog", gold_images=["a.jpg"])
+        >>> row = row_from_answers(q, ["identifier:dog\\nreason:x", "identifier:dog", "identifier:cat"],
+        ...                        {"dog": ["a.jpg"], "cat": ["b.jpg"]}.get)
+        >>> row.identifiers, row.images, row.scores
+        (['dog', 'cat'], ['a.jpg', 'b.jpg'], [-0.0, -1.0])
+    """
+    from swift_ssid.core.answers import parse_choice
+
+    identifiers: list[str] = []
+    reasons: list[str | None] = []
+    row_scores: list[float] = []
+    for rank, text in enumerate(answers):
+        identifier, reason = parse_choice(text or "")
+        if identifier in identifiers:
+            continue
+        score = -float(len(identifiers)) if scores is None else scores[rank]
+        if score is None or not math.isfinite(score):
+            continue
+        identifiers.append(identifier)
+        reasons.append(reason)
+        row_scores.append(float(score))
+    images, unknown = expand_identifiers(identifiers, lambda i: images_for(i) or [])
+    return RunRow(
+        query_id=query.query_id,
+        query=query.query,
+        gold_images=list(query.gold_images),
+        identifiers=identifiers,
+        scores=row_scores,
+        reasons=reasons,
+        images=images,
+        unknown_identifiers=unknown,
+        setting=dict(setting or {}),
+        extra=dict(extra or {}),
+    )

@@ -38,17 +38,8 @@ the generation config sets none; default 64). Use ``--eval_num_proc 1`` when com
 ``swift-ssid retrieve --batch-size 1``: the server batches concurrent requests, and a batch pads its
 prompts, which can move float ties between beams.
 
-Compatibility shims (ms-swift 4.6.0 with plain evalscope 1.14.1), applied by :func:`apply_compat_shims`
-only when the benchmark is registered, each a few lines; delete them when
-``tests/test_swift_eval.py::test_*_shim_still_needed`` fails:
-
-* ``EvalType.SERVICE``: ms-swift's ``SwiftEval.get_native_task_cfg`` passes it, evalscope removed it in
-  1.11; evalscope's own deprecation table maps the old ``server`` type to ``EvalType.OPENAI_API``, which
-  the shim aliases.
-* ``EvalArguments.list_eval_dataset``: imports ``opencompass`` even for ``--eval_backend Native`` (and
-  ``ms-swift[eval]`` cannot be installed next to numpy 2); the shim lists the Native (and, if importable,
-  VLMEvalKit) benchmarks when only ``opencompass`` is missing, and re-raises for ``--eval_backend
-  OpenCompass``.
+Compatibility patches (ms-swift 4.6.0 with plain evalscope 1.14.1) live in :mod:`swift_ssid.integration.compat`
+(``eval_type_service``, ``list_eval_dataset``) and are applied only when the benchmark is registered.
 
 Registration: :func:`register_if_evalscope_loaded`, called by :mod:`swift_ssid.integration.register`, registers
 only when ``evalscope`` is already imported, which ``swift eval`` does before it loads plugins
@@ -60,7 +51,6 @@ after the plugin calls :func:`register_benchmark` itself.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import sys
 from collections.abc import Sequence
@@ -69,7 +59,8 @@ from pathlib import Path
 from typing import Any
 
 from swift_ssid.core.metrics import DEFAULT_KS, evaluate_run, first_relevant_rank
-from swift_ssid.core.runs import RunRow, expand_identifiers, write_run
+from swift_ssid.core.runs import RunRow, row_from_answers, write_run
+from swift_ssid.integration.compat import apply_eval_shims
 from swift_ssid.integration.settings import SSIDSettings
 
 BENCHMARK_NAME = "ssid_retrieval"
@@ -84,8 +75,6 @@ DESCRIPTION = (
     "to images and recall[k] is the paper's image-level R@k (hit rate: the gold image among the first k). "
     "The exact values are in each subset's metadata; the run file is written next to this report."
 )
-SHIMS: dict[str, bool] = {"eval_type_service": False, "list_eval_dataset": False}
-"""Which compatibility shims :func:`apply_compat_shims` has applied in this process."""
 
 
 # ---------------------------------------------------------------- queries and run rows (no evalscope)
@@ -132,117 +121,25 @@ def load_benchmark_queries(source: str) -> list[Any]:
     return queries
 
 
-def run_setting(settings: Any, k: int) -> dict[str, Any]:
-    """A run row's ``setting`` for SSID settings and K (the same keys ``swift-ssid retrieve`` writes)."""
-    reason = "none" if settings.target == "noreason" else "train+infer" if settings.infer_reason else "train-only"
-    return {"reason": reason, "k": k}
-
-
 def run_row_from_texts(
     query: Any, texts: Sequence[str], images_for: Any, setting: dict[str, Any] | None = None
 ) -> RunRow:
     """One query's run row from its K generated answers, in beam order.
 
-    Answers with identical text are padding beams (the index has fewer hypotheses left than K) and
-    are kept once. Identifiers are read with :func:`swift_ssid.integration.retrieval.parse_choice` and expanded
-    to images with :func:`swift_ssid.core.runs.expand_identifiers`. The OpenAI API returns no beam scores,
+    A repeated identifier is a padding beam (the index has fewer hypotheses left than K) and
+    is kept once (:func:`swift_ssid.core.runs.row_from_answers`). The OpenAI API returns no beam scores,
     so ``scores`` are ``-rank`` and ``extra["score_kind"]`` is ``"beam_rank"``.
 
     Args:
         query: a :class:`swift_ssid.integration.retrieval.Query`.
         texts: the K answers (``choices[i].message`` text), best beam first.
         images_for: identifier -> its images (``IdentifierIndex.images_for``).
-        setting: the row's ``setting`` (:func:`run_setting`).
+        setting: the row's ``setting`` (:func:`swift_ssid.integration.retrieval.run_setting`).
 
     Returns:
         The run row.
     """
-    from swift_ssid.core.answers import parse_choice
-
-    identifiers: list[str] = []
-    reasons: list[str | None] = []
-    seen: set[str] = set()
-    for text in texts:
-        if text in seen:
-            continue
-        seen.add(text)
-        identifier, reason = parse_choice(text)
-        identifiers.append(identifier)
-        reasons.append(reason)
-    images, unknown = expand_identifiers(identifiers, images_for)
-    return RunRow(
-        query_id=query.query_id,
-        query=query.query,
-        gold_images=list(query.gold_images),
-        identifiers=identifiers,
-        scores=[-float(rank) for rank in range(len(identifiers))],
-        reasons=reasons,
-        images=images,
-        unknown_identifiers=unknown,
-        setting=dict(setting or {}),
-        extra={"score_kind": SCORE_KIND},
-    )
-
-
-# ---------------------------------------------------------------- compatibility shims
-
-
-def _shim_eval_type_service() -> bool:
-    """Alias ``EvalType.SERVICE`` (removed in evalscope 1.11) to ``EvalType.OPENAI_API``; True if applied."""
-    from evalscope.constants import EvalType
-
-    if SHIMS["eval_type_service"] or hasattr(EvalType, "SERVICE"):
-        return False
-    EvalType.SERVICE = EvalType.OPENAI_API
-    SHIMS["eval_type_service"] = True
-    return True
-
-
-def _shim_list_eval_dataset() -> bool:
-    """Let ``EvalArguments.list_eval_dataset`` work without ``opencompass`` for Native; True if applied."""
-    from swift.arguments import EvalArguments
-
-    if SHIMS["list_eval_dataset"]:
-        return False
-    original = EvalArguments.list_eval_dataset
-
-    @functools.wraps(original)
-    def list_eval_dataset(eval_backend=None):
-        try:
-            return original(eval_backend)
-        except ModuleNotFoundError as e:
-            if (e.name or "").split(".")[0] != "opencompass" or eval_backend == "OpenCompass":
-                raise
-        from evalscope.api.registry import BENCHMARK_REGISTRY
-        from evalscope.constants import EvalBackend
-
-        res = {EvalBackend.NATIVE: sorted(BENCHMARK_REGISTRY.keys())}
-        try:
-            from evalscope.backend.vlm_eval_kit import VLMEvalKitBackendManager
-
-            res[EvalBackend.VLM_EVAL_KIT] = sorted(VLMEvalKitBackendManager.list_supported_datasets())
-        except ImportError:
-            if eval_backend == "VLMEvalKit":
-                raise
-        return res
-
-    EvalArguments.list_eval_dataset = staticmethod(list_eval_dataset)
-    SHIMS["list_eval_dataset"] = True
-    return True
-
-
-def apply_compat_shims() -> list[str]:
-    """Apply the ms-swift 4.6.0 / evalscope 1.14 shims that are still needed (idempotent).
-
-    Returns:
-        The names of the shims applied by this call (keys of :data:`SHIMS`).
-    """
-    applied = []
-    if _shim_eval_type_service():
-        applied.append("eval_type_service")
-    if _shim_list_eval_dataset():
-        applied.append("list_eval_dataset")
-    return applied
+    return row_from_answers(query, texts, images_for, setting=setting, extra={"score_kind": SCORE_KIND})
 
 
 # ---------------------------------------------------------------- the evalscope adapter
@@ -347,6 +244,7 @@ def _adapter_class() -> type:
         # ---- scoring
         def calculate_metrics(self, task_state: Any) -> Any:
             from swift_ssid.core.queries import Query
+            from swift_ssid.integration.retrieval import run_setting
 
             settings, index = self._ssid()
             meta = task_state.metadata
@@ -384,15 +282,15 @@ def _adapter_class() -> type:
             ids = [row.query_id for row in rows]
             out = [
                 AggScore(
-                    score=metrics[f"R@{k}"], metric_name="recall", aggregation="mean", dimensions={"k": k},
+                    score=metrics.r_at(k), metric_name="recall", aggregation="mean", dimensions={"k": k},
                     num=len(rows), ids=ids,
-                    metadata={"metric": metrics["metric"], f"R@{k}": metrics[f"R@{k}"], "n_queries": len(rows)},
+                    metadata={"metric": metrics.metric, f"R@{k}": metrics.r_at(k), "n_queries": len(rows)},
                 )
                 for k in DEFAULT_KS
             ]  # fmt: skip
             out.append(
                 AggScore(
-                    score=metrics["unknown_identifier_rate"], metric_name="unknown_identifier_rate",
+                    score=metrics.unknown_identifier_rate, metric_name="unknown_identifier_rate",
                     aggregation="mean", num=len(rows), ids=ids,
                 )
             )  # fmt: skip
@@ -445,7 +343,7 @@ def register_benchmark() -> None:
     """
     from evalscope.api.registry import register_benchmark as evalscope_register
 
-    apply_compat_shims()
+    apply_eval_shims()
     evalscope_register(benchmark_meta())(_adapter_class())
 
 

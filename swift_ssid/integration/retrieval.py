@@ -10,17 +10,18 @@ Queries: :mod:`swift_ssid.core.queries`. Run rows: see :mod:`swift_ssid.core.run
 
 from __future__ import annotations
 
+import glob
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from swift_ssid.core.answers import parse_choice
 from swift_ssid.core.jsonl import append_jsonl, iter_jsonl, write_jsonl_atomic
 from swift_ssid.core.queries import Query
-from swift_ssid.core.runs import RunRow, expand_identifiers
+from swift_ssid.core.runs import RunRow, row_from_answers
+from swift_ssid.integration.settings import SSIDSettings
 
 logger = logging.getLogger(__name__)
 
@@ -28,16 +29,26 @@ RESERVED_SETTING_KEYS: tuple[str, ...] = ("reason", "k")
 """Setting keys the retriever itself writes; labels may not override them."""
 
 
-def done_query_ids(out: str | os.PathLike, setting: dict[str, Any]) -> set[str]:
-    """Query ids already in a run file, after dropping broken lines (a killed writer's partial line).
+def done_query_ids(out: str | os.PathLike, setting: dict[str, Any], repair: bool = True) -> set[str]:
+    """Query ids already in a run file (or a rank's partial file), ignoring broken lines (a killed writer's).
+
+    Args:
+        out: the run file.
+        setting: the run's ``setting``; rows made with another one are refused.
+        repair: rewrite the file without its broken lines (only the file's own writer may do this).
 
     Raises:
         ValueError: the file holds rows made with another ``setting`` (a different K or reason mode).
     """
-    path = Path(out)
+    return set(_good_rows(out, setting, repair))
+
+
+def _good_rows(path: str | os.PathLike, setting: dict[str, Any], repair: bool) -> dict[str, dict[str, Any]]:
+    """The well-formed rows of a run file by query id (see :func:`done_query_ids`)."""
+    path = Path(path)
     if not path.is_file():
-        return set()
-    good: list[dict] = []
+        return {}
+    good: dict[str, dict[str, Any]] = {}
     bad = 0
     for _, row, error in iter_jsonl(path):
         if error is not None or not isinstance(row.get("query_id"), str):
@@ -48,26 +59,89 @@ def done_query_ids(out: str | os.PathLike, setting: dict[str, Any]) -> set[str]:
                 f"{path}: holds rows made with setting {row.get('setting')!r}, not {setting!r}; "
                 "write this run to another file or delete the old one"
             )
-        good.append(row)
-    if bad:
+        good.setdefault(row["query_id"], row)
+    if bad and repair:
         logger.warning("%s: dropping %d broken line(s) before resuming", path, bad)
-        write_jsonl_atomic(path, good)
-    return {row["query_id"] for row in good}
+        write_jsonl_atomic(path, list(good.values()))
+    return good
 
 
-def reason_label(settings: Any) -> str:
-    """The run rows' ``setting.reason`` for SSID settings (the paper's Table III rows).
+PARTIAL_INFIX = ".part-rank"
+"""A rank's partial run file is ``<out>.part-rank<R>`` beside the run file (see :meth:`Retriever.run`)."""
+
+
+def partial_path(out: str | os.PathLike, rank: int) -> Path:
+    """The partial run file that rank ``rank`` of a data-parallel retrieval appends to."""
+    return Path(f"{out}{PARTIAL_INFIX}{rank}")
+
+
+def partial_files(out: str | os.PathLike) -> dict[int, Path]:
+    """The partial run files beside ``out`` (left by a data-parallel run, finished or killed), by rank."""
+    out = Path(out)
+    prefix = out.name + PARTIAL_INFIX
+    found = {}
+    for path in out.parent.glob(f"{glob.escape(prefix)}*"):
+        suffix = path.name[len(prefix) :]
+        if suffix.isdigit():
+            found[int(suffix)] = path
+    return dict(sorted(found.items()))
+
+
+def shard_span(n_queries: int, batch_size: int, rank: int, world_size: int) -> range:
+    """The query positions rank ``rank`` of ``world_size`` retrieves: a contiguous run of whole batches.
+
+    The batches are those a single process makes (``batch_size`` consecutive queries), dealt out in
+    contiguous blocks as ``datasets.Dataset.shard(contiguous=True)`` does for ``swift infer`` (the first
+    ``n_batches % world_size`` ranks get one batch more). Every batch therefore holds the same queries
+    (and the same padding) as in a single-process run, so the scores are the same.
 
     Args:
-        settings: :class:`~swift_ssid.integration.settings.SSIDSettings` (``target``, ``infer_reason``).
+        n_queries: queries in the file.
+        batch_size: queries per engine call.
+        rank: this process' rank (0-based).
+        world_size: number of processes.
 
     Returns:
-        ``"train+infer"`` (reason target, reason generated), ``"train-only"`` (reason target, the response
-        ends after the identifier line) or ``"none"`` (identifier-only target).
+        A range of query positions (possibly empty).
+
+    Example:
+        >>> [list(shard_span(7, 2, r, 2)) for r in range(2)]
+        [[0, 1, 2, 3], [4, 5, 6]]
     """
-    if settings.target == "noreason":
-        return "none"
-    return "train+infer" if settings.infer_reason else "train-only"
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in a world of {world_size} process(es)")
+    n_batches = -(-n_queries // batch_size)
+    per, extra = divmod(n_batches, world_size)
+    first = rank * per + min(rank, extra)
+    last = first + per + (1 if rank < extra else 0)
+    return range(min(first * batch_size, n_queries), min(last * batch_size, n_queries))
+
+
+def merge_partials(out: str | os.PathLike, queries: Sequence[Query], setting: dict[str, Any]) -> int:
+    """Merge the run file and every rank's partial file into the run file, in query order; delete the partials.
+
+    Rows for the queries come in the queries' order; rows of other queries already in the run file (an
+    earlier run on another queries file) follow in their old order. The run file is replaced atomically
+    before any partial file is removed, so a kill at any point loses nothing.
+
+    Returns:
+        The number of rows in the merged run file.
+    """
+    rows = _good_rows(out, setting, repair=False)
+    partials = partial_files(out)
+    for path in partials.values():
+        for query_id, row in _good_rows(path, setting, repair=False).items():
+            rows.setdefault(query_id, row)
+    ordered = [rows.pop(q.query_id) for q in queries if q.query_id in rows]
+    count = write_jsonl_atomic(out, ordered + list(rows.values()))
+    for path in partials.values():
+        path.unlink(missing_ok=True)
+    return count
+
+
+def run_setting(settings: SSIDSettings, k: int, labels: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A run row's ``setting``: the reason mode (:attr:`SSIDSettings.reason_label`), K, then the labels."""
+    return {"reason": settings.reason_label, "k": k, **(labels or {})}
 
 
 class Retriever:
@@ -95,8 +169,8 @@ class Retriever:
 
         if not isinstance(engine.template, SSIDTemplateMixin):
             raise ValueError(
-                f"template {engine.template.template_meta.template_type!r} has no SSID constraint; use one of "
-                "ssid_qwen2_5_vl, ssid_llava1_6_vicuna_hf, ssid_qwen2_5 (--template)"
+                f"template {engine.template.template_meta.template_type!r} has no SSID constraint; use its SSID form "
+                f"ssid_{engine.template.template_meta.template_type} (--template)"
             )
         if not settings.enabled:
             raise ValueError("retrieval needs an identifier index: set SSIDSettings(index_dir=...) (--index)")
@@ -131,8 +205,8 @@ class Retriever:
 
     @property
     def setting(self) -> dict[str, Any]:
-        """The run rows' ``setting``: reason mode (:func:`reason_label`), K, then the labels."""
-        return {"reason": reason_label(self.settings), "k": self.k, **self.labels}
+        """The run rows' ``setting`` (:func:`run_setting`)."""
+        return run_setting(self.settings, self.k, self.labels)
 
     def _request_config(self) -> Any:
         from swift.infer_engine import RequestConfig
@@ -162,66 +236,78 @@ class Retriever:
         return rows
 
     def _row(self, query: Query, choices: Sequence[Any], scores: Sequence[float | None] | None) -> RunRow:
-        identifiers: list[str] = []
-        reasons: list[str | None] = []
-        row_scores: list[float] = []
-        for j, choice in enumerate(choices):
-            identifier, reason = parse_choice(choice.message.content or "")
-            if identifier in identifiers:
-                continue  # a padding beam (the index has fewer identifiers left than K): keep the best one
-            score = None if scores is None else scores[j]
-            if score is None or not math.isfinite(score):
-                logger.warning("query %s: dropping choice %d, which has no beam score", query.query_id, j)
-                continue
-            identifiers.append(identifier)
-            reasons.append(reason)
-            row_scores.append(float(score))
-        images, unknown = expand_identifiers(identifiers, self.index.images_for)
-        return RunRow(
-            query_id=query.query_id,
-            query=query.query,
-            gold_images=query.gold_images,
-            identifiers=identifiers,
-            scores=row_scores,
-            reasons=reasons,
-            images=images,
-            unknown_identifiers=unknown,
-            setting=self.setting,
-        )
+        if scores is not None and any(s is None or not math.isfinite(s) for s in scores[: len(choices)]):
+            logger.warning("query %s: dropping choices that have no beam score", query.query_id)
+        answers = [choice.message.content or "" for choice in choices]
+        scores = [None] * len(answers) if scores is None else scores
+        return row_from_answers(query, answers, self.index.images_for, scores=scores, setting=self.setting)
 
     def run(
         self,
         queries: Sequence[Query],
         out: str | os.PathLike,
         batch_size: int = 8,
-        progress: Callable[[Iterable[Any]], Any] | None = None,
+        progress: Callable[..., Any] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        barrier: Callable[[], None] | None = None,
     ) -> int:
         """Retrieve every query not yet in ``out``, appending one flushed row per query.
 
+        With ``world_size > 1`` (data parallel, one process per rank), rank ``r`` retrieves the queries of
+        :func:`shard_span` into its own partial file (:func:`partial_path`), resuming it like a run file;
+        after ``barrier()`` rank 0 merges everything into ``out`` in query order (:func:`merge_partials`),
+        so ``out`` is the file a single process writes. Every rank skips queries found in ``out`` or in any
+        partial file, so a killed run resumes with any number of processes.
+
         Args:
-            queries: the queries.
+            queries: the queries (the same list, in the same order, on every rank).
             out: the run file (created, or resumed: queries already in it are skipped).
             batch_size: queries per engine call.
             progress: optional ``tqdm``-like factory ``progress(total=N)`` with ``update(n)`` / ``close()``.
+            rank: this process' rank.
+            world_size: number of processes; above 1, ``barrier`` is required.
+            barrier: waits for every rank (e.g. ``torch.distributed.barrier``).
 
         Returns:
-            The number of queries retrieved in this call.
+            The number of queries this process retrieved in this call.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size!r}")
-        done = done_query_ids(out, self.setting)
-        pending = [q for q in queries if q.query_id not in done]
-        if done:
-            logger.info("%s: %d of %d queries already done; %d to go", out, len(done), len(queries), len(pending))
-        bar = progress(total=len(pending)) if progress is not None else None
+        if world_size > 1 and barrier is None:
+            raise ValueError(f"world_size={world_size} needs a barrier (e.g. torch.distributed.barrier)")
+        partials = partial_files(out)
+        own = Path(out) if world_size == 1 else partial_path(out, rank)
+        # Each file is repaired only by its writer: the run file and stale partials by rank 0, a rank's own by it.
+        done = done_query_ids(out, self.setting, repair=rank == 0)
+        for r, path in partials.items():
+            done |= done_query_ids(path, self.setting, repair=(r == rank) or (rank == 0 and r >= world_size))
+        span = shard_span(len(queries), batch_size, rank, world_size)
+        # The batches of a fresh single-process run, less the queries already done: a resumed run keeps the
+        # batch boundaries (so the padding and the scores) of every batch that was not cut short by the kill.
+        batches = [[q for q in queries[i : min(i + batch_size, span.stop)] if q.query_id not in done]
+                   for i in range(span.start, span.stop, batch_size)]  # fmt: skip
+        batches = [batch for batch in batches if batch]
+        pending = sum(len(batch) for batch in batches)
+        if pending < len(span):
+            logger.info(
+                "%s: %d of this process' %d queries already done; %d to go", own, len(span) - pending, len(span),
+                pending,
+            )  # fmt: skip
+        bar = progress(total=pending) if progress is not None else None
         try:
-            for start in range(0, len(pending), batch_size):
-                batch = pending[start : start + batch_size]
+            for batch in batches:
                 for row in self.retrieve_batch(batch):
-                    append_jsonl(out, row.to_dict())
+                    append_jsonl(own, row.to_dict())
                 if bar is not None:
                     bar.update(len(batch))
         finally:
             if bar is not None:
                 bar.close()
-        return len(pending)
+        if world_size > 1:
+            barrier()
+        if rank == 0 and (world_size > 1 or partials):
+            merge_partials(out, queries, self.setting)
+        if world_size > 1:
+            barrier()  # no rank reads the run file before it is complete
+        return pending

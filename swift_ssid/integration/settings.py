@@ -201,6 +201,17 @@ class SSIDSettings:
         return self.index_dir is not None
 
     @property
+    def reason_label(self) -> str:
+        """The paper's Table III row for these settings, as run rows record it in ``setting.reason``.
+
+        ``train+infer`` (reason target, reason generated), ``train-only`` (reason target, the response ends after the
+        identifier line) or ``none`` (identifier-only target).
+        """
+        if self.target == "noreason":
+            return "none"
+        return "train+infer" if self.infer_reason else "train-only"
+
+    @property
     def trie_end(self) -> Literal["newline", "eos"]:
         """How the identifier's token sequences end in the trie: ``newline`` (reason target) or ``eos``."""
         return "newline" if self.target == "reason" else "eos"

@@ -9,13 +9,12 @@ Usage::
 Validation then logs ``eval_R@1``, ``eval_R@5``, ``eval_R@10`` and ``eval_unknown_identifier_rate``, and
 ``--metric_for_best_model R@1`` (or ``R@5`` / ``R@10``) selects checkpoints on them.
 
-How the K beams are made. ms-swift 4.6.0's ``Seq2SeqTrainer.prediction_step`` (with
-``--predict_with_generate``) asks its ``TransformersEngine`` for ``RequestConfig(max_tokens=...)``,
-whose ``num_beams=1``/``n=1`` defaults override ``--num_beams``: one greedy answer per row. R@K needs K
-ranked identifiers, so :class:`SSIDRecallMetrics` (which ms-swift builds with the trainer) replaces that
-one method of its trainer: for each validation batch it runs :meth:`swift_ssid.integration.retrieval.Retriever.
-retrieve_batch` (the code behind ``swift-ssid retrieve``) on the trainer's own engine and template, inside
-the same ``unwrap_model_for_generation`` / ``template.generate_context()`` contexts ms-swift uses. So each
+How the K beams are made. ms-swift 4.6.0's ``Seq2SeqTrainer.prediction_step`` decodes greedily (one answer
+per row); R@K needs K ranked identifiers, so :class:`SSIDRecallMetrics` (which ms-swift builds with the trainer)
+replaces that one method of its trainer (:mod:`swift_ssid.integration.compat.prediction_step`): for each
+validation batch it runs :meth:`swift_ssid.integration.retrieval.Retriever.retrieve_batch` (the code behind
+``swift-ssid retrieve``) on the trainer's own engine and template, inside the same
+``unwrap_model_for_generation`` / ``template.generate_context()`` contexts ms-swift uses. So each
 batch costs one K-beam constrained ``generate`` instead of a greedy one, and the trie constraint comes
 from the SSID template exactly as at retrieval time. The step returns each query's run row, serialised
 with ms-swift's ``Serializer``; the trainer gathers them across ranks as usual, and
@@ -47,6 +46,7 @@ from transformers.trainer_utils import EvalPrediction
 
 from swift_ssid.core.metrics import DEFAULT_KS, evaluate_run
 from swift_ssid.core.runs import RunRow, write_run
+from swift_ssid.integration.compat.prediction_step import replace_prediction_step
 
 logger = get_logger()
 
@@ -86,7 +86,7 @@ def rows_from_predictions(predictions: Any) -> list[RunRow]:
 
 def metrics_from_rows(rows: list[RunRow]) -> dict[str, float]:
     """R@1/5/10 and the unknown-identifier rate of run rows, by :func:`swift_ssid.core.metrics.evaluate_run`."""
-    metrics = evaluate_run(rows, DEFAULT_KS)
+    metrics = evaluate_run(rows, DEFAULT_KS).to_dict()
     return {key: metrics[key] for key in REPORTED}
 
 
@@ -127,8 +127,7 @@ class SSIDRecallMetrics(EvalMetrics):
         self._check_best_metric(args)
         self._retriever = None
         self._n_queries = 0
-        self._original_prediction_step = trainer.prediction_step
-        trainer.prediction_step = self.prediction_step
+        self._original_prediction_step = replace_prediction_step(trainer, self.prediction_step)
 
     @staticmethod
     def _check_best_metric(args: Any) -> None:

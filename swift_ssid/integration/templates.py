@@ -23,9 +23,9 @@ Registration happens only in :mod:`swift_ssid.integration.register`, which calls
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -39,6 +39,7 @@ from swift_ssid.core.index import INDEX_FILE
 from swift_ssid.decoding.constrained import FREE, SSIDConstrainedLogitsProcessor
 from swift_ssid.decoding.trie import TokenTrie
 from swift_ssid.decoding.trie_cache import trie_for_index
+from swift_ssid.integration.compat.stop_words import BeamSafeStopWordsCriteria
 from swift_ssid.integration.settings import SSIDSettings
 
 SSID_QWEN2_5_VL = "ssid_qwen2_5_vl"
@@ -118,21 +119,6 @@ class BeamScoreRecorder(LogitsProcessor):
             s = self._cum.get((group, hash(tuple(seq[: end - 1])), seq[end - 1])) if end else None
             out.append(None if s is None else s / (end**length_penalty))
         return out
-
-
-class BeamSafeStopWordsCriteria(StopWordsCriteria):
-    """ms-swift's stop-word criterion without state carried across steps.
-
-    ms-swift's :class:`StopWordsCriteria` remembers "done" per row index, but beam search passes a
-    different candidate in each row at every step, so a row that once held a finished candidate
-    would end every later candidate in it (truncated identifiers). This one judges each call afresh.
-    """
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
-        if self.start_idx == -1:
-            self.start_idx = input_ids.shape[1] - 1
-        self.is_done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        return super().__call__(input_ids, scores, **kwargs)
 
 
 class OneBeamPerIdentifier(LogitsProcessor):
@@ -302,22 +288,121 @@ class SSIDLlava1_6HfTemplate(SSIDTemplateMixin, Llava1_6HfTemplate):
     """ms-swift's ``llava1_6_vicuna_hf`` template with the SSID constraint."""
 
 
-# ssid template name -> (ms-swift template it derives from, its class)
+# ssid template name -> (ms-swift template it derives from, its class): the three named in recipes and checkpoints.
 DERIVED: dict[str, tuple[str, type[Template]]] = {
     SSID_QWEN2_5_VL: ("qwen2_5_vl", SSIDQwen2_5VLTemplate),
     SSID_LLAVA1_6_VICUNA_HF: ("llava1_6_vicuna_hf", SSIDLlava1_6HfTemplate),
     SSID_QWEN2_5: ("qwen2_5", SSIDQwen2_5Template),
 }
 
+SSID_PREFIX = "ssid_"
+"""Every ms-swift template ``T`` gets an SSID form named ``ssid_T``."""
+
+NAME_SPECIAL_CASED: frozenset[str] = frozenset({"dummy", "qwen3_5_emb"})
+"""Templates ms-swift 4.6.0 special-cases by name (``template_meta.template_type == ...`` in ``template/base.py``
+and ``templates/qwen.py``): ``dummy`` (the tokenizer's own chat template) and an embedding template; no SSID form."""
+
+# ms-swift template class -> its SSID subclass (one per class: 253 templates share 136 classes in 4.6.0)
+_SSID_CLASSES: dict[type[Template], type[Template]] = {
+    Qwen2_5VLTemplate: SSIDQwen2_5VLTemplate,
+    Llava1_6HfTemplate: SSIDLlava1_6HfTemplate,
+}
+
+
+def ssid_class(cls: type[Template]) -> type[Template]:
+    """The SSID form of an ms-swift template class: ``SSID<Name>(SSIDTemplateMixin, cls)``, made once and cached.
+
+    The class is set as an attribute of this module under its name, so it pickles by reference (ms-swift
+    pickles templates into ``datasets.map`` worker processes).
+
+    Args:
+        cls: a :class:`swift.template.Template` subclass.
+
+    Returns:
+        The derived class (``cls`` itself when it already carries the mixin).
+    """
+    if issubclass(cls, SSIDTemplateMixin):
+        return cls
+    derived = _SSID_CLASSES.get(cls)
+    if derived is None:
+        name = f"SSID{cls.__name__}"
+        if name in globals():  # another ms-swift class of the same name: qualify with its module
+            name = f"SSID{cls.__name__}_{cls.__module__.rsplit('.', 1)[-1]}"
+        doc = f"ms-swift's ``{cls.__module__}.{cls.__qualname__}`` with the SSID constraint."
+        derived = type(name, (SSIDTemplateMixin, cls), {"__module__": __name__, "__qualname__": name, "__doc__": doc})
+        globals()[name] = derived
+        _SSID_CLASSES[cls] = derived
+    return derived
+
+
+def _renamed(meta: TemplateMeta, name: str, cls: type[Template]) -> TemplateMeta:
+    """A copy of ``meta`` with a new name and class, every other field as ms-swift left it.
+
+    Not ``dataclasses.replace``: that reruns ``TemplateMeta.__post_init__`` on fields it already rewrote, which is
+    not idempotent (``mistral_nemo``'s ``{{SYSTEM}}`` prompt part would be lost and the system prompt ignored).
+    """
+    copied = copy.deepcopy(meta)
+    copied.template_type, copied.template_cls = name, cls
+    return copied
+
+
+def ssid_meta(base: str, name: str | None = None) -> TemplateMeta:
+    """The SSID meta for ms-swift template ``base``: its registered meta with a new name and the SSID class.
+
+    Args:
+        base: a registered ms-swift template type (e.g. ``"qwen2_vl"``).
+        name: the SSID template's name; default ``ssid_<base>``.
+
+    Raises:
+        KeyError: ``base`` is not registered with ms-swift.
+    """
+    meta = TEMPLATE_MAPPING[base]
+    return _renamed(meta, name or SSID_PREFIX + base, ssid_class(meta.template_cls))
+
 
 def template_metas() -> list[TemplateMeta]:
-    """The SSID template metas: each is ms-swift's registered meta with a new name and the SSID class."""
+    """The SSID template metas: one ``ssid_<T>`` per ms-swift template ``T`` registered now, plus :data:`DERIVED`.
+
+    Each is ms-swift's registered meta (chat format, image placeholders, stop words: all ms-swift's) with a new
+    name and the SSID subclass of its template class. Skipped: templates whose own name starts with ``ssid_``, and
+    those ms-swift treats specially by name (:data:`NAME_SPECIAL_CASED`), whose behaviour a new name would change.
+    """
     metas = []
     for name, (base, cls) in DERIVED.items():
         if not issubclass(cls, TEMPLATE_MAPPING[base].template_cls):
             raise TypeError(f"{cls.__name__} must subclass ms-swift's {TEMPLATE_MAPPING[base].template_cls.__name__}")
-        metas.append(replace(TEMPLATE_MAPPING[base], template_type=name, template_cls=cls))
+        metas.append(_renamed(TEMPLATE_MAPPING[base], name, cls))
+    for base in list(TEMPLATE_MAPPING):
+        if base.startswith(SSID_PREFIX) or SSID_PREFIX + base in DERIVED or base in NAME_SPECIAL_CASED:
+            continue
+        metas.append(ssid_meta(base))
     return metas
+
+
+def ssid_template_names() -> list[str]:
+    """The SSID templates registered in this process, the three of :data:`DERIVED` first."""
+    names = [n for n in TEMPLATE_MAPPING if n.startswith(SSID_PREFIX) and n not in DERIVED]
+    return [*DERIVED, *sorted(names)]
+
+
+def is_ssid_template(name: str) -> bool:
+    """Whether ``name`` is (or will be, once :mod:`~swift_ssid.integration.register` runs) an SSID template."""
+    if name in DERIVED:
+        return True
+    if name in TEMPLATE_MAPPING:
+        return issubclass(TEMPLATE_MAPPING[name].template_cls, SSIDTemplateMixin)
+    base = name[len(SSID_PREFIX) :]
+    return name.startswith(SSID_PREFIX) and base in TEMPLATE_MAPPING and base not in NAME_SPECIAL_CASED
+
+
+def __getattr__(name: str) -> type[Template]:
+    """Derive ``SSID<Name>`` on first access, so a derived class unpickles in a process that has not registered."""
+    if name.startswith("SSID"):
+        for meta in list(TEMPLATE_MAPPING.values()):
+            cls = meta.template_cls
+            if f"SSID{cls.__name__}" == name and not issubclass(cls, SSIDTemplateMixin):
+                return ssid_class(cls)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register(meta: TemplateMeta) -> None:

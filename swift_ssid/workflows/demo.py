@@ -13,13 +13,14 @@ commands with a 7B model are in ``recipes/README.md``.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 import time
 from pathlib import Path
 
-from swift_ssid.workflows.pipeline import Pipeline, PipelineConfig, StageError
+from swift_ssid.workflows.pipeline import Pipeline, PipelineConfig, StageError, swift_executable
 
 DEMO_COLLECTION = Path(__file__).resolve().parents[1] / "data" / "demo" / "collection.jsonl"
 TEMPLATES = {"qwen2_5_vl": "ssid_qwen2_5_vl", "llava_next": "ssid_llava1_6_vicuna_hf"}
@@ -82,6 +83,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--family", choices=sorted(TEMPLATES), default="qwen2_5_vl", help="tiny model family")
     parser.add_argument("--steps", type=int, default=80, help="swift sft steps (default 80)")
     parser.add_argument("--k", type=int, default=10, help="beams per query (the collection has 12 images)")
+    parser.add_argument(
+        "--tokenizer",
+        metavar="DIR",
+        help="folder with the real Qwen2 tokenizer.json (qwen2_5_vl family; default: found as `swift-ssid "
+        "fetch-assets --where` prints)",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="resolve every input (collection, images, tokenizer), print them, exit"
+    )
+
+
+def resolve_inputs(
+    family: str, tokenizer: str | None = None, with_tokenizer: bool = True
+) -> dict[str, str | int | None]:
+    """Every input the demo reads, resolved from the installed package and the assets folder.
+
+    Args:
+        family: a key of :data:`TEMPLATES`.
+        tokenizer: an explicit Qwen2 tokenizer folder, or None to look it up.
+        with_tokenizer: False skips the tokenizer (the tiny model is already built).
+
+    Returns:
+        ``collection``, ``images`` (count), ``prompt``, ``tokenizer`` (None for families that train their own)
+        and the ``swift`` executable.
+
+    Raises:
+        FileNotFoundError, ValueError: an input is missing; the one-line message names it and the fix.
+    """
+    from swift_ssid.core.collection import load_collection
+    from swift_ssid.core.prompt import PROMPT_RESOURCE, load_prompt
+    from swift_ssid.testing.assets import qwen2_tokenizer_dir
+
+    items = load_collection(DEMO_COLLECTION)  # checks that every image exists
+    load_prompt()
+    tokenizer_dir = qwen2_tokenizer_dir(tokenizer) if family == "qwen2_5_vl" and with_tokenizer else None
+    return {
+        "collection": str(DEMO_COLLECTION),
+        "images": len(items),
+        "prompt": str(DEMO_COLLECTION.parents[1] / PROMPT_RESOURCE),
+        "tokenizer": None if tokenizer_dir is None else str(tokenizer_dir),
+        "swift": swift_executable(),
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,9 +134,23 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     work = Path(args.out).resolve()
     model_dir = work / f"tiny_{args.family}"
-    if not (model_dir / "config.json").exists():
+    needs_model = not (model_dir / "config.json").exists()
+    try:
+        inputs = resolve_inputs(args.family, args.tokenizer, with_tokenizer=needs_model or args.check)
+    except (OSError, ValueError) as e:
+        print(f"swift-ssid demo: error: {e}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(json.dumps(inputs, indent=2))
+        return 0
+    if needs_model:
         logging.info("building a tiny random %s from config in %s", args.family, model_dir)
-        BUILDERS[args.family](model_dir)
+        extra = {"tokenizer_dir": inputs["tokenizer"]} if inputs["tokenizer"] else {}
+        try:
+            BUILDERS[args.family](model_dir, **extra)
+        except ValueError as e:  # e.g. --tokenizer names a tokenizer that is not Qwen2's
+            print(f"swift-ssid demo: error: {e}", file=sys.stderr)
+            return 2
     try:
         summary = Pipeline(demo_config(work, args.family, model_dir, args.steps, args.k)).run_all()
     except StageError as e:

@@ -1,0 +1,106 @@
+"""``swift-ssid identifiers KIND``: GRACE's identifier strategies as identifier indexes (``build-index``'s format).
+
+Examples:
+    swift-ssid identifiers numeric --collection swift_ssid/data/demo/collection.jsonl --out runs/demo/index_numeric
+    swift-ssid identifiers structured --collection data/flickr30k/dataset_flickr30k.json \\
+        --image-root data/flickr30k/flickr30k-images --encoder models/clip-vit-large-patch14 \\
+        --out runs/flickr30k/index_structured --tokenizer Qwen/Qwen2.5-VL-7B-Instruct
+    swift-ssid identifiers atomic --collection ... --out runs/flickr30k/index_atomic   # + new_tokens.txt
+
+``ssid`` indexes come from ``swift-ssid build-index`` (stage-1 answers of an MLLM); see docs/identifier-kinds.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from swift_ssid.core.index import POLICIES
+from swift_ssid.core.kinds import BUILDABLE
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", choices=BUILDABLE, help="identifier strategy (ssid: use swift-ssid build-index)")
+    parser.add_argument("--collection", required=True, help="Karpathy-split JSON or collection .jsonl")
+    parser.add_argument("--image-root", "--image_root", default=None, help="folder the image paths are relative to")
+    parser.add_argument("--out", required=True, metavar="DIR", help="index directory to write")
+    parser.add_argument(
+        "--collisions", choices=POLICIES, default="shared", help="semantic / caption-derived: shared or disambiguate"
+    )
+    parser.add_argument(
+        "--tokenizer",
+        metavar="DIR",
+        default=None,
+        help="model or tokenizer folder: adds tokens per identifier, trie nodes and fan-out to stats.json",
+    )
+    g = parser.add_argument_group("structured")
+    g.add_argument("--encoder", metavar="DIR", help="transformers dual encoder (CLIP, SigLIP) for image embeddings")
+    g.add_argument("--k", type=int, default=30, help="clusters per level (GRACE: 30)")
+    g.add_argument("--c", type=int, default=30, help="largest leaf cluster (GRACE: 30)")
+    g.add_argument("--seed", type=int, default=7, help="k-means random_state (GRACE: 7)")
+    g.add_argument("--n-init", "--n_init", type=int, default=100, help="k-means restarts (GRACE: 100)")
+    g.add_argument("--embeddings-cache", metavar="FILE.npz", help="default: <out>/image_embeddings.npz")
+    g.add_argument("--device", default="cpu", help="encoder device (cpu, cuda)")
+    g.add_argument("--dtype", choices=DTYPES, default="float32", help="encoder dtype")
+    g.add_argument("--batch-size", "--batch_size", type=int, default=32, help="images per encoder batch")
+    g = parser.add_argument_group("semantic")
+    g.add_argument("--caption-index", type=int, default=0, help="which caption names the image (default: first)")
+    g.add_argument(
+        "--pseudo-captions",
+        metavar="FILE.jsonl",
+        help='rows {"image": path, "caption": text} used instead (GRACE: pseudo-queries for test images)',
+    )
+    g = parser.add_argument_group("atomic")
+    g.add_argument("--token-width", type=int, default=None, help="digits of img_NNNNNN (default: max(6, needed))")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from swift_ssid.workflows.kinds import KindSpec, build_identifiers
+
+    spec = KindSpec(
+        kind=args.kind,
+        collisions=args.collisions,
+        encoder=args.encoder,
+        k=args.k,
+        c=args.c,
+        seed=args.seed,
+        n_init=args.n_init,
+        embeddings_cache=args.embeddings_cache,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        caption_index=args.caption_index,
+        pseudo_captions=args.pseudo_captions,
+        token_width=args.token_width,
+    )
+    try:
+        stats = build_identifiers(spec, args.collection, args.out, args.image_root, args.tokenizer)
+    except (OSError, ValueError) as e:
+        print(f"swift-ssid identifiers: error: {e}", file=sys.stderr)
+        return 2
+    print(summary_text(stats))
+    return 0
+
+
+def summary_text(stats: dict[str, Any]) -> str:
+    """A few human lines about a built kind index."""
+    lines = [
+        f"{stats['kind']} identifiers for {stats['images']} images -> {stats['files']['index']}",
+        f"  distinct {stats['unique_raw_identifiers']} (ratio {stats['distinct_ratio']}), collision groups "
+        f"{stats['collision_groups']} ({stats['collision_images']} images, policy {stats['policy']})",
+        f"  identifier length: chars {stats['identifier_chars']['mean']} mean, new tokens {stats['new_tokens_added']}",
+    ]
+    tokens = stats.get("tokens")
+    if tokens:
+        lines.append(
+            f"  tokens per identifier {tokens['tokens_per_identifier']['mean']} mean (max "
+            f"{tokens['tokens_per_identifier']['max']}); trie {tokens['trie_nodes']} nodes, fan-out max "
+            f"{tokens['trie_max_fanout']} / mean {tokens['trie_mean_fanout']}; vocabulary +{tokens['new_tokens_added']}"
+        )
+    lines.append(f"  stats: {stats['files']['stats']}")
+    return "\n".join(lines)
