@@ -538,14 +538,17 @@ def round_trip_offenders(
     identifiers: Sequence[str],
     sequences: Sequence[Sequence[int]],
     prefix: str = DEFAULT_PREFIX,
+    eos_token_id: int | None = None,
 ) -> dict[str, str]:
     """Identifiers whose generated tokens do not decode back to them, or share another's tokens.
 
-    Each ``trigger + sequence`` is decoded as the engine decodes a response (special tokens dropped) and read
-    back with :func:`swift_ssid.core.answers.parse_choice`, which must give the identifier's canonical form.
-    Special-token text (``</s>``, ``<|im_end|>``: the tokenizer turns it into the special token, so generation
-    would stop inside the identifier) and text a tokenizer cannot keep apart (SentencePiece's ``▁`` against a
-    space) fail here.
+    Each ``trigger + sequence`` is read as ms-swift reads a response: generation ends at the first
+    ``eos_token_id``, the tokens before it are decoded with special tokens kept (an added token, such as an
+    atomic identifier's ``img_000123``, is text), and the text goes through
+    :func:`swift_ssid.core.answers.parse_choice`, which must give the identifier's canonical form. Special-token
+    text that is the end token (``</s>``, ``<|im_end|>``: the tokenizer turns the text into the token, so
+    generation would stop inside the identifier) and text a tokenizer cannot keep apart (SentencePiece's
+    ``▁`` against a space) fail here.
 
     Returns:
         ``{identifier: why}`` for each offender (the later of two identical sequences).
@@ -553,11 +556,13 @@ def round_trip_offenders(
     from swift_ssid.core.answers import canonical_identifier, parse_choice
 
     full = [list(trigger) + list(seq) for seq in sequences]
+    if eos_token_id is not None:
+        full = [ids[: ids.index(eos_token_id)] if eos_token_id in ids else ids for ids in full]
     backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
     if backend is not None:
-        texts = backend.decode_batch(full, skip_special_tokens=True)
+        texts = backend.decode_batch(full, skip_special_tokens=False)
     else:
-        texts = tokenizer.batch_decode(full, skip_special_tokens=True)
+        texts = tokenizer.batch_decode(full, skip_special_tokens=False, spaces_between_special_tokens=False)
     offenders: dict[str, str] = {}
     owner: dict[tuple[int, ...], str] = {}
     for ident, seq, text in zip(identifiers, sequences, texts, strict=True):
@@ -611,7 +616,7 @@ def build_identifier_trie(
     trigger, sequences = identifier_token_sequences(
         tokenizer, identifiers, prefix, end, line_end, continuation, eos_token_id=eos_token_id
     )
-    offenders = round_trip_offenders(tokenizer, trigger, identifiers, sequences, prefix)
+    offenders = round_trip_offenders(tokenizer, trigger, identifiers, sequences, prefix, eos_token_id)
     if offenders and (not drop_unrepresentable or len(offenders) == len(identifiers)):
         shown = "; ".join(f"{ident!r} {why}" for ident, why in list(offenders.items())[:5])
         raise ValueError(
