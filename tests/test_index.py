@@ -148,6 +148,9 @@ def _edit_row(path: Path, lineno: int, **changes) -> None:
     row.update(changes)
     lines[lineno - 1] = json.dumps(row)
     path.write_text("\n".join(lines) + "\n")
+    meta = json.loads((path.parent / META_FILE).read_text())
+    meta.pop("sha256")  # a deliberate hand edit: drop the manifest's checksums (documented in load)
+    (path.parent / META_FILE).write_text(json.dumps(meta))
 
 
 def test_load_keeps_a_hand_edited_identifier(tmp_path):
@@ -186,6 +189,7 @@ def test_load_names_the_bad_row(tmp_path, lineno, changes, message):
 
 def test_load_reports_broken_json_and_missing_or_bad_meta(tmp_path):
     d = _saved(tmp_path)
+    _edit_row(d / INDEX_FILE, 1)
     with (d / INDEX_FILE).open("a") as f:
         f.write("{not json\n")
     with pytest.raises(ValueError, match=r"index\.jsonl:8: bad JSON .*rebuild the index"):
@@ -430,6 +434,6 @@ def test_build_index_command(tmp_path, images):
         cwd=tmp_path,
         timeout=120,
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # bad input (docs/errors.md)
     assert "empty.jsonl: the file is empty" in proc.stderr
     assert not (tmp_path / "none").exists()

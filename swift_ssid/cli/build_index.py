@@ -15,6 +15,7 @@ import argparse
 import logging
 import sys
 
+from swift_ssid.core.errors import check_output_dir
 from swift_ssid.core.index import POLICIES, build_index
 
 
@@ -87,9 +88,14 @@ def _summary(stats: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the index; print a summary. Returns 0 on success, 2 below --min-usable, 1 for unusable input."""
+    """Build the index; print a summary. Returns 0 on success, 2 when the input or ``--out`` cannot be used or
+    fewer than ``--min-usable`` of the images have a usable answer."""
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    if not 0.0 <= args.min_usable <= 1.0:
+        print(f"swift-ssid build-index: error: --min-usable {args.min_usable} must be between 0 and 1", file=sys.stderr)
+        return 2
     try:
+        check_output_dir(args.out, "--out")
         stats = build_index(
             args.results,
             args.out,
@@ -97,13 +103,10 @@ def run(args: argparse.Namespace) -> int:
             check_images=args.check_images,
             image_root=args.image_root,
         )
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:
         print(f"swift-ssid build-index: error: {e}", file=sys.stderr)
-        return 1
-    print(_summary(stats))
-    if not 0.0 <= args.min_usable <= 1.0:
-        print(f"swift-ssid build-index: error: --min-usable {args.min_usable} must be between 0 and 1", file=sys.stderr)
         return 2
+    print(_summary(stats))
     if stats["valid"] < args.min_usable * stats["images"]:
         print(f"swift-ssid build-index: error: {too_few_usable(stats, args.min_usable, args.results)}", file=sys.stderr)
         return 2

@@ -16,9 +16,10 @@ import json
 import sys
 from pathlib import Path
 
+from swift_ssid.core.errors import check_output_file
 from swift_ssid.core.jsonl import iter_jsonl, write_text_atomic
 from swift_ssid.core.metrics import DEFAULT_KS, RunMetrics, evaluate_run
-from swift_ssid.core.runs import RunRow, expand_identifiers, read_run
+from swift_ssid.core.runs import RunRow, read_run, row_from_answers
 from swift_ssid.reporting.tables import format_percent
 
 INFER_NOTE = "top beam of `swift infer` only: R@1 (R@5/R@10 need `swift-ssid retrieve`)"
@@ -95,28 +96,16 @@ def infer_results_to_run(results: str, queries: str, index_dir: str) -> list[Run
                 f"{results}:{lineno}: the user turn {user[:60]!r} is not query {query.query_id}'s {expected[:60]!r}; "
                 "the results must be in ssid-query order (val_dataset_shuffle false) from the same collection"
             )
-        identifier, reason = parse_choice(response)
-        identifiers = [identifier] if identifier else []
-        images, unknown = expand_identifiers(identifiers, index.images_for)
-        out.append(
-            RunRow(
-                query_id=query.query_id,
-                query=query.query,
-                gold_images=list(query.gold_images),
-                identifiers=identifiers,
-                scores=[0.0] * len(identifiers),
-                reasons=[reason] * len(identifiers),
-                images=images,
-                unknown_identifiers=unknown,
-                setting={"source": "swift infer", "k": 1},
-            )
-        )
+        answers = [response] if parse_choice(response)[0] else []
+        out.append(row_from_answers(query, answers, index.images_for, setting={"source": "swift infer", "k": 1}))
     return out
 
 
 def run(args: argparse.Namespace) -> int:
     note = None
     try:
+        if args.json:
+            check_output_file(args.json, "--json")
         if _is_infer_results(args.run):
             if not (args.queries and args.index):
                 raise ValueError(

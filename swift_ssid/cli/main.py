@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 
 # name -> (module, one-line help); listed in pipeline order.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -45,14 +46,47 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | Non
     return parser, module
 
 
+BUG_REPORT = "the swift_ssid issue tracker"
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (``OSError``'s strerror and file name when it has no message of its own)."""
+    text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; the exit status follows the policy in ``docs/errors.md``.
+
+    Returns:
+        0 done; 2 bad input or environment (one line on stderr: ``swift-ssid <cmd>: error: ...``);
+        1 a bug (the traceback, then a line saying so); 130 interrupted.
+    """
+    from swift_ssid.core.errors import UserError
+
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, module = build_parser(argv)
     args = parser.parse_args(argv)
     if module is None:
         parser.print_help()
         return 2
-    return int(module.run(args) or 0)
+    name = f"swift-ssid {args.command}"
+    try:
+        return int(module.run(args) or 0)
+    except (UserError, OSError) as e:  # bad input or environment: a file missing, unreadable or unwritable
+        print(f"{name}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; rerun the same command to resume where it stopped", file=sys.stderr)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print(
+            f"{name}: internal error (a bug in swift_ssid, not in your input): please report it with the command "
+            f"and the traceback above at {BUG_REPORT}",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

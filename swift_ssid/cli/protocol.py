@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from swift_ssid.cli.retrieve import DTYPES
+from swift_ssid.core.errors import check_output_dir
 
 
 def _shared(parser: argparse.ArgumentParser, index: bool = True) -> None:
@@ -146,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
     )
     try:
+        check_output_dir(args.out, "--out")
         if args.protocol == "ablation":
             result = run_ablation(
                 opts, args.queries, args.out, args.reason_adapter, args.noreason_adapter, settings=args.settings

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from swift_ssid.core.runs import read_run
+from swift_ssid.core.errors import check_output_file
+from swift_ssid.core.runs import check_run_index, read_run
 from swift_ssid.reporting.report import write_report
 from swift_ssid.reporting.tables import format_percent
 
@@ -52,10 +53,14 @@ def run(args: argparse.Namespace) -> int:
     from swift_ssid.core.quality import QualityReport
 
     try:
+        check_output_file(args.out, "--out")
         rows = read_run(args.run)
+        image_level = all(is_image_level(row) for row in rows)
         if args.index:
             index = IdentifierIndex.load(args.index)
-        elif all(is_image_level(row) for row in rows):
+            if not image_level:
+                check_run_index(rows, index, args.run)  # refuses a run made with another index
+        elif image_level:
             index = ImageLevelIndex()
         else:
             raise ValueError(f"{args.run} is a generative run (identifiers are not images): pass --index DIR")

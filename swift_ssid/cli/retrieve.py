@@ -94,6 +94,30 @@ def training_target(args: argparse.Namespace, env_target: str) -> str:
     return target
 
 
+def check_inputs(args: argparse.Namespace) -> None:
+    """Validate every path and number before the model loads (seconds and gigabytes): fail fast, exit 2.
+
+    Raises:
+        UserError: a bad ``--out``, ``--index``, ``--adapters``, local ``--model`` or budget, naming the fix.
+    """
+    from swift_ssid.core.errors import UserError, check_output_file
+    from swift_ssid.core.index import IdentifierIndex
+
+    for flag, value in (("--k", args.k), ("--batch-size", args.batch_size), ("--max-new-tokens", args.max_new_tokens)):
+        if value < 1:
+            raise UserError(f"{flag} {value}: must be a positive integer")
+    check_output_file(args.out, "--out")
+    if len(IdentifierIndex.load(args.index)) == 0:
+        raise UserError(f"--index {args.index}: holds no valid identifier; rebuild it with `swift-ssid build-index`")
+    for adapter in args.adapters:
+        if not Path(adapter).is_dir():
+            raise UserError(f"--adapters {adapter}: no such checkpoint folder; pass a `swift sft` checkpoint directory")
+    model = Path(args.model)
+    looks_local = model.is_absolute() or args.model.startswith(".") or args.model.count("/") > 1
+    if looks_local and not model.is_dir():
+        raise UserError(f"--model {args.model}: no such model folder; pass a local model directory or a model id")
+
+
 def torchrun_command(argv: list[str]) -> list[str] | None:
     """The ``torchrun`` command that reruns ``swift-ssid ARGV`` on ``NPROC_PER_NODE`` processes, or None.
 
@@ -135,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
                 f"--template {args.template!r} is not an SSID template; use {hint} "
                 f"(e.g. {', '.join(ssid_template_names()[:3])}; see docs/models.md)"
             )
+        check_inputs(args)
         labels = parse_labels(args.setting)
         env = SSIDSettings.from_env(ignore=("index_dir",))
         target = training_target(args, env.target)
@@ -180,15 +205,19 @@ def run(args: argparse.Namespace) -> int:
     # An atomic index names one new token per image; the model gets them as `swift sft --new_special_tokens` did
     # (same tokens, same order, so the same ids and the resized embeddings the checkpoint saved).
     new_tokens = index_new_tokens(args.index)
-    engine = TransformersEngine(
-        args.model,
-        adapters=args.adapters or None,
-        **({"new_special_tokens": new_tokens} if new_tokens else {}),
-        model_type=args.model_type,
-        template_type=args.template,
-        torch_dtype=getattr(torch, args.torch_dtype) if args.torch_dtype else None,
-        max_batch_size=args.batch_size,
-    )
+    try:
+        engine = TransformersEngine(
+            args.model,
+            adapters=args.adapters or None,
+            **({"new_special_tokens": new_tokens} if new_tokens else {}),
+            model_type=args.model_type,
+            template_type=args.template,
+            torch_dtype=getattr(torch, args.torch_dtype) if args.torch_dtype else None,
+            max_batch_size=args.batch_size,
+        )
+    except (OSError, ValueError) as e:  # ms-swift's own messages for a model it cannot load or match
+        print(f"swift-ssid retrieve: error: --model {args.model}: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
     try:
         retriever = Retriever(engine, settings, k=args.k, max_new_tokens=args.max_new_tokens, labels=labels)
         if barrier is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from swift_ssid.core.errors import check_output_file
 from swift_ssid.core.jsonl import write_text_atomic
 from swift_ssid.core.metrics import DEFAULT_KS
 from swift_ssid.reporting.tables import (
@@ -47,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        for flag, path in (("--csv", args.csv), ("--markdown", args.markdown), ("--plot", args.plot)):
+            if path:
+                check_output_file(path, flag)
         table = summarize_run_files(args.runs, names=args.names, by=args.by, ks=args.ks)
         qualities = load_quality_files(args.quality)
     except (OSError, ValueError) as e:

@@ -30,6 +30,13 @@ Identifier bound: an identifier is rejected as ``too_many_words`` above :data:`M
 separator. The paper's identifiers are 3-6 tokens of "compact semantic units" that "avoid
 full-sentence structures" (Sec. III-C); 12 words is twice the upper end, so long noun phrases pass
 and paragraphs do not.
+
+Tokenizer-safe identifiers: an identifier must come back unchanged from the model's tokens. The canonical
+form turns SentencePiece's word marker ``▁`` (U+2581, which tokenises like a space) into a space, and an
+identifier holding special-token text (``</s>``, ``<s>``, ``<pad>``, ``<unk>``, ``<image>``, ``<|im_end|>``,
+``<0x0A>``, ``[INST]``, ``<<SYS>>``: tokenizers turn such text into the control token itself, so generation
+would stop inside the identifier or drop it) is rejected as ``special_token``. The trie build checks the
+round trip again for each tokenizer (:func:`swift_ssid.decoding.trie.round_trip_offenders`).
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ REJECTION_CODES = frozenset(
         "too_many_words",
         "sentence_identifier",
         "template_echo",
+        "special_token",
     }
 )
 NOTE_CODES = frozenset({"missing_caption", "empty_caption", "missing_reason", "empty_reason"})
@@ -75,7 +83,9 @@ _DASHES = "\\-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2e3a\u2e3b\ufe58\ufe63
 _DASH_RE = re.compile(
     rf"(?P<word>(?<=[^\W_])[-\u2010\u2011](?=[^\W_]))|(?P<sep> ?[{_DASHES}](?:[ {_DASHES}]*[{_DASHES}])? ?)"
 )
-_SPACE_RE = re.compile(r"\s+")
+_SPACE_RE = re.compile(r"[\s\u2581]+")  # U+2581: SentencePiece's word marker, a space to any tokenizer
+# Special-token text (after canonicalising: lower case): <|...|>, <word>, </word>, <0xNN>, [inst], <<sys>>.
+SPECIAL_TOKEN_RE = re.compile(r"<\|[^<>|]*\|>|</?[a-z][a-z0-9_.:-]*>|<0x[0-9a-f]{2}>|\[/?inst\]|<</?sys>>")
 _PAIRS = {
     '"': '"',
     "'": "'",
@@ -116,39 +126,71 @@ def _fold(text: str) -> str:
     return text
 
 
+class _Wraps:
+    """Answers "does ``text[lo]`` open a bracket or quote that ``text[hi - 1]`` closes, wrapping all of
+    ``text[lo:hi]``?" in O(1) after one linear pass per bracket kind, so stripping nested pairs stays linear.
+
+    An opener's partner is the first later position where that kind's depth returns to zero, which depends
+    only on what follows the opener: one stack pass over the whole text finds it for every opener.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._partner: dict[str, dict[int, int]] = {}
+
+    def _partners(self, opener: str) -> dict[int, int]:
+        if opener not in self._partner:
+            closer, stack, partner = _PAIRS[opener], [], {}
+            for i, ch in enumerate(self.text):
+                if ch == opener:
+                    stack.append(i)
+                elif ch == closer and stack:
+                    partner[stack.pop()] = i
+            self._partner[opener] = partner
+        return self._partner[opener]
+
+    def __call__(self, lo: int, hi: int) -> bool:
+        text = self.text
+        if hi - lo < 2 or text[lo] not in _PAIRS or _PAIRS[text[lo]] != text[hi - 1]:
+            return False
+        opener = text[lo]
+        if opener == _PAIRS[opener]:  # symmetric quote: the inner text must not contain it
+            return text.find(opener, lo + 1, hi - 1) < 0
+        return self._partners(opener).get(lo) == hi - 1
+
+
 def _closing_match(text: str) -> bool:
     """Return True when ``text[0]`` opens a bracket or quote that is closed by ``text[-1]`` and wraps the whole text."""
-    if len(text) < 2 or text[0] not in _PAIRS or _PAIRS[text[0]] != text[-1]:
-        return False
-    opener, closer = text[0], text[-1]
-    if opener == closer:  # symmetric quote: the inner text must not contain it
-        return opener not in text[1:-1]
-    depth = 0
-    for i, ch in enumerate(text):
-        if ch == opener:
-            depth += 1
-        elif ch == closer:
-            depth -= 1
-            if depth == 0 and i != len(text) - 1:
-                return False  # "(a) - (b)": the first bracket closes early
-    return depth == 0
+    return _Wraps(text)(0, len(text))
 
 
 def _strip_decoration(text: str) -> str:
-    """Strip surrounding quotes, brackets, markdown markers, dash separators and trailing punctuation until stable."""
+    """Strip surrounding quotes, brackets, markdown markers, dash separators and trailing punctuation until stable.
+
+    Works on two indices into ``text`` (no copies per pass), so nested decoration costs linear time.
+    """
+    wraps = _Wraps(text)
+    lo, hi = 0, len(text)
     while True:
-        before = text
-        text = text.strip(" ")
-        text = text.strip(_ALWAYS_STRIP)
-        text = text.rstrip(_TRAILING_PUNCT)
-        if text.startswith("-") and (len(text) == 1 or text[1] == " "):
-            text = text[1:]
-        if text.endswith("-") and (len(text) == 1 or text[-2] == " "):
-            text = text[:-1]
-        if _closing_match(text):
-            text = text[1:-1]
-        if text == before:
-            return text
+        before = (lo, hi)
+        while lo < hi and text[lo] == " ":
+            lo += 1
+        while hi > lo and text[hi - 1] == " ":
+            hi -= 1
+        while lo < hi and text[lo] in _ALWAYS_STRIP:
+            lo += 1
+        while hi > lo and text[hi - 1] in _ALWAYS_STRIP:
+            hi -= 1
+        while hi > lo and text[hi - 1] in _TRAILING_PUNCT:
+            hi -= 1
+        if hi > lo and text[lo] == "-" and (hi - lo == 1 or text[lo + 1] == " "):
+            lo += 1
+        if hi > lo and text[hi - 1] == "-" and (hi - lo == 1 or text[hi - 2] == " "):
+            hi -= 1
+        if wraps(lo, hi):
+            lo, hi = lo + 1, hi - 1
+        if (lo, hi) == before:
+            return text[lo:hi]
 
 
 def canonical_identifier(text: str) -> str:
@@ -303,21 +345,38 @@ def _is_placeholder(value: str) -> bool:
 
 
 def _unwrap(value: str, problems: list[str]) -> str:
-    """Strip markdown emphasis, angle brackets and quotes around a value, noting each repair."""
-    text = unicodedata.normalize("NFKC", value).strip() if "\uff1c" in value else value.strip()
+    """Strip markdown emphasis, angle brackets and quotes around a value, noting each repair (linear time)."""
+    text = unicodedata.normalize("NFKC", value) if "\uff1c" in value else value
+    wraps = _Wraps(text)
+    lo, hi = 0, len(text)
+
+    def trim() -> None:
+        nonlocal lo, hi
+        while lo < hi and text[lo].isspace():
+            lo += 1
+        while hi > lo and text[hi - 1].isspace():
+            hi -= 1
+
+    trim()
     while True:
-        before = text
-        if text[:1] in _ALWAYS_STRIP or text[-1:] in _ALWAYS_STRIP:
-            text = text.strip(_ALWAYS_STRIP).strip()
+        before = (lo, hi)
+        if lo < hi and (text[lo] in _ALWAYS_STRIP or text[hi - 1] in _ALWAYS_STRIP):
+            while lo < hi and text[lo] in _ALWAYS_STRIP:
+                lo += 1
+            while hi > lo and text[hi - 1] in _ALWAYS_STRIP:
+                hi -= 1
+            trim()
             problems.append("markdown")
-        if text[:1] == "<" and _closing_match(text):
-            text = text[1:-1].strip()
+        if lo < hi and text[lo] == "<" and wraps(lo, hi):
+            lo, hi = lo + 1, hi - 1
+            trim()
             problems.append("angle_brackets")
-        if text[:1] in _WRAP_QUOTES and _closing_match(text):
-            text = text[1:-1].strip()
+        if lo < hi and text[lo] in _WRAP_QUOTES and wraps(lo, hi):
+            lo, hi = lo + 1, hi - 1
+            trim()
             problems.append("quotes")
-        if text == before:
-            return text
+        if (lo, hi) == before:
+            return text[lo:hi]
 
 
 def _identifier_repairs(value: str) -> list[str]:
@@ -400,12 +459,13 @@ def _fill_next_line(fields: list[_Field], problems: list[str]) -> list[_Field]:
     """Take the value of an empty key from the next line when that line has no key (``identifier:\\n dog - ball``)."""
     out: list[_Field] = []
     skip = False
+    valued = {f.key for f in fields if f.value.strip()}  # keys with a value somewhere (one pass: linear time)
     for i, field in enumerate(fields):
         if skip:
             skip = False
             continue
         nxt = fields[i + 1] if i + 1 < len(fields) else None
-        has_value = any(f.key == field.key and f.value.strip() for f in fields)
+        has_value = field.key in valued
         if field.key is not None and not field.value.strip() and not has_value and nxt is not None and nxt.key is None:
             problems.append("value_next_line")
             out.append(_Field(field.key, field.line, nxt.value))
@@ -419,6 +479,8 @@ def _check_identifier(raw: str, identifier: str) -> str | None:
     """Return the rejection code for a non-empty identifier value, or None when it is usable."""
     if len(raw.strip()) > MAX_IDENTIFIER_CHARS:
         return "too_long"
+    if SPECIAL_TOKEN_RE.search(identifier):
+        return "special_token"
     if identifier_words(identifier) > MAX_IDENTIFIER_WORDS:
         return "too_many_words"
     if _FINITE_BE_RE.search(identifier):
@@ -533,8 +595,9 @@ def parse_response(text: str) -> SSIDRecord:
         used_keys = {f.key for f in (cap, chosen, rea) if f is not None}
         extras = [f for _, f in keyed if id(f) not in used]
         genuine_extras = [f for f in extras if _usable(f) and canonical_identifier(f.value) not in _template_values()]
+        genuine_ids = {id(f) for f in genuine_extras}  # a set: list membership made this quadratic
         # An unused empty/placeholder line beside a used one of the same key, or the prompt's example: an echo.
-        if any(f not in genuine_extras and (f.key in used_keys or _usable(f)) for f in extras):
+        if any(id(f) not in genuine_ids and (f.key in used_keys or _usable(f)) for f in extras):
             problems.append("echoed_template")
         if any(f.key == "identifier" and canonical_identifier(f.value) != identifier for f in genuine_extras):
             problems.append("multiple_identifiers")

@@ -20,6 +20,7 @@ Collision policies (two images, one identifier):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Literal
 
 from swift_ssid.core.answers import REJECTION_CODES, canonical_identifier, identifier_words, parse_response
-from swift_ssid.core.jsonl import iter_jsonl, write_json_atomic, write_jsonl_atomic
+from swift_ssid.core.jsonl import iter_jsonl, read_json, write_json_atomic, write_jsonl_atomic
 from swift_ssid.core.prompt import render_prompt
 
 logger = logging.getLogger(__name__)
@@ -207,11 +208,16 @@ class IdentifierIndex:
     def __repr__(self) -> str:
         return f"IdentifierIndex({len(self._entries)} images, {len(self)} identifiers, policy={self._policy!r})"
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``index.jsonl`` and ``index_meta.json`` into ``directory`` atomically.
+    def save(self, directory: str | os.PathLike, companions: Iterable[str] = ()) -> Path:
+        """Write ``index.jsonl``, then ``index_meta.json`` (the manifest) into ``directory``, each atomically.
+
+        The manifest, written last, holds the SHA-256 of ``index.jsonl`` and of each companion file already
+        written in the folder (``stats.json``...). :meth:`load` and :func:`read_stats` verify them, so a build
+        killed between two files is refused, never read as a mix of two builds.
 
         Args:
             directory: The index directory; created when missing.
+            companions: Names of files in ``directory`` written for this build before the index.
 
         Returns:
             The path of ``index.jsonl``.
@@ -225,6 +231,7 @@ class IdentifierIndex:
             "policy": self._policy,
             "images": len(self._entries),
             "identifiers": len(self),
+            "sha256": {name: file_sha256(directory / name) for name in (INDEX_FILE, *companions)},
         }
         write_json_atomic(directory / META_FILE, meta)
         return path
@@ -234,7 +241,8 @@ class IdentifierIndex:
         """Read an index written by :meth:`save` (or ``swift-ssid build-index``), validating every row.
 
         The stored ``identifier`` column is authoritative (canonicalised on read), so a hand-edited
-        identifier is kept as long as the rows stay consistent with the policy.
+        identifier is kept as long as the rows stay consistent with the policy (after a hand edit, delete
+        the manifest's ``sha256`` entry: it otherwise refuses the edited file as part of another build).
 
         Args:
             directory: The index directory holding ``index.jsonl`` and ``index_meta.json``.
@@ -266,6 +274,7 @@ class IdentifierIndex:
         if policy not in POLICIES:
             raise ValueError(f"{meta_path}: policy {policy!r} is not one of {', '.join(POLICIES)}; fix the file")
         path = directory / INDEX_FILE
+        _verify_part(directory, meta, INDEX_FILE)
         entries: list[IndexEntry] = []
         owner: dict[str, int] = {}
         images: dict[str, int] = {}
@@ -287,9 +296,57 @@ class IdentifierIndex:
                     )
                 owner[entry.identifier] = lineno
             entries.append(entry)
+        if isinstance(meta.get("sha256"), dict) and meta.get("images") != len(entries):
+            raise ValueError(
+                f"{path}: {len(entries)} rows but {meta_path} records {meta['images']}; the folder mixes two builds "
+                f"(an interrupted build-index); {REBUILD}"
+            )
         index = cls.__new__(cls)
         index._setup(entries, policy)
         return index
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verify_part(directory: Path, meta: dict, name: str) -> None:
+    """Raise ValueError when ``directory/name`` differs from the checksum the manifest recorded for it."""
+    sums = meta.get("sha256")
+    if not isinstance(sums, dict) or name not in sums:
+        return  # an index written before manifests carried checksums
+    path = directory / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing, but {directory / META_FILE} lists it; {REBUILD}")
+    if file_sha256(path) != sums[name]:
+        raise ValueError(
+            f"{path}: does not match the checksum in {directory / META_FILE}: the folder mixes two builds "
+            f"(build-index was interrupted) or the file was edited; {REBUILD} (after a deliberate hand edit, "
+            f"delete the 'sha256' entry of {META_FILE} instead)"
+        )
+
+
+def read_stats(directory: str | os.PathLike) -> dict:
+    """The ``stats.json`` of an index folder, verified against the manifest (see :meth:`IdentifierIndex.save`).
+
+    Raises:
+        FileNotFoundError: the folder has no manifest or no stats.
+        ValueError: the stats belong to another build than the manifest; the message says to rebuild.
+    """
+    directory = Path(directory)
+    meta = read_json(directory / META_FILE)
+    if not isinstance(meta, dict):
+        raise FileNotFoundError(f"{directory / META_FILE}: missing or unreadable; {REBUILD}")
+    _verify_part(directory, meta, STATS_FILE)
+    stats = read_json(directory / STATS_FILE)
+    if not isinstance(stats, dict):
+        raise ValueError(f"{directory / STATS_FILE}: missing or not a JSON object; {REBUILD}")
+    return stats
 
 
 def _entry_from_row(row: dict, where: str) -> IndexEntry:
@@ -490,10 +547,9 @@ def build_index(
         raise ValueError(f"{results_path}: no usable row among {rows_read} ({len(errors)} errors, first: {shown})")
 
     index = IdentifierIndex([entry for entry, _ in chosen.values()], policy=collisions)
-    index_path = index.save(out_dir)
+    index_path = out_dir / INDEX_FILE
     regenerate = [_regenerate_row(row, entry.image) for entry, row in chosen.values() if entry.status == "invalid"]
     regenerate_path = out_dir / REGENERATE_FILE
-    write_jsonl_atomic(regenerate_path, regenerate)
 
     entries = index.entries
     status = Counter(entry.status for entry in entries)
@@ -531,5 +587,8 @@ def build_index(
             "regenerate": str(regenerate_path),
         },
     }
+    # Companions first, the index and its manifest last: the manifest's checksums tie the folder to one build.
+    write_jsonl_atomic(regenerate_path, regenerate)
     write_json_atomic(out_dir / STATS_FILE, stats)
+    index.save(out_dir, companions=(STATS_FILE, REGENERATE_FILE))
     return stats

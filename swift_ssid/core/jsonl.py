@@ -29,9 +29,11 @@ def iter_jsonl(path: PathLike) -> Iterator[tuple[int, dict | None, str | None]]:
         lines are skipped. Messages name the file and line.
 
     Raises:
-        FileNotFoundError: When the file does not exist.
+        FileNotFoundError: When the file does not exist (``IsADirectoryError`` when it is a folder).
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder, expected a JSON Lines file; pass the file inside it")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file; check the path (it is read as JSON Lines)")
     with path.open("rb") as f:
@@ -112,21 +114,60 @@ def write_json_atomic(path: PathLike, obj: Any) -> None:
     _write_atomic(path, lambda f: f.write(json.dumps(obj, ensure_ascii=False, indent=2, allow_nan=False) + "\n"))
 
 
-def _write_atomic(path: PathLike, write) -> Any:
-    """Run ``write(file)`` on a temp file beside ``path``, fsync it and move it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _current_umask() -> int:
+    """The process umask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(path: PathLike) -> int:
+    """The mode a file written to ``path`` should get: an existing file's own, else ``0o666`` less the umask.
+
+    ``tempfile.mkstemp`` creates files ``0600``; a temp file renamed into place gets this mode first, so
+    atomic writes leave the same permissions as a plain ``open(path, "w")`` would.
+    """
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_current_umask()
+
+
+def atomic_temp_path(path: PathLike) -> tuple[int, Path]:
+    """Create a temp file beside ``path`` (parents created) with :func:`new_file_mode`; return ``(fd, temp path)``.
+
+    Raises:
+        OSError: the folder cannot be created or written; the message names ``path`` and the fix.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise type(e)(e.errno, f"{path}: cannot write here ({e.strerror}); choose a writable location") from None
+    os.fchmod(fd, new_file_mode(path))
+    return fd, Path(tmp)
+
+
+def _write_atomic(path: PathLike, write, binary: bool = False) -> Any:
+    """Run ``write(file)`` on a temp file beside ``path``, fsync it, move it into place (see :func:`new_file_mode`)."""
+    path = Path(path)
+    fd, tmp = atomic_temp_path(path)
+    try:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             result = write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return result
+
+
+def write_bytes_atomic(path: PathLike, write) -> Any:
+    """Run ``write(binary_file)`` into a temp file beside ``path`` and move it into place atomically."""
+    return _write_atomic(path, write, binary=True)
 
 
 def write_text_atomic(path: PathLike, text: str) -> None:

@@ -173,7 +173,7 @@ def read_run(path: str | os.PathLike) -> list[RunRow]:
             or a query id repeats.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"run file {str(path)!r} not found; write it with `swift-ssid retrieve`")
     rows: list[RunRow] = []
     first_line: dict[str, int] = {}
@@ -258,17 +258,33 @@ def load_run_with_index(path: str | os.PathLike, index: ImagesFor, *, reexpand: 
             run was made with another index.
     """
     rows = read_run(path)
-    for row in rows:
-        images, unknown = expand_identifiers(row.identifiers, index.images_for)
-        if reexpand:
-            row.images, row.unknown_identifiers = images, unknown
-        elif images != row.images:
-            raise ValueError(
-                f"{path}: query {row.query_id!r}: the run lists images {row.images[:5]!r:.200} but this index "
-                f"expands its identifiers to {images[:5]!r:.200}; use the index the run was made with, "
-                "or pass reexpand=True to recompute the images"
-            )
+    if reexpand:
+        for row in rows:
+            row.images, row.unknown_identifiers = expand_identifiers(row.identifiers, index.images_for)
+        return rows
+    check_run_index(rows, index, path)
     return rows
+
+
+def check_run_index(rows: Sequence[RunRow], index: ImagesFor, source: str | os.PathLike = "run") -> None:
+    """Raise ``ValueError`` unless every row's ``images`` is what ``index`` expands its identifiers to.
+
+    Args:
+        rows: the run's rows.
+        index: any object with ``images_for(identifier) -> list[str]``.
+        source: the run file, for the message.
+
+    Raises:
+        ValueError: a row's images differ: the run was made with another index (the message says which query).
+    """
+    for row in rows:
+        images, _ = expand_identifiers(row.identifiers, index.images_for)
+        if images != row.images:
+            raise ValueError(
+                f"{source}: query {row.query_id!r}: the run lists images {row.images[:5]!r:.200} but this index "
+                f"expands its identifiers to {images[:5]!r:.200}: the run was made with another index; use the "
+                "index the run was made with (--index), or rerun `swift-ssid retrieve` with this one"
+            )
 
 
 def row_from_answers(

@@ -62,6 +62,13 @@ class SSIDConstrainedLogitsProcessor(LogitsProcessor):
         reason: let the model write the reason line after the identifier; ``False`` allows only EOS there
             (the paper's "reason in training only" ablation).
         trigger: override the trigger token ids (defaults to ``trie.header.trigger``).
+        triggers: further token runs that also open the span when generated (without ``force_prefix``);
+            defaults to the trie header's ``extra["triggers"]``: every in-context tokenisation of the prefix
+            (after a line break SentencePiece writes ``identifier`` without its ``▁``).
+
+    Raises:
+        ValueError: ``force_prefix=False`` with a trie whose header says some in-context tokenisation of the
+            prefix is not recognisable (``extra["trigger_problem"]``): the span could silently never open.
 
     ``__call__(input_ids: LongTensor[rows, seq], scores: FloatTensor[rows, vocab]) -> FloatTensor[rows, vocab]``
     returns a new tensor (``scores`` is not modified); disallowed entries are ``-inf`` and every row
@@ -79,6 +86,7 @@ class SSIDConstrainedLogitsProcessor(LogitsProcessor):
         force_prefix: bool = True,
         reason: bool = True,
         trigger: Sequence[int] | None = None,
+        triggers: Sequence[Sequence[int]] | None = None,
     ):
         if not isinstance(trie, TokenTrie):
             raise ValueError(f"trie must be a swift_ssid.decoding.trie.TokenTrie, got {type(trie).__name__}")
@@ -86,10 +94,18 @@ class SSIDConstrainedLogitsProcessor(LogitsProcessor):
             raise ValueError("trie is empty: build it from at least one identifier")
         if not isinstance(num_beams, int) or num_beams < 1:
             raise ValueError(f"num_beams must be a positive int, got {num_beams!r}")
+        extra = trie.header.extra if trie.header is not None else {}
         if trigger is None:
             if trie.header is None:
                 raise ValueError("trie has no header: pass trigger=[...] (the token ids of the identifier prefix)")
             trigger = trie.header.trigger
+            if triggers is None:
+                triggers = extra.get("triggers")
+        if not force_prefix and len(trigger) and extra.get("trigger_problem"):
+            raise ValueError(
+                f"force_prefix=False cannot find the identifier span reliably with this tokenizer: "
+                f"{extra['trigger_problem']}; use force_prefix=True (the SSID templates do)"
+            )
         if eos_token_id is None and trie.header is not None:
             eos_token_id = trie.header.eos_token_id
         if eos_token_id is None:
@@ -102,9 +118,12 @@ class SSIDConstrainedLogitsProcessor(LogitsProcessor):
         self.force_prefix = bool(force_prefix) and len(trigger) > 0
         self.reason = bool(reason)
         self._trigger_list = [int(t) for t in trigger]
+        self._variant_lists = [self._trigger_list] + [
+            [int(t) for t in run] for run in (triggers or ()) if run and [int(t) for t in run] != self._trigger_list
+        ]
         self._eos_list = [int(t) for t in eos]
         self._fanout = max(trie.max_fanout(), len(self._eos_list), 1)
-        self._max_token = max([trie.max_token(), *self._trigger_list, *self._eos_list])
+        self._max_token = max([trie.max_token(), *(t for v in self._variant_lists for t in v), *self._eos_list])
         self._device: torch.device | None = None
         self._last_len = -1
         # None: fixed-width masking on accelerators, ragged on CPU; True/False force one (tests, benchmarks).
@@ -116,6 +135,7 @@ class SSIDConstrainedLogitsProcessor(LogitsProcessor):
             return
         self._keys = _device_keys(self.trie, device)
         self._trigger = torch.tensor(self._trigger_list, dtype=torch.long, device=device)
+        self._variants = [torch.tensor(v, dtype=torch.long, device=device) for v in self._variant_lists if v]
         self._eos = torch.tensor(self._eos_list, dtype=torch.long, device=device)
         self._V = self.trie.vocab_size
         self._device = device
@@ -171,9 +191,15 @@ class SSIDConstrainedLogitsProcessor(LogitsProcessor):
         else:
             force_opened = torch.zeros_like(phase, dtype=torch.bool)
 
-        # SEARCH: the trigger just completed in the generated text opens the span.
-        if n_trig and gen.shape[1] >= n_trig:
-            found = (gen[:, -n_trig:] == self._trigger).all(dim=1) & (phase == SEARCH)
+        # SEARCH: any in-context tokenisation of the trigger just completed in the generated text opens the span.
+        found = None
+        for variant in () if self.force_prefix else self._variants:  # no row searches when the prefix is forced
+            n = variant.numel()
+            if gen.shape[1] >= n:
+                hit = (gen[:, -n:] == variant).all(dim=1)
+                found = hit if found is None else found | hit
+        if found is not None:
+            found = found & (phase == SEARCH)
             phase = torch.where(found, SPAN, phase)
             node = torch.where(found, 0, node)
             force_opened = force_opened | found

@@ -36,7 +36,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-TRIE_FORMAT_VERSION = 1
+from swift_ssid.core.jsonl import write_bytes_atomic
+
+TRIE_FORMAT_VERSION = 2  # 2: header.extra holds triggers, trigger_problem, dropped
 DEFAULT_PREFIX = "identifier:"
 DEFAULT_LINE_END = "\n"
 DEFAULT_CONTINUATION = "reason:"
@@ -98,6 +100,7 @@ class TokenTrie:
         self._num_leaves: int | None = None
         self._max_fanout: int | None = None
         self._max_token: int | None = None
+        self._max_length: int | None = None
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -201,6 +204,30 @@ class TokenTrie:
             self._max_token = int((self.keys % self.vocab_size).max()) if self.keys.size else -1
         return self._max_token
 
+    def max_length(self) -> int:
+        """Length in tokens of the longest stored sequence (0 when empty); computed once.
+
+        Nodes are numbered breadth-first, so a node's depth is its parent's plus one, filled level by level.
+        """
+        if self._max_length is None:
+            depth = np.zeros(self.num_nodes, dtype=np.int64)
+            parents = self.keys // self.vocab_size
+            for _ in range(self.num_nodes):
+                new = depth[parents] + 1
+                if np.array_equal(new, depth[1:]):
+                    break
+                depth[1:] = new
+            self._max_length = int(depth.max()) if self.keys.size else 0
+        return self._max_length
+
+    def required_new_tokens(self, force_prefix: bool = True) -> int:
+        """Generation budget that fits every identifier: the trigger tokens plus the longest sequence.
+
+        A smaller ``max_new_tokens`` cuts the longest identifiers short, and a cut identifier can rank first.
+        """
+        trigger = len(self.header.trigger) if self.header is not None and force_prefix else 0
+        return trigger + self.max_length()
+
     def __len__(self) -> int:
         """Number of stored sequences (= leaves: no sequence is a prefix of another by construction)."""
         if self._num_leaves is None:
@@ -242,12 +269,10 @@ class TokenTrie:
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (``.npz``) atomically with the header as JSON."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
         header = self.header.to_json() if self.header else "{}"
-        with open(tmp, "wb") as f:
-            np.savez(f, keys=self.keys, vocab_size=np.int64(self.vocab_size), header=np.array(header))
-        tmp.replace(path)
+        write_bytes_atomic(
+            path, lambda f: np.savez(f, keys=self.keys, vocab_size=np.int64(self.vocab_size), header=np.array(header))
+        )
         return path
 
     @classmethod
@@ -449,6 +474,112 @@ def _encode_with_offsets(tokenizer: Any, texts: list[str]) -> list[tuple[list[in
     return [(list(ids), offsets) for ids, offsets in zip(enc["input_ids"], enc["offset_mapping"], strict=True)]
 
 
+# Text that may come right before the prefix in a response: nothing (the response starts with it), a line
+# break (after a caption line), a blank line, a space (inline). SentencePiece writes ``identifier`` without its
+# leading ``▁`` after a line break, byte-level BPE merges a space into the word: each is another token run.
+TRIGGER_CONTEXTS = ("\n", "\n\n", " ", ".\n", ". ", "**")
+_CONTEXT_WORD = "a"  # a word before the context, so the context is tokenised as it is inside a response
+
+
+def trigger_variants(
+    tokenizer: Any,
+    prefix: str,
+    trigger: Sequence[int],
+    identifiers: Sequence[str],
+    sequences: Sequence[Sequence[int]],
+    suffix: str,
+    sample: int = 64,
+) -> tuple[list[list[int]], str | None]:
+    """Every token run that writes the trigger in context, and whether the span after it stays the trie's.
+
+    For each of :data:`TRIGGER_CONTEXTS`, ``"a" + context + prefix + identifier + suffix`` is tokenised for up
+    to ``sample`` identifiers (first and last); the tokens from the first one that reaches into the prefix
+    through the one that ends where the plain trigger ends form a variant (a token that also holds context
+    characters, as SentencePiece's ``▁identifier`` or byte-level BPE's ``Ġidentifier``, is part of it), and the
+    tokens after it must be the identifier's trie sequence.
+
+    Returns:
+        ``(variants, problem)``: the plain trigger first, then the distinct in-context runs; ``problem`` is
+        None when every context reproduces the trie's sequences, else what went wrong (the processor then
+        refuses ``force_prefix=False``).
+    """
+    variants = [list(trigger)]
+    if not trigger:
+        return variants, "the trigger is empty"
+    plain = _encode_with_offsets(tokenizer, [prefix])[0]
+    trigger_chars = plain[1][len(trigger) - 1][1]
+    picks = list(range(min(sample // 2, len(identifiers))))
+    picks += [i for i in range(max(len(identifiers) - sample // 2, 0), len(identifiers)) if i not in picks]
+    head = len(_CONTEXT_WORD)
+    for context in TRIGGER_CONTEXTS:
+        texts = [_CONTEXT_WORD + context + prefix + identifiers[i] + suffix for i in picks]
+        prefix_start = head + len(context)
+        start_char = prefix_start + trigger_chars
+        for i, (ids, offsets) in zip(picks, _encode_with_offsets(tokenizer, texts), strict=True):
+            first = next((j for j, (_, b) in enumerate(offsets) if b > prefix_start), None)
+            stop = next((j for j, (_, b) in enumerate(offsets) if b == start_char), None)
+            if first is None or stop is None or stop < first:
+                return variants, f"after {context!r} the trigger part of {prefix!r} does not end on a token boundary"
+            seq = list(sequences[i])
+            body = list(ids[stop + 1 : stop + 1 + len(seq)])
+            if body != seq[: len(body)] or (len(body) < len(seq) and seq[len(body) :] != seq[-1:]):
+                return variants, (
+                    f"after {context!r} identifier {identifiers[i]!r} tokenises differently from the trie's sequence"
+                )
+            run = list(ids[first : stop + 1])
+            if run not in variants:
+                variants.append(run)
+    return variants, None
+
+
+def round_trip_offenders(
+    tokenizer: Any,
+    trigger: Sequence[int],
+    identifiers: Sequence[str],
+    sequences: Sequence[Sequence[int]],
+    prefix: str = DEFAULT_PREFIX,
+    eos_token_id: int | None = None,
+) -> dict[str, str]:
+    """Identifiers whose generated tokens do not decode back to them, or share another's tokens.
+
+    Each ``trigger + sequence`` is read as ms-swift reads a response: generation ends at the first
+    ``eos_token_id``, the tokens before it are decoded with special tokens kept (an added token, such as an
+    atomic identifier's ``img_000123``, is text), and the text goes through
+    :func:`swift_ssid.core.answers.parse_choice`, which must give the identifier's canonical form. Special-token
+    text that is the end token (``</s>``, ``<|im_end|>``: the tokenizer turns the text into the token, so
+    generation would stop inside the identifier) and text a tokenizer cannot keep apart (SentencePiece's
+    ``▁`` against a space) fail here.
+
+    Returns:
+        ``{identifier: why}`` for each offender (the later of two identical sequences).
+    """
+    from swift_ssid.core.answers import canonical_identifier, parse_choice
+
+    full = [list(trigger) + list(seq) for seq in sequences]
+    if eos_token_id is not None:
+        full = [ids[: ids.index(eos_token_id)] if eos_token_id in ids else ids for ids in full]
+    backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    if backend is not None:
+        texts = backend.decode_batch(full, skip_special_tokens=False)
+    else:
+        texts = tokenizer.batch_decode(full, skip_special_tokens=False, spaces_between_special_tokens=False)
+    offenders: dict[str, str] = {}
+    owner: dict[tuple[int, ...], str] = {}
+    for ident, seq, text in zip(identifiers, sequences, texts, strict=True):
+        key = tuple(seq)
+        if key in owner:
+            offenders[ident] = f"tokenises exactly like {owner[key]!r}"
+            continue
+        owner[key] = ident
+        head = prefix + ident
+        if text == head or text.startswith(head + "\n"):
+            continue  # the usual case, exact: no need to read it like a model answer
+        back = parse_choice(text)[0]
+        if back != canonical_identifier(ident):
+            offenders[ident] = f"its tokens decode to {back!r}"
+    return offenders
+
+
 def build_identifier_trie(
     tokenizer: Any,
     identifiers: Sequence[str],
@@ -458,8 +589,13 @@ def build_identifier_trie(
     line_end: str = DEFAULT_LINE_END,
     continuation: str = DEFAULT_CONTINUATION,
     eos_token_id: int | None = None,
+    drop_unrepresentable: bool = False,
 ) -> TokenTrie:
     """Trie of ``identifiers`` as the model generates them after ``prefix``.
+
+    Every identifier's tokens must decode back to it (:func:`round_trip_offenders`); the header's
+    ``extra`` records the offenders (``dropped``), the trigger's in-context token runs (``triggers``)
+    and, when those are not reliable, why (``trigger_problem``).
 
     Args:
         tokenizer: a Hugging Face *fast* tokenizer (offsets are needed to find the line end).
@@ -469,11 +605,29 @@ def build_identifier_trie(
         vocab_size: logits width of the model (defaults to ``len(tokenizer)``); must cover every token id.
         eos_token_id: the token that ends a response in the chat template (e.g. ``<|im_end|>``); defaults to
             the tokenizer's. Used as the terminator when ``end="eos"`` and for dead-end rows.
+        drop_unrepresentable: leave identifiers that cannot round-trip out of the trie (listed in
+            ``header.extra["dropped"]``) instead of raising.
+
+    Raises:
+        ValueError: an identifier cannot round-trip through the tokenizer (without ``drop_unrepresentable``),
+            or none can.
     """
     eos_token_id = tokenizer.eos_token_id if eos_token_id is None else int(eos_token_id)
     trigger, sequences = identifier_token_sequences(
         tokenizer, identifiers, prefix, end, line_end, continuation, eos_token_id=eos_token_id
     )
+    offenders = round_trip_offenders(tokenizer, trigger, identifiers, sequences, prefix, eos_token_id)
+    if offenders and (not drop_unrepresentable or len(offenders) == len(identifiers)):
+        shown = "; ".join(f"{ident!r} {why}" for ident, why in list(offenders.items())[:5])
+        raise ValueError(
+            f"{len(offenders)} of {len(identifiers)} identifiers cannot round-trip through the tokenizer ({shown}); "
+            "regenerate those images or edit their identifiers (special-token text and '▁' cannot be generated)"
+        )
+    kept = [(ident, seq) for ident, seq in zip(identifiers, sequences, strict=True) if ident not in offenders]
+    kept_ids = [ident for ident, _ in kept]
+    sequences = [seq for _, seq in kept]
+    suffix = line_end + continuation if end == "newline" else ""
+    triggers, trigger_problem = trigger_variants(tokenizer, prefix, trigger, kept_ids, sequences, suffix)
     fp = tokenizer_fingerprint(tokenizer)
     vocab_size = int(vocab_size or len(tokenizer))
     header = TrieHeader(
@@ -485,11 +639,6 @@ def build_identifier_trie(
         end=end,
         eos_token_id=eos_token_id,
         num_sequences=len(sequences),
+        extra={"triggers": triggers, "trigger_problem": trigger_problem, "dropped": offenders},
     )
-    trie = TokenTrie.from_sequences(sequences, vocab_size=vocab_size, header=header)
-    if len(trie) != len(sequences):  # the trie's leaves: fewer when sequences repeat (or one extends another)
-        raise ValueError(
-            f"{len(sequences)} identifiers gave only {len(trie)} distinct complete token sequences: two identifiers "
-            "produced the same token sequence; deduplicate the identifiers first"
-        )
-    return trie
+    return TokenTrie.from_sequences(sequences, vocab_size=vocab_size, header=header)

@@ -7,7 +7,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from swift_ssid.decoding.trie import DEFAULT_PREFIX, End, TokenTrie, build_identifier_trie, tokenizer_fingerprint
+from swift_ssid.decoding.trie import (
+    DEFAULT_PREFIX,
+    TRIE_FORMAT_VERSION,
+    End,
+    TokenTrie,
+    build_identifier_trie,
+    tokenizer_fingerprint,
+)
 
 logger = logging.getLogger(__name__)
 _MEMO: dict[tuple[str, str], TokenTrie] = {}
@@ -17,7 +24,7 @@ def trie_cache_key(identifiers: list[str], tokenizer: Any, prefix: str, end: str
     """Hash of everything the trie depends on: identifiers, tokenizer vocabulary, prefix, end mode, EOS."""
     h = hashlib.sha256()
     h.update(tokenizer_fingerprint(tokenizer)["hash"].encode())
-    h.update(f"\0{prefix}\0{end}\0{eos_token_id}\0".encode())
+    h.update(f"\0{TRIE_FORMAT_VERSION}\0{prefix}\0{end}\0{eos_token_id}\0".encode())
     for ident in identifiers:
         h.update(ident.encode("utf-8"))
         h.update(b"\n")
@@ -42,7 +49,8 @@ def trie_for_index(
     from swift_ssid.core.index import IdentifierIndex
 
     index_dir = Path(index_dir)
-    identifiers = IdentifierIndex.load(index_dir).identifiers()
+    index = IdentifierIndex.load(index_dir)
+    identifiers = index.identifiers()
     if not identifiers:
         raise ValueError(
             f"{index_dir}: the identifier index has no valid identifier; rebuild it (swift-ssid build-index)"
@@ -53,16 +61,48 @@ def trie_for_index(
     if memo_key in _MEMO:
         return _MEMO[memo_key]
     path = index_dir / f"trie-{key}.npz"
+    trie = None
     if path.is_file():
-        trie = TokenTrie.load(path, tokenizer=tokenizer, prefix=prefix)
-    else:
+        try:
+            trie = TokenTrie.load(path, tokenizer=tokenizer, prefix=prefix)
+        except Exception as e:  # noqa: BLE001  (derived data: any damage means rebuild, never fail retrieval)
+            logger.warning("%s: damaged trie cache (%s: %s); rebuilding it", path, type(e).__name__, e)
+    if trie is None:
         logger.info("building the identifier trie for %d identifiers -> %s", len(identifiers), path)
         trie = build_identifier_trie(
-            tokenizer, identifiers, prefix=prefix, end=end, vocab_size=vocab_size, eos_token_id=eos
+            tokenizer,
+            identifiers,
+            prefix=prefix,
+            end=end,
+            vocab_size=vocab_size,
+            eos_token_id=eos,
+            drop_unrepresentable=True,
         )
         try:
             trie.save(path)
         except OSError as e:  # a read-only index still works, just without the cache
             logger.warning("could not cache the trie at %s: %s", path, e)
+    _report_dropped(trie, index, index_dir)
     _MEMO[memo_key] = trie
     return trie
+
+
+def dropped_images(trie: TokenTrie, index: Any) -> dict[str, str]:
+    """``{image: why}`` for the images whose identifier the trie left out (it cannot round-trip the tokenizer)."""
+    dropped = (trie.header.extra.get("dropped") or {}) if trie.header is not None else {}
+    return {image: f"{ident!r} {why}" for ident, why in dropped.items() for image in index.images_for(ident)}
+
+
+def _report_dropped(trie: TokenTrie, index: Any, index_dir: Path) -> None:
+    """Warn, naming the images, when identifiers were left out of the trie; retrieval never returns them."""
+    images = dropped_images(trie, index)
+    if images:
+        shown = "; ".join(f"{image}: {why}" for image, why in list(images.items())[:10])
+        logger.warning(
+            "%s: %d image(s) left out of the trie, their identifiers cannot round-trip through this tokenizer "
+            "(regenerate them or edit index.jsonl): %s%s",
+            index_dir,
+            len(images),
+            shown,
+            " ..." if len(images) > 10 else "",
+        )

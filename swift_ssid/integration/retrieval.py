@@ -196,6 +196,12 @@ class Retriever:
                 "k=%d exceeds the %d identifiers in the index: queries get fewer choices", k, len(self.index)
             )
         engine.template.set_ssid_settings(settings)
+        needed = engine.template.ssid_trie(settings).required_new_tokens()
+        if max_new_tokens < needed:
+            raise ValueError(
+                f"max_new_tokens {max_new_tokens} cannot hold the index's longest identifier ({needed} tokens with the "
+                f"prefix and line end), so cut identifiers would rank; pass --max-new-tokens {needed} or more"
+            )
 
     @property
     def setting(self) -> dict[str, Any]:

@@ -266,6 +266,13 @@ class SSIDTemplateMixin:
         elif not isinstance(processors, LogitsProcessorList):
             processors = LogitsProcessorList(processors)
         constraint = self.ssid_logits_processor(num_beams, settings)
+        budget = getattr(generate_kwargs["generation_config"], "max_new_tokens", None)
+        if budget is not None and budget < constraint.trie.required_new_tokens():
+            raise ValueError(
+                f"max_new_tokens {budget} cannot hold the index's longest identifier "
+                f"({constraint.trie.required_new_tokens()} tokens with the prefix and line end): a cut identifier "
+                f"would be returned; set --max_new_tokens {constraint.trie.required_new_tokens()} or more"
+            )
         processors.append(constraint)
         if num_beams > 1:
             if settings.infer_reason:

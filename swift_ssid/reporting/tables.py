@@ -24,6 +24,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
+from swift_ssid.core.jsonl import write_bytes_atomic
 from swift_ssid.core.metrics import DEFAULT_KS, RunMetrics, check_ks, evaluate_run
 from swift_ssid.core.runs import RunRow, read_run
 
@@ -230,13 +231,7 @@ def plot_table(
         ax.set_title(title)
     fig.tight_layout()
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_bytes_atomic(out, lambda f: fig.savefig(f, format="png"))
     return out
 
 

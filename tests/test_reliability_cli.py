@@ -1,0 +1,245 @@
+"""Reliability of the ``swift-ssid`` commands (issue 9): output paths (1), undecodable bytes (2), file modes (5),
+a report against the wrong index (6), retrieve failing before the model loads (11), one exit-code policy (12).
+
+Commands run in process through :func:`swift_ssid.cli.main` (the exit status is its return value); the policy
+test also runs ``python -m swift_ssid.cli`` to see exactly what a user sees on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from swift_ssid.cli import main
+from swift_ssid.core.index import IdentifierIndex, build_index
+from swift_ssid.core.runs import RunRow, expand_identifiers, write_run
+
+IDENTIFIERS = {"a.jpg": "dog - park", "b.jpg": "cat - sofa", "c.jpg": "man - bicycle"}
+
+
+def _results(path: Path, identifiers: dict[str, str] = IDENTIFIERS) -> Path:
+    rows = [
+        {"response": f"caption:x\nidentifier:{ident}\nreason:y", "images": [{"path": image}]}
+        for image, ident in identifiers.items()
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def work(tmp_path) -> Path:
+    """An index folder ``index``, a run file ``run.jsonl`` made with it, and a queries file ``q.jsonl``."""
+    build_index(_results(tmp_path / "results.jsonl"), tmp_path / "index", check_images=False)
+    index = IdentifierIndex.load(tmp_path / "index")
+    rows = []
+    for i, (image, ident) in enumerate(IDENTIFIERS.items()):
+        ranked = [ident, "unicorn - moon"]
+        images, unknown = expand_identifiers(ranked, index.images_for)
+        rows.append(RunRow(f"q{i}", f"query {i}", [image], ranked, [-0.1, -2.0], [None, None], images, unknown))
+    write_run(tmp_path / "run.jsonl", rows)
+    queries = [{"query_id": f"q{i}", "query": f"query {i}", "gold_images": [im]} for i, im in enumerate(IDENTIFIERS)]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries), encoding="utf-8")
+    return tmp_path
+
+
+def _one_line_error(capsys, command: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert err.count("\n") == 0, err
+    assert err.startswith(f"swift-ssid {command}: error: "), err
+    return err
+
+
+# ---------------------------------------------------------------- 1. output paths
+
+
+def _output_cases(work: Path) -> list[tuple[str, list[str], Path]]:
+    """(command, argv, the bad path) for every output flag; the bad path is filled in by the test."""
+    run = str(work / "run.jsonl")
+    return [
+        ("build-index", ["build-index", str(work / "results.jsonl"), "--no-check-images", "--out"], "dir"),
+        ("evaluate", ["evaluate", run, "--json"], "file"),
+        ("table", ["table", run, "--csv"], "file"),
+        ("table", ["table", run, "--markdown"], "file"),
+        ("table", ["table", run, "--plot"], "file"),
+        ("report", ["report", run, "--index", str(work / "index"), "--out"], "file"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(6))
+@pytest.mark.parametrize("problem", ["folder_for_file", "file_for_folder", "parent_is_a_file", "unwritable"])
+def test_bad_output_path_exits_2_naming_it_and_leaves_nothing(work, capsys, case, problem):
+    command, argv, kind = _output_cases(work)[case]
+    blocker = work / "blocker"
+    if problem == "folder_for_file":
+        if kind == "dir":
+            pytest.skip("a folder is what build-index expects")
+        target = work / "out_dir"
+        target.mkdir()
+    elif problem == "file_for_folder":
+        if kind == "file":
+            pytest.skip("an existing file is replaced, as expected")
+        target = work / "out_file"
+        target.write_text("keep me")
+    elif problem == "parent_is_a_file":
+        blocker.write_text("keep me")
+        target = blocker / "out"
+    else:  # /proc refuses new files even for root, unlike a chmod-ed folder
+        target = Path("/proc/swift_ssid_out")
+    before = sorted(p.name for p in work.iterdir())
+    assert main([*argv, str(target)]) == 2
+    err = _one_line_error(capsys, command)
+    assert str(target) in err
+    assert sorted(p.name for p in work.iterdir()) == before  # no partial or temporary file
+    if target.is_file():
+        assert target.read_text() == "keep me"
+
+
+# ---------------------------------------------------------------- 2. undecodable bytes
+
+
+def test_undecodable_run_or_queries_names_file_and_line(work, capsys):
+    bad = work / "bad.jsonl"
+    bad.write_bytes((work / "run.jsonl").read_bytes() + b'{"query_id": "q9", "query": "caf\xe9"}\n')
+    for command, argv in [
+        ("evaluate", ["evaluate", str(bad)]),
+        ("table", ["table", str(bad)]),
+        ("report", ["report", str(bad), "--index", str(work / "index"), "--out", str(work / "r.html")]),
+    ]:
+        assert main(argv) == 2
+        assert f"{bad}:4: not UTF-8" in _one_line_error(capsys, command)
+
+
+# ---------------------------------------------------------------- 5. file modes
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_written_files_follow_the_umask(work, umask):
+    old = os.umask(umask)
+    try:
+        out = work / f"out{umask}"
+        assert main(["build-index", str(work / "results.jsonl"), "--no-check-images", "--out", str(out / "idx")]) == 0
+        assert main(["evaluate", str(work / "run.jsonl"), "--json", str(out / "m.json")]) == 0
+        assert main(["table", str(work / "run.jsonl"), "--csv", str(out / "t.csv"), "--plot", str(out / "t.png")]) == 0
+        report = ["report", str(work / "run.jsonl"), "--index", str(work / "index"), "--out", str(out / "r.html")]
+        assert main(report) == 0
+    finally:
+        os.umask(old)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) >= 8
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+
+
+def test_rewriting_a_file_keeps_its_mode(work):
+    target = work / "m.json"
+    target.write_text("{}")
+    target.chmod(0o640)
+    assert main(["evaluate", str(work / "run.jsonl"), "--json", str(target)]) == 0
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640 and json.loads(target.read_text())["n_queries"] == 3
+
+
+# ---------------------------------------------------------------- 6. report against the wrong index
+
+
+def test_report_refuses_a_run_made_with_another_index(work, capsys):
+    other = {"a.jpg": "dog - park", "b.jpg": "unicorn - moon", "d.jpg": "cat - sofa"}
+    build_index(_results(work / "other.jsonl", other), work / "other_index", check_images=False)
+    out = work / "r.html"
+    assert main(["report", str(work / "run.jsonl"), "--index", str(work / "other_index"), "--out", str(out)]) == 2
+    err = _one_line_error(capsys, "report")
+    assert "made with another index" in err and "--index" in err
+    assert not out.exists()
+    assert main(["report", str(work / "run.jsonl"), "--index", str(work / "index"), "--out", str(out)]) == 0
+
+
+# ---------------------------------------------------------------- 11. fail before the expensive part
+
+
+@pytest.mark.parametrize(
+    ("flag", "make"),
+    [
+        ("--out", lambda w: ["--out", str(w / "index")]),  # a folder
+        ("--index", lambda w: ["--index", str(w / "nowhere")]),
+        ("--adapters", lambda w: ["--adapters", str(w / "no-checkpoint")]),
+        ("--model", lambda w: ["--model", str(w / "no-model")]),
+        ("--queries", lambda w: ["--queries", str(w / "bad.jsonl")]),  # not UTF-8
+        ("--max-new-tokens", lambda w: ["--max-new-tokens", "0"]),
+    ],
+)
+def test_retrieve_validates_inputs_before_loading_the_model(work, capsys, monkeypatch, flag, make):
+    import swift.infer_engine
+
+    def tripwire(*args, **kwargs):
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(swift.infer_engine, "TransformersEngine", tripwire)
+    (work / "model").mkdir()
+    (work / "bad.jsonl").write_bytes(b'{"query": "caf\xe9", "gold_images": ["a.jpg"]}\n')
+    args = {
+        "--model": str(work / "model"),
+        "--template": "ssid_qwen2_5",
+        "--index": str(work / "index"),
+        "--queries": str(work / "q.jsonl"),
+        "--out": str(work / "run2.jsonl"),
+    }
+    override = make(work)
+    args[override[0]] = override[1]
+    assert main(["retrieve", *(x for kv in args.items() for x in kv)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("swift-ssid retrieve: error: ") and (flag in err or override[1] in err), err
+    assert not (work / "run2.jsonl").exists()
+
+
+# ---------------------------------------------------------------- 12. one exit-code policy
+
+
+def test_exit_codes_user_error_2_bug_1_with_a_line_saying_so(work, monkeypatch, capsys):
+    # 2: the user's input or environment, on one line.
+    assert main(["evaluate", str(work / "missing.jsonl")]) == 2
+    assert "missing.jsonl" in _one_line_error(capsys, "evaluate")
+    assert main(["build-index", str(work / "missing.jsonl"), "--out", str(work / "x")]) == 2
+    _one_line_error(capsys, "build-index")
+
+    # An OSError a command does not catch itself is still the environment's: exit 2, one line.
+    import swift_ssid.cli.evaluate as evaluate
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(work / "m.json"))
+
+    monkeypatch.setattr(evaluate, "write_text_atomic", disk_full)
+    assert main(["evaluate", str(work / "run.jsonl"), "--json", str(work / "m.json")]) == 2
+    assert "No space left on device" in _one_line_error(capsys, "evaluate")
+
+    # 1: a bug keeps its traceback and says it is one.
+    def broken(*args, **kwargs):
+        raise KeyError("oops")
+
+    monkeypatch.setattr(evaluate, "evaluate_run", broken)
+    assert main(["evaluate", str(work / "run.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "KeyError: 'oops'" in err
+    assert err.strip().splitlines()[-1].startswith("swift-ssid evaluate: internal error (a bug in swift_ssid")
+
+
+def test_exit_code_policy_seen_from_a_shell(work):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    cases = [
+        (["evaluate", str(work / "run.jsonl")], 0),
+        (["evaluate", str(work / "run.jsonl"), "--json", str(work)], 2),
+        (["table", str(work / "q.jsonl")], 2),
+        (["evaluate", str(work / "index")], 2),  # a folder given as the run file
+        (["evaluate"], 2),  # argparse: usage error
+    ]
+    for argv, code in cases:
+        proc = subprocess.run(
+            [sys.executable, "-m", "swift_ssid.cli", *argv], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert proc.returncode == code, (argv, proc.stderr)
+        assert "Traceback" not in proc.stderr
