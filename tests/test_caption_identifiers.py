@@ -39,4 +39,4 @@ def test_written_results_build_an_index(tmp_path):
     rows = read_jsonl(out)
     assert all(r["identifier_source"] == SOURCE_LABEL for r in rows)
     stats = build_index(out, tmp_path / "idx")
-    assert stats["valid"] == 2
+    assert stats.valid == 2

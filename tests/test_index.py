@@ -255,22 +255,22 @@ def test_build_index_from_swift_infer_results(tmp_path, images):
     out = tmp_path / "index"
     stats = build_index(results, out, image_root=images)
 
-    assert stats["rows"] == 9
-    assert stats["images"] == 5
-    assert (stats["valid"], stats["ok"], stats["repaired"], stats["invalid"]) == (3, 2, 1, 2)
-    assert stats["invalid_by_reason"] == {"placeholder_identifier": 1, "sentence_identifier": 1}
-    assert stats["unique_identifiers"] == 2
-    assert (stats["collision_groups"], stats["collision_images"]) == (1, 2)
-    assert stats["collision_group_sizes"] == {"2": 1}
-    assert stats["identifier_words"] == {"min": 2, "median": 2, "mean": 2.0, "max": 2, "histogram": {"2": 3}}
-    assert stats["problems"]["markdown"] == 1
-    assert [e["line"] for e in stats["input_errors"]] == [3, 5, 6, 9]
-    messages = [e["error"] for e in stats["input_errors"]]
+    assert stats.rows == 9
+    assert stats.images == 5
+    assert (stats.valid, stats.ok, stats.repaired, stats.invalid) == (3, 2, 1, 2)
+    assert stats.invalid_by_reason == {"placeholder_identifier": 1, "sentence_identifier": 1}
+    assert stats.unique_identifiers == 2
+    assert (stats.collision_groups, stats.collision_images) == (1, 2)
+    assert stats.collision_group_sizes == {"2": 1}
+    assert stats.identifier_words == {"min": 2, "median": 2, "mean": 2.0, "max": 2, "histogram": {"2": 3}}
+    assert stats.problems["markdown"] == 1
+    assert [e["line"] for e in stats.input_errors] == [3, 5, 6, 9]
+    messages = [e["error"] for e in stats.input_errors]
     assert "results.jsonl:3: bad JSON" in messages[0]
     assert "results.jsonl:5: missing 'response' field" in messages[1] and "--result_path" in messages[1]
     assert "results.jsonl:6: image file not found" in messages[2] and "--image-root" in messages[2]
     assert "results.jsonl:9: expected exactly one image in 'images', got 2" in messages[3]
-    assert json.loads((out / STATS_FILE).read_text()) == stats
+    assert json.loads((out / STATS_FILE).read_text()) == stats.to_dict()
 
     index = IdentifierIndex.load(out)
     assert index.policy == "shared"
@@ -301,9 +301,9 @@ def test_build_index_disambiguate_and_duplicate_rows(tmp_path):
         ],
     )
     stats = build_index(results, tmp_path / "idx", collisions="disambiguate", check_images=False)
-    assert stats["duplicate_rows"] == 2
-    assert (stats["images"], stats["valid"], stats["invalid"], stats["regenerate"]) == (3, 3, 0, 0)
-    assert stats["disambiguated"] == 1
+    assert stats.duplicate_rows == 2
+    assert (stats.images, stats.valid, stats.invalid, stats.regenerate) == (3, 3, 0, 0)
+    assert stats.disambiguated == 1
     assert read_jsonl(tmp_path / "idx" / REGENERATE_FILE) == []
     index = IdentifierIndex.load(tmp_path / "idx")
     assert [(e.image, e.identifier) for e in index.entries] == [
@@ -346,8 +346,8 @@ def test_build_index_bytes_only_image_is_a_line_error(tmp_path):
         ],
     )
     stats = build_index(results, tmp_path / "out", check_images=False)
-    assert stats["images"] == 1
-    assert "r.jsonl:1: image given without a file path" in stats["input_errors"][0]["error"]
+    assert stats.images == 1
+    assert "r.jsonl:1: image given without a file path" in stats.input_errors[0]["error"]
 
 
 def test_build_index_on_real_flickr_captions(tmp_path, flickr_captions):
@@ -359,8 +359,8 @@ def test_build_index_on_real_flickr_captions(tmp_path, flickr_captions):
     results = write_lines(tmp_path / "results.jsonl", rows)
     shared = build_index(results, tmp_path / "shared", check_images=False)
     distinct = build_index(results, tmp_path / "distinct", collisions="disambiguate", check_images=False)
-    assert shared["images"] == distinct["images"] == 1000
-    valid = shared["valid"]
+    assert shared.images == distinct.images == 1000
+    valid = shared.valid
     # Prefixes with a finite "be" and no separator ("A man is") read as sentences and are rejected by design.
     clauses = sum(
         1
@@ -369,14 +369,14 @@ def test_build_index_on_real_flickr_captions(tmp_path, flickr_captions):
     )
     assert 0 < clauses < 150
     assert valid == 1000 - clauses
-    assert shared["invalid_by_reason"] == {"sentence_identifier": clauses}
-    assert shared["collision_groups"] > 50  # "A man in" and friends
+    assert shared.invalid_by_reason == {"sentence_identifier": clauses}
+    assert shared.collision_groups > 50  # "A man in" and friends
     index = IdentifierIndex.load(tmp_path / "shared")
     assert sum(len(index.images_for(i)) for i in index.identifiers()) == valid
-    assert len(index) == shared["unique_identifiers"] == distinct["unique_raw_identifiers"]
-    assert distinct["unique_identifiers"] == valid
-    assert distinct["disambiguated"] == valid - len(index)
-    assert shared["identifier_words"]["max"] == 3
+    assert len(index) == shared.unique_identifiers == distinct.unique_raw_identifiers
+    assert distinct.unique_identifiers == valid
+    assert distinct.disambiguated == valid - len(index)
+    assert shared.identifier_words["max"] == 3
 
 
 # ---------------------------------------------------------------- the command

@@ -16,7 +16,7 @@ import logging
 import sys
 
 from swift_ssid.core.errors import check_output_dir
-from swift_ssid.core.index import POLICIES, build_index
+from swift_ssid.core.index import POLICIES, IndexBuildStats, build_index
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,14 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 DEFAULT_MIN_USABLE = 0.5
 
 
-def too_few_usable(stats: dict, min_usable: float, results: str) -> str:
+def too_few_usable(stats: IndexBuildStats, min_usable: float, results: str) -> str:
     """The message for an index with too few usable identifiers: the numbers and the three ways on."""
-    share = stats["valid"] / max(stats["images"], 1)
-    reasons = ", ".join(f"{code} {n}" for code, n in list(stats["invalid_by_reason"].items())[:4]) or "none recorded"
+    share = stats.valid / max(stats.images, 1)
+    reasons = ", ".join(f"{code} {n}" for code, n in list(stats.invalid_by_reason.items())[:4]) or "none recorded"
     return (
-        f"only {stats['valid']} of {stats['images']} images ({share:.0%}) got a usable identifier from {results}, "
+        f"only {stats.valid} of {stats.images} images ({share:.0%}) got a usable identifier from {results}, "
         f"below --min-usable {min_usable:g} (rejections: {reasons}). Either\n"
-        f"  1. ask the model again for those images: swift infer ... --val_dataset {stats['files']['regenerate']} "
+        f"  1. ask the model again for those images: swift infer ... --val_dataset {stats.files['regenerate']} "
         f"--result_path MORE.jsonl, append MORE.jsonl to {results} and rebuild (a capable model answers in the "
         "three-line format; a weak one will not), or\n"
         "  2. use identifiers from another source, e.g. derived from the captions (labelled as such): "
@@ -63,27 +63,27 @@ def too_few_usable(stats: dict, min_usable: float, results: str) -> str:
     )
 
 
-def _summary(stats: dict) -> str:
+def _summary(stats: IndexBuildStats) -> str:
     """Return a short human summary of the build stats."""
-    invalid = ", ".join(f"{code} {n}" for code, n in stats["invalid_by_reason"].items())
+    invalid = ", ".join(f"{code} {n}" for code, n in stats.invalid_by_reason.items())
     lines = [
-        f"indexed {stats['images']} images from {stats['rows']} rows of {stats['results_path']}",
-        f"  valid {stats['valid']} (ok {stats['ok']}, repaired {stats['repaired']}), invalid {stats['invalid']}"
+        f"indexed {stats.images} images from {stats.rows} rows of {stats.results_path}",
+        f"  valid {stats.valid} (ok {stats.ok}, repaired {stats.repaired}), invalid {stats.invalid}"
         + (f" ({invalid})" if invalid else ""),
-        f"  unique identifiers {stats['unique_identifiers']}; collision groups {stats['collision_groups']} "
-        f"({stats['collision_images']} images, policy {stats['policy']})",
+        f"  unique identifiers {stats.unique_identifiers}; collision groups {stats.collision_groups} "
+        f"({stats.collision_images} images, policy {stats.policy})",
     ]
-    if stats["input_error_count"]:
-        lines.append(f"  input errors {stats['input_error_count']} (skipped; listed in {stats['files']['stats']}):")
-        lines += [f"    {e['error']}" for e in stats["input_errors"][:5]]
-    if stats["duplicate_rows"]:
+    if stats.input_error_count:
+        lines.append(f"  input errors {stats.input_error_count} (skipped; listed in {stats.files['stats']}):")
+        lines += [f"    {e['error']}" for e in stats.input_errors[:5]]
+    if stats.duplicate_rows:
         lines.append(
-            f"  duplicate rows {stats['duplicate_rows']} (per image the first usable answer, else the latest, is kept)"
+            f"  duplicate rows {stats.duplicate_rows} (per image the first usable answer, else the latest, is kept)"
         )
-    lines.append(f"  index: {stats['files']['index']}")
-    lines.append(f"  stats: {stats['files']['stats']}")
-    if stats["regenerate"]:
-        lines.append(f"  regenerate: {stats['files']['regenerate']} ({stats['regenerate']} rows to run swift infer on)")
+    lines.append(f"  index: {stats.files['index']}")
+    lines.append(f"  stats: {stats.files['stats']}")
+    if stats.regenerate:
+        lines.append(f"  regenerate: {stats.files['regenerate']} ({stats.regenerate} rows to run swift infer on)")
     return "\n".join(lines)
 
 
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"swift-ssid build-index: error: {e}", file=sys.stderr)
         return 2
     print(_summary(stats))
-    if stats["valid"] < args.min_usable * stats["images"]:
+    if stats.valid < args.min_usable * stats.images:
         print(f"swift-ssid build-index: error: {too_few_usable(stats, args.min_usable, args.results)}", file=sys.stderr)
         return 2
     return 0

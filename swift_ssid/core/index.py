@@ -447,18 +447,78 @@ def _word_stats(identifiers: list[str]) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class IndexBuildStats:
+    """What :func:`build_index` did, as written to ``stats.json`` (:meth:`to_dict`).
+
+    Attributes:
+        results_path, out_dir, policy: the input, the index folder and the collision policy.
+        rows: result rows read; input_errors: the skipped ones (``{"line", "error"}``); duplicate_rows: repeats.
+        images: images indexed; valid = ok + repaired (usable answers); invalid: answers rejected;
+        usable_share: valid / images.
+        invalid_by_reason, problems: rejection codes and all problem codes, counted.
+        unique_identifiers, unique_raw_identifiers: distinct identifiers after / before disambiguation.
+        collision_groups, collision_images, collision_group_sizes: shared identifiers (size -> groups).
+        disambiguated: identifiers suffixed by ``disambiguate``; identifier_words: word-count statistics.
+        regenerate: images to ask again (``regenerate.jsonl``); files: the paths written.
+    """
+
+    results_path: str
+    out_dir: str
+    policy: str
+    rows: int
+    input_errors: list[dict]
+    duplicate_rows: int
+    images: int
+    ok: int
+    repaired: int
+    invalid: int
+    invalid_by_reason: dict[str, int]
+    problems: dict[str, int]
+    unique_identifiers: int
+    unique_raw_identifiers: int
+    collision_groups: int
+    collision_images: int
+    collision_group_sizes: dict[str, int]
+    disambiguated: int
+    identifier_words: dict
+    regenerate: int
+    files: dict[str, str]
+
+    @property
+    def valid(self) -> int:
+        """Images with a usable answer (ok or repaired)."""
+        return self.ok + self.repaired
+
+    @property
+    def usable_share(self) -> float:
+        """Share of images with a usable answer, rounded to 4 places."""
+        return round(self.valid / max(self.images, 1), 4)
+
+    @property
+    def input_error_count(self) -> int:
+        """Result rows skipped as unusable input."""
+        return len(self.input_errors)
+
+    def to_dict(self) -> dict:
+        """The ``stats.json`` form (the properties included)."""
+        out = asdict(self)
+        out.update(valid=self.valid, usable_share=self.usable_share, input_error_count=self.input_error_count)
+        return out
+
+
 def build_index(
     results_path: str | os.PathLike,
     out_dir: str | os.PathLike,
     collisions: CollisionPolicy = "shared",
     check_images: bool = True,
     image_root: str | os.PathLike | None = None,
-) -> dict:
+) -> IndexBuildStats:
     """Parse a ``swift infer --result_path`` file into the identifier index and write it to ``out_dir``.
 
     Each result row needs a ``response`` string and exactly one image (``images: [{"path": ...}]`` or
     ``images: ["..."]``). A bad row (not JSON, no response, not one image, missing image file) is
-    skipped, logged and listed in ``stats["input_errors"]``; the other rows still count. When an
+    skipped, logged and listed in ``stats.input_errors``; the other rows still count. When an
     image appears in several rows, its first valid row wins (so regenerated results can be
     appended to the original file), else its last row (the latest answer, so
     the stats after a retry describe the latest answers).
@@ -556,39 +616,36 @@ def build_index(
     invalid = [entry for entry in entries if entry.status == "invalid"]
     groups = index.collision_groups()
     raw_identifiers = list(dict.fromkeys(e.raw_identifier for e in entries if e.raw_identifier is not None))
-    stats = {
-        "results_path": str(results_path),
-        "out_dir": str(out_dir),
-        "policy": collisions,
-        "rows": rows_read,
-        "input_error_count": len(errors),
-        "input_errors": errors,
-        "duplicate_rows": duplicates,
-        "images": len(entries),
-        "valid": status["ok"] + status["repaired"],
-        "usable_share": round((status["ok"] + status["repaired"]) / max(len(entries), 1), 4),
-        "ok": status["ok"],
-        "repaired": status["repaired"],
-        "invalid": status["invalid"],
-        "invalid_by_reason": _counts(p for e in invalid for p in e.problems if p in REJECTION_CODES),
-        "problems": _counts(p for e in entries for p in e.problems),
-        "unique_identifiers": len(index),
-        "unique_raw_identifiers": len(raw_identifiers),
-        "collision_groups": len(groups),
-        "collision_images": sum(len(images) for images in groups.values()),
-        "collision_group_sizes": {str(k): v for k, v in sorted(Counter(len(g) for g in groups.values()).items())},
-        "disambiguated": sum(1 for e in entries if e.identifier is not None and e.identifier != e.raw_identifier),
-        "identifier_words": _word_stats([e.raw_identifier for e in entries if e.raw_identifier is not None]),
-        "regenerate": len(regenerate),
-        "files": {
+    stats = IndexBuildStats(
+        results_path=str(results_path),
+        out_dir=str(out_dir),
+        policy=collisions,
+        rows=rows_read,
+        input_errors=errors,
+        duplicate_rows=duplicates,
+        images=len(entries),
+        ok=status["ok"],
+        repaired=status["repaired"],
+        invalid=status["invalid"],
+        invalid_by_reason=_counts(p for e in invalid for p in e.problems if p in REJECTION_CODES),
+        problems=_counts(p for e in entries for p in e.problems),
+        unique_identifiers=len(index),
+        unique_raw_identifiers=len(raw_identifiers),
+        collision_groups=len(groups),
+        collision_images=sum(len(images) for images in groups.values()),
+        collision_group_sizes={str(k): v for k, v in sorted(Counter(len(g) for g in groups.values()).items())},
+        disambiguated=sum(1 for e in entries if e.identifier is not None and e.identifier != e.raw_identifier),
+        identifier_words=_word_stats([e.raw_identifier for e in entries if e.raw_identifier is not None]),
+        regenerate=len(regenerate),
+        files={
             "index": str(index_path),
             "meta": str(out_dir / META_FILE),
             "stats": str(out_dir / STATS_FILE),
             "regenerate": str(regenerate_path),
         },
-    }
+    )
     # Companions first, the index and its manifest last: the manifest's checksums tie the folder to one build.
     write_jsonl_atomic(regenerate_path, regenerate)
-    write_json_atomic(out_dir / STATS_FILE, stats)
+    write_json_atomic(out_dir / STATS_FILE, stats.to_dict())
     index.save(out_dir, companions=(STATS_FILE, REGENERATE_FILE))
     return stats
