@@ -23,6 +23,9 @@ from swift_ssid.core.runs import RunRow, expand_identifiers, write_run
 IDENTIFIERS = {"a.jpg": "dog - park", "b.jpg": "cat - sofa", "c.jpg": "man - bicycle"}
 
 
+DEMO = str(Path(__file__).resolve().parents[1] / "swift_ssid" / "data" / "demo" / "collection.jsonl")
+
+
 def _results(path: Path, identifiers: dict[str, str] = IDENTIFIERS) -> Path:
     rows = [
         {"response": f"caption:x\nidentifier:{ident}\nreason:y", "images": [{"path": image}]}
@@ -69,17 +72,36 @@ def _output_cases(work: Path) -> list[tuple[str, list[str], Path]]:
         ("table", ["table", run, "--markdown"], "file"),
         ("table", ["table", run, "--plot"], "file"),
         ("report", ["report", run, "--index", str(work / "index"), "--out"], "file"),
+        ("quality", ["quality", str(work / "index"), "--out"], "file"),
+        ("fuse", ["fuse", run, run, "--out"], "file"),
+        (
+            "dense",
+            [
+                "dense",
+                "--encoder",
+                str(work / "no-encoder"),
+                "--collection",
+                DEMO,
+                "--queries",
+                str(work / "q.jsonl"),
+                "--k",
+                "2",
+                "--out",
+            ],
+            "file",
+        ),
+        ("identifiers", ["identifiers", "numeric", "--collection", DEMO, "--out"], "dir"),
     ]
 
 
-@pytest.mark.parametrize("case", range(6))
+@pytest.mark.parametrize("case", range(10))
 @pytest.mark.parametrize("problem", ["folder_for_file", "file_for_folder", "parent_is_a_file", "unwritable"])
 def test_bad_output_path_exits_2_naming_it_and_leaves_nothing(work, capsys, case, problem):
     command, argv, kind = _output_cases(work)[case]
     blocker = work / "blocker"
     if problem == "folder_for_file":
         if kind == "dir":
-            pytest.skip("a folder is what build-index expects")
+            pytest.skip(f"a folder is what {command} expects")
         target = work / "out_dir"
         target.mkdir()
     elif problem == "file_for_folder":

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from swift_ssid.core.collection import SPLITS
+from swift_ssid.core.errors import check_output_file
 
 SPLIT_CHOICES = ("all", "train", *[s for s in SPLITS if s != "train"])
 
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from swift_ssid.workflows.protocols import parse_labels
 
     try:
+        check_output_file(args.out, "--out")
         if args.k < 1:
             raise ValueError(f"--k {args.k} must be at least 1")
         labels = parse_labels(args.setting)

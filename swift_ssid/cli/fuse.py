@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from swift_ssid.core.errors import check_output_file
 from swift_ssid.core.fusion import METHODS, NORMS
 
 
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from swift_ssid.core.runs import read_run, write_run
 
     try:
+        check_output_file(args.out, "--out")
         runs = [read_run(path) for path in args.runs]
         names = args.names or [Path(p).stem for p in args.runs]
         if len(names) != len(runs):

@@ -17,6 +17,7 @@ import logging
 import sys
 from typing import Any
 
+from swift_ssid.core.errors import check_output_dir
 from swift_ssid.core.index import POLICIES
 from swift_ssid.core.kinds import BUILDABLE
 
@@ -79,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         token_width=args.token_width,
     )
     try:
+        check_output_dir(args.out, "--out")
         stats = build_identifiers(spec, args.collection, args.out, args.image_root, args.tokenizer)
     except (OSError, ValueError) as e:
         print(f"swift-ssid identifiers: error: {e}", file=sys.stderr)

@@ -15,6 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from swift_ssid.core.errors import check_output_file
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("index", metavar="INDEX", help="identifier index folder (build-index or identifiers)")
@@ -96,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from swift_ssid.core.quality import measure_quality
 
     try:
+        check_output_file(args.out, "--out")
         index = IdentifierIndex.load(args.index)
         collection = None
         if args.collection:
