@@ -142,12 +142,14 @@ class _Images:
         return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def plot_r_at_k(curves: dict[str, list[float]], k: int) -> str:
+def plot_r_at_k(curves: dict[str, list[float]], k: int, styles: Sequence[dict[str, Any]] | None = None) -> str:
     """R@K against K as a PNG ``data:`` URI (matplotlib's Agg canvas; pyplot's global state is untouched).
 
     Args:
         curves: label -> R@1..R@k as fractions.
         k: the largest K.
+        styles: one matplotlib style per curve (``fmt`` is the format string); default: the paper's metric
+            green and solid, the contrast grey and dashed.
     """
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -159,12 +161,15 @@ def plot_r_at_k(curves: dict[str, list[float]], k: int) -> str:
     ax = fig.add_subplot()
     fig.subplots_adjust(left=0.1, right=0.97, bottom=0.14, top=0.96)
     xs = list(range(1, k + 1))
-    styles = [
-        {"marker": "o", "linewidth": 2.2, "color": "#1b7f3b"},
-        {"marker": "s", "linestyle": "--", "color": "#999"},
-    ]
+    if styles is None:
+        styles = [
+            {"marker": "o", "linewidth": 2.2, "color": "#1b7f3b"},
+            {"marker": "s", "linestyle": "--", "color": "#999"},
+        ]
     for (label, values), style in zip(curves.items(), styles, strict=False):
-        ax.plot(xs, [100 * v for v in values], label=label, **style)
+        style = dict(style)
+        fmt = style.pop("fmt", None)
+        ax.plot(xs, [100 * v for v in values], *([fmt] if fmt else []), label=label, **style)
     ax.set_xlabel("K")
     ax.set_ylabel("R@K (%)")
     ax.set_xticks(xs if k <= 20 else xs[:: max(1, k // 10)])
@@ -494,25 +499,8 @@ _CURVE_STYLES = ("o-", "s--", "^-.", "d:", "v-", "x--", "*-.", "p:")
 
 def plot_comparison(curves: dict[str, list[float]], k: int) -> str:
     """R@K against K for several runs, one curve each, as a PNG ``data:`` URI."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 3.6), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.14, top=0.96)
-    xs = list(range(1, k + 1))
-    for i, (label, values) in enumerate(curves.items()):
-        ax.plot(xs, [100 * v for v in values], _CURVE_STYLES[i % len(_CURVE_STYLES)], label=label)
-    ax.set_xlabel("K")
-    ax.set_ylabel("R@K (%)")
-    ax.set_xticks(xs if k <= 20 else xs[:: max(1, k // 10)])
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    styles = [{"fmt": _CURVE_STYLES[i % len(_CURVE_STYLES)]} for i in range(len(curves))]
+    return plot_r_at_k(curves, k, styles)
 
 
 def _kind_of(rows: Sequence[RunRow]) -> str:
