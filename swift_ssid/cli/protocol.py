@@ -22,7 +22,9 @@ def _shared(parser: argparse.ArgumentParser, index: bool = True) -> None:
     parser.add_argument("--model", required=True, help="base model id or local directory")
     parser.add_argument("--model_type", "--model-type", default=None, help="ms-swift model type (local dirs)")
     parser.add_argument(
-        "--template", required=True, help="SSID template: ssid_qwen2_5_vl, ssid_llava1_6_vicuna_hf or ssid_qwen2_5"
+        "--template",
+        required=True,
+        help="SSID template: ssid_<ms-swift template>, e.g. ssid_qwen2_5_vl, ssid_llava1_6_vicuna_hf",
     )
     parser.add_argument("--torch-dtype", "--torch_dtype", choices=DTYPES, default=None, help="default: the model's")
     if index:

@@ -75,9 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help=f"work folder; running again resumes (default {d['out']})")
     g = parser.add_argument_group("model")
     g.add_argument("--model", help="model folder or hub id (required)")
-    g.add_argument(
-        "--template", help="SSID template: ssid_qwen2_5_vl, ssid_llava1_6_vicuna_hf, ssid_qwen2_5 (required)"
-    )
+    g.add_argument("--template", help="SSID template: ssid_<ms-swift template>, e.g. ssid_qwen2_5_vl (required)")
     g.add_argument("--model-type", help="ms-swift model type, when it cannot be told from the model")
     g.add_argument("--torch-dtype", help="bfloat16, float16 or float32 (default: the model's)")
     g.add_argument(

@@ -121,8 +121,8 @@ class SSIDRecallMetrics(EvalMetrics):
         if not isinstance(template, SSIDTemplateMixin):
             name = getattr(getattr(template, "template_meta", None), "template_type", type(template).__name__)
             raise ValueError(
-                f"--eval_metric {METRIC_NAME} needs an SSID template, got {name!r}; use --template ssid_qwen2_5_vl, "
-                "ssid_llava1_6_vicuna_hf or ssid_qwen2_5"
+                f"--eval_metric {METRIC_NAME} needs an SSID template, got {name!r}; use --template ssid_{name} "
+                "(every ms-swift template has an SSID form ssid_<template>)"
             )
         self._check_best_metric(args)
         self._retriever = None

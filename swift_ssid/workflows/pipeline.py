@@ -42,6 +42,7 @@ from pathlib import Path
 from swift_ssid.core.checks import check_collection
 from swift_ssid.core.collection import TRAIN_SPLITS, CollectionItem
 from swift_ssid.core.images import DEFAULT_BACKGROUND, parse_background
+from swift_ssid.core.index import read_stats
 from swift_ssid.core.jsonl import iter_jsonl, read_json, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from swift_ssid.integration.checkpoints import last_checkpoint
 from swift_ssid.integration.settings import ENV_KEYS, SSIDSettings
@@ -328,7 +329,7 @@ class Pipeline:
                 self._ssid(
                     ["build-index", str(raw), "--out", str(model_index), "--min-usable", "0"], "2_build_index_model.log"
                 )
-                stats = json.loads((model_index / "stats.json").read_text())
+                stats = read_stats(model_index)  # verified against the index's manifest
                 share = stats["valid"] / max(stats["images"], 1)
                 info["model_answers"] = {"images": stats["images"], "valid": stats["valid"], "valid_share": share}
                 logger.info("model-written identifiers: %d of %d usable", stats["valid"], stats["images"])
