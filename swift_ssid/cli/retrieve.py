@@ -75,8 +75,7 @@ def training_target(args: argparse.Namespace, env_target: str) -> str:
     """
     from swift_ssid.integration.checkpoints import checkpoint_training_target
 
-    env_set = os.environ.get(SSIDSettings.env_var("target"), "").strip()
-    explicit = args.target or (env_target if env_set else None)
+    explicit = args.target or (env_target if SSIDSettings.is_set("target") else None)
     trained = {str(a): t for a in args.adapters if (t := checkpoint_training_target(a)) is not None}
     if len(set(trained.values())) > 1:
         raise ValueError(f"the adapters were trained on different targets {trained}; pass one ablation's adapter")

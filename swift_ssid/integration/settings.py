@@ -141,6 +141,16 @@ class SSIDSettings:
         return cls.ENV[field]
 
     @classmethod
+    def is_set(cls, field: str, environ: Mapping[str, str] | None = None) -> bool:
+        """Whether the environment sets a field explicitly (a blank value counts as unset, as in :meth:`from_env`).
+
+        >>> [SSIDSettings.is_set("target", {"SSID_TARGET": value}) for value in (" ", "noreason")]
+        [False, True]
+        """
+        env = os.environ if environ is None else environ
+        return bool(env.get(cls.ENV[field], "").strip())
+
+    @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, ignore: tuple[str, ...] = ()) -> SSIDSettings:
         """Read every ``SSID_*`` variable (blank counts as unset).
 
