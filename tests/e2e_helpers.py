@@ -52,3 +52,24 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
     return path
+
+
+def check_run_against_index(rows: list, index: Any, ks: tuple[int, ...] = (1, 5, 10)) -> dict[int, float]:
+    """Assert a run file is what the index and the metric say it is, and return its R@K by hand.
+
+    Each row's ``images`` are its identifiers expanded through the index in beam order with repeats dropped
+    (the paper's image-level ranking), and ``evaluate_run``'s R@K equals the share of rows whose gold image is
+    among the first K of them, counted here without the metric code. A run whose images were not built from
+    its identifiers, or a metric that counts otherwise, fails.
+    """
+    from swift_ssid.core.metrics import evaluate_run
+
+    for row in rows:
+        expanded: list[str] = []
+        for identifier in row.identifiers:
+            expanded += [i for i in (index.images_for(identifier) if identifier in index else []) if i not in expanded]
+        assert row.images == expanded, f"{row.query_id}: images {row.images} are not {row.identifiers} expanded"
+    by_hand = {k: sum(bool(set(r.gold_images) & set(r.images[:k])) for r in rows) / len(rows) for k in ks}
+    metrics = evaluate_run(rows, ks)
+    assert {k: metrics.r_at(k) for k in ks} == by_hand
+    return by_hand

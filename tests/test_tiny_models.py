@@ -328,13 +328,15 @@ def test_swift_sft_lora_then_infer_with_adapters_qwen2_text(qwen2_text_dir: Path
     assert lora_b and any(t.abs().sum() > 0 for t in lora_b), "LoRA B starts at zero; training must move it"
 
     queries = _write_jsonl(tmp_path / "rows.jsonl", [{"messages": [{"role": "user", "content": c}]} for c, _ in pairs])
-    result = tmp_path / "out.jsonl"
+    greedy = ["--val_dataset", str(queries), "--max_new_tokens", "8", "--temperature", "0", "--logprobs", "true"]
     # --adapters alone: model dir, model_type and template come back from the checkpoint's args.json.
-    _swift(
-        ["infer", "--adapters", str(ckpt), "--val_dataset", str(queries), "--result_path", str(result),
-         "--max_new_tokens", "8"],
-        cwd=tmp_path,
-    )  # fmt: skip
-    out = _read_jsonl(result)
-    assert [row["messages"][0]["content"] for row in out] == [c for c, _ in pairs]
-    assert all(isinstance(row["response"], str) for row in out)
+    _swift(["infer", "--adapters", str(ckpt), *greedy, "--result_path", str(tmp_path / "tuned.jsonl")], cwd=tmp_path)
+    base = ["infer", "--model", str(qwen2_text_dir), *tm.SWIFT_FLAGS["qwen2_text"]]
+    _swift([*base, *greedy, "--result_path", str(tmp_path / "base.jsonl")], cwd=tmp_path)
+    tuned, untuned = _read_jsonl(tmp_path / "tuned.jsonl"), _read_jsonl(tmp_path / "base.jsonl")
+    assert [row["messages"][0]["content"] for row in tuned] == [c for c, _ in pairs]
+    for row in tuned:  # the response is the greedy tokens the log-probabilities list
+        assert row["response"] == "".join(t["token"] for t in row["logprobs"]["content"])
+    # the adapters were loaded: the first token's log-probability moved away from the base model's
+    first = [[row["logprobs"]["content"][0]["logprob"] for row in rows] for rows in (tuned, untuned)]
+    assert first[0] != first[1], first
