@@ -1,6 +1,6 @@
 """Tiny random models built from config, loadable offline by the real ms-swift 4.6.0 CLI.
 
-Four builders write a complete model directory (weights, config, tokenizer, processor) in seconds:
+The builders write a complete model directory (weights, config, tokenizer, processor) in seconds:
 
 | key | builder | architecture and tokenizer |
 | --- | --- | --- |
@@ -8,6 +8,7 @@ Four builders write a complete model directory (weights, config, tokenizer, proc
 | ``llava_next`` | :func:`build_tiny_llava_next` | ``LlavaNextForConditionalGeneration``, Llama-style BPE trained here |
 | ``qwen2_text`` | :func:`build_tiny_qwen2_text` | ``Qwen2ForCausalLM``, byte-level BPE trained here (~1.8k ids) |
 | ``paligemma`` | :func:`build_tiny_paligemma` | ``PaliGemmaForConditionalGeneration``, Gemma-style BPE trained here |
+| (dense) | :func:`build_tiny_clip` | ``CLIPModel`` for the dense baseline's dual encoder (not an ms-swift model) |
 
 Use them as ``swift infer --model DIR *SWIFT_FLAGS[key] ...`` and ``swift sft --model DIR *SWIFT_FLAGS[key]
 *SFT_CPU_FLAGS ...`` with ``HF_HUB_OFFLINE=1 MODELSCOPE_OFFLINE=1`` (see :data:`OFFLINE_ENV`).
@@ -215,6 +216,22 @@ def build_tiny_qwen2_5_vl(out_dir: str | Path, tokenizer_dir: str | Path | None 
     return _save(out_dir, model, processor)
 
 
+# The sizes every tiny vision tower and language model shares (the vocabulary and special ids are each model's own).
+_TINY_VISION: dict[str, int] = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+}
+_TINY_TEXT: dict[str, int] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 2048,
+}
+
+
 def build_tiny_llava_next(out_dir: str | Path, seed: int = 0) -> Path:
     """Write a tiny random LLaVA-NeXT (LLaVA-1.6-vicuna layout: CLIP vision tower, Llama text model) to ``out_dir``.
 
@@ -245,23 +262,11 @@ def build_tiny_llava_next(out_dir: str | Path, seed: int = 0) -> Path:
     tile, patch = 32, 8
     pinpoints = [[tile, 2 * tile], [2 * tile, tile], [2 * tile, 2 * tile]]
     config = LlavaNextConfig(
-        vision_config=CLIPVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=tile,
-            patch_size=patch,
-            projection_dim=32,
-        ),
+        vision_config=CLIPVisionConfig(**_TINY_VISION, image_size=tile, patch_size=patch, projection_dim=32),
         text_config=LlamaConfig(
+            **_TINY_TEXT,
             vocab_size=_round_up(len(tokenizer), 64),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
             num_key_value_heads=4,
-            max_position_embeddings=2048,
             bos_token_id=1,
             eos_token_id=2,
             pad_token_id=pad_id,
@@ -369,24 +374,12 @@ def build_tiny_paligemma(out_dir: str | Path, seed: int = 0) -> Path:
     tokenizer = processor.tokenizer
     image_id = tokenizer.convert_tokens_to_ids("<image>")
     config = PaliGemmaConfig(
-        vision_config=SiglipVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=image_size,
-            patch_size=patch,
-            projection_dim=64,
-        ),
+        vision_config=SiglipVisionConfig(**_TINY_VISION, image_size=image_size, patch_size=patch, projection_dim=64),
         text_config=GemmaConfig(
+            **_TINY_TEXT,
             vocab_size=_round_up(len(tokenizer), 64),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
             num_key_value_heads=1,
             head_dim=16,
-            max_position_embeddings=2048,
             pad_token_id=0,
             eos_token_id=1,
             bos_token_id=2,
@@ -520,6 +513,20 @@ def _byte_level_tokenizer(vocab_size: int) -> Any:
     )
 
 
+def _byte_tokens_as_vocabulary(tok: Any, trainer: Any, byte_tokens: list[str]) -> Any:
+    """Train ``tok`` on :func:`tokenizer_corpus`, keeping the ``<0xNN>`` tokens as plain vocabulary entries.
+
+    The trainer registers them as added (special) tokens; in Llama and Gemma tokenizers they are vocabulary
+    entries reached only through byte fallback, so they leave the added-token list.
+    """
+    from tokenizers import Tokenizer
+
+    tok.train_from_iterator(tokenizer_corpus(), trainer)
+    spec = json.loads(tok.to_str())
+    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] not in set(byte_tokens)]
+    return Tokenizer.from_str(json.dumps(spec))
+
+
 def _llama_style_tokenizer(vocab_size: int) -> Any:
     """Train a Llama-style BPE (Metaspace, byte fallback, ``<s>``/``</s>``) plus ``<image>`` and ``<pad>``."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -536,12 +543,7 @@ def _llama_style_tokenizer(vocab_size: int) -> Any:
         special_tokens=["<unk>", "<s>", "</s>", *byte_tokens],
         show_progress=False,
     )
-    tok.train_from_iterator(tokenizer_corpus(), trainer)
-    # The trainer registers the byte tokens as added (special) tokens; in a Llama tokenizer they are plain
-    # vocabulary entries reached only through byte fallback, so drop them from the added-token list.
-    spec = json.loads(tok.to_str())
-    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] not in set(byte_tokens)]
-    tok = Tokenizer.from_str(json.dumps(spec))
+    tok = _byte_tokens_as_vocabulary(tok, trainer, byte_tokens)
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
     )
@@ -581,10 +583,7 @@ def _gemma_style_tokenizer(vocab_size: int) -> Any:
         special_tokens=["<pad>", "<eos>", "<bos>", "<unk>", *byte_tokens],
         show_progress=False,
     )
-    tok.train_from_iterator(tokenizer_corpus(), trainer)
-    spec = json.loads(tok.to_str())  # byte tokens are vocabulary entries reached by byte fallback, not added tokens
-    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] not in set(byte_tokens)]
-    tok = Tokenizer.from_str(json.dumps(spec))
+    tok = _byte_tokens_as_vocabulary(tok, trainer, byte_tokens)
     tok.add_special_tokens([AddedToken("<image>", special=True, normalized=False)])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
