@@ -25,7 +25,7 @@ from swift_ssid.workflows.demo import (
     demo_config,
     resolve_inputs,
 )
-from swift_ssid.workflows.run import DEFAULTS, pipeline_config, run_pipeline
+from swift_ssid.workflows.run import DEFAULTS, add_model_arguments, pipeline_config, run_pipeline
 
 REAL_MODEL_EPOCHS = 10
 
@@ -53,10 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--check", action="store_true", help="resolve every input (collection, images, tokenizer), print them, exit"
     )
     real = parser.add_argument_group("a real checkpoint instead of the tiny random model")
-    real.add_argument("--model", help="model folder or hub id (e.g. Qwen/Qwen2.5-VL-7B-Instruct)")
-    real.add_argument("--template", help="its SSID template (e.g. ssid_qwen2_5_vl); required with --model")
-    real.add_argument("--model-type", help="ms-swift model type, when it cannot be told from the model")
-    real.add_argument("--torch-dtype", help="e.g. bfloat16")
+    add_model_arguments(
+        real,
+        model_help="model folder or hub id (e.g. Qwen/Qwen2.5-VL-7B-Instruct)",
+        template_help="its SSID template (e.g. ssid_qwen2_5_vl); required with --model",
+        dtype_help="e.g. bfloat16",
+    )
     real.add_argument(
         "--epochs", type=float, default=REAL_MODEL_EPOCHS, help=f"LoRA epochs (default {REAL_MODEL_EPOCHS})"
     )

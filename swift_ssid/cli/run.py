@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from swift_ssid.core.errors import UserError, check_output_dir
-from swift_ssid.workflows.run import DEFAULTS, pipeline_config, run_pipeline
+from swift_ssid.workflows.run import DEFAULTS, add_model_arguments, pipeline_config, run_pipeline
 
 EPILOG = """examples:
   swift-ssid run my/collection.jsonl --image-root my/images --model Qwen/Qwen2.5-VL-7B-Instruct \\
@@ -46,10 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-root", help="folder the image paths are relative to (default: the collection's)")
     parser.add_argument("--out", help=f"work folder; running again resumes (default {d['out']})")
     g = parser.add_argument_group("model")
-    g.add_argument("--model", help="model folder or hub id (required)")
-    g.add_argument("--template", help="SSID template: ssid_<ms-swift template>, e.g. ssid_qwen2_5_vl (required)")
-    g.add_argument("--model-type", help="ms-swift model type, when it cannot be told from the model")
-    g.add_argument("--torch-dtype", help="bfloat16, float16 or float32 (default: the model's)")
+    add_model_arguments(
+        g,
+        model_help="model folder or hub id (required)",
+        template_help="SSID template: ssid_<ms-swift template>, e.g. ssid_qwen2_5_vl (required)",
+        dtype_help="bfloat16, float16 or float32 (default: the model's)",
+    )
     g.add_argument(
         "--max-pixels",
         type=int,

@@ -8,6 +8,7 @@ result block. Errors propagate (:class:`~swift_ssid.workflows.pipeline.Collectio
 
 from __future__ import annotations
 
+import argparse
 import shlex
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,16 @@ DEFAULTS: dict[str, Any] = {
     "memorisation_images": 100,
 }
 """Every setting's default (flags default to None so that a ``--config`` file can fill them in)."""
+
+
+def add_model_arguments(
+    group: argparse._ActionsContainer, model_help: str, template_help: str, dtype_help: str
+) -> None:
+    """Add the model settings' flags (``--model``, ``--template``, ``--model-type``, ``--torch-dtype``) to ``group``."""
+    group.add_argument("--model", help=model_help)
+    group.add_argument("--template", help=template_help)
+    group.add_argument("--model-type", help="ms-swift model type, when it cannot be told from the model")
+    group.add_argument("--torch-dtype", help=dtype_help)
 
 
 def model_flags(s: dict[str, Any]) -> list[str]:
