@@ -6,7 +6,7 @@ encoders    torch + transformers (dual encoders), no ms-swift or evalscope; core
 integration anything below; never workflows, reporting or cli
 reporting   no torch, transformers, ms-swift; core only
 workflows   anything but cli
-cli         anything
+cli         anything; but a command (a module under cli/ other than main.py) imports no other cli module
 testing     tiny models built from config and the offline assets (real tokenizers): product code, since
             ``swift-ssid demo`` and ``fetch-assets`` run it; torch + transformers, no ms-swift or evalscope;
             only core below it, and only workflows and cli above it use it
@@ -93,6 +93,18 @@ def test_layer_imports_only_what_it_may(layer):
             if rule := _violates(name, FORBIDDEN[layer]):
                 bad.append(f"{path.relative_to(PACKAGE.parent)}:{lineno}: imports {name} ({layer} may not use {rule})")
     assert not bad, "\n".join(bad)
+
+
+def test_cli_commands_import_no_other_cli_module():
+    """What two commands share lives in a layer below (reporting, workflows, core); only main.py dispatches."""
+    bad = []
+    for path in sorted((PACKAGE / "cli").rglob("*.py")):
+        if path.name in ("main.py", "__init__.py", "__main__.py"):
+            continue
+        for lineno, name in _imports(path):
+            if _violates(name, ("swift_ssid.cli",)):
+                bad.append(f"{path.relative_to(PACKAGE.parent)}:{lineno}: imports {name}")
+    assert not bad, "move what commands share out of cli/:\n" + "\n".join(bad)
 
 
 def test_the_checker_sees_lazy_imports(tmp_path):

@@ -12,6 +12,7 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -62,42 +63,52 @@ def _one_line_error(capsys, command: str) -> str:
 # ---------------------------------------------------------------- 1. output paths
 
 
-def _output_cases(work: Path) -> list[tuple[str, list[str], Path]]:
-    """(command, argv, the bad path) for every output flag; the bad path is filled in by the test."""
-    run = str(work / "run.jsonl")
-    return [
-        ("build-index", ["build-index", str(work / "results.jsonl"), "--no-check-images", "--out"], "dir"),
-        ("evaluate", ["evaluate", run, "--json"], "file"),
-        ("table", ["table", run, "--csv"], "file"),
-        ("table", ["table", run, "--markdown"], "file"),
-        ("table", ["table", run, "--plot"], "file"),
-        ("report", ["report", run, "--index", str(work / "index"), "--out"], "file"),
-        ("quality", ["quality", str(work / "index"), "--out"], "file"),
-        ("fuse", ["fuse", run, run, "--out"], "file"),
-        (
+OUTPUT_CASES: list[tuple[str, str, Callable[[Path], list[str]], str]] = [
+    # (id, command, argv up to the bad output path given the work folder, what the path should be)
+    (
+        "build-index",
+        "build-index",
+        lambda w: ["build-index", str(w / "results.jsonl"), "--no-check-images", "--out"],
+        "dir",
+    ),
+    ("evaluate", "evaluate", lambda w: ["evaluate", str(w / "run.jsonl"), "--json"], "file"),
+    ("table --csv", "table", lambda w: ["table", str(w / "run.jsonl"), "--csv"], "file"),
+    ("table --markdown", "table", lambda w: ["table", str(w / "run.jsonl"), "--markdown"], "file"),
+    ("table --plot", "table", lambda w: ["table", str(w / "run.jsonl"), "--plot"], "file"),
+    ("report", "report", lambda w: ["report", str(w / "run.jsonl"), "--index", str(w / "index"), "--out"], "file"),
+    ("quality", "quality", lambda w: ["quality", str(w / "index"), "--out"], "file"),
+    ("fuse", "fuse", lambda w: ["fuse", str(w / "run.jsonl"), str(w / "run.jsonl"), "--out"], "file"),
+    (
+        "dense",
+        "dense",
+        lambda w: [
             "dense",
-            [
-                "dense",
-                "--encoder",
-                str(work / "no-encoder"),
-                "--collection",
-                DEMO,
-                "--queries",
-                str(work / "q.jsonl"),
-                "--k",
-                "2",
-                "--out",
-            ],
-            "file",
-        ),
-        ("identifiers", ["identifiers", "numeric", "--collection", DEMO, "--out"], "dir"),
-    ]
+            "--encoder",
+            str(w / "no-encoder"),
+            "--collection",
+            DEMO,
+            "--queries",
+            str(w / "q.jsonl"),
+            "--k",
+            "2",
+            "--out",
+        ],
+        "file",
+    ),
+    ("identifiers", "identifiers", lambda w: ["identifiers", "numeric", "--collection", DEMO, "--out"], "dir"),
+    ("check", "check", lambda w: ["check", DEMO, "--skip-invalid", "--out"], "dir"),
+    ("recipe", "recipe", lambda w: ["recipe", "train_qwen2_5_vl", "--collection", DEMO, "--out"], "file"),
+    ("run", "run", lambda w: ["run", DEMO, "--model", "unused", "--template", "unused", "--out"], "dir"),
+    ("demo", "demo", lambda w: ["demo", "--out"], "dir"),
+]
 
 
-@pytest.mark.parametrize("case", range(10))
+@pytest.mark.parametrize(
+    ("command", "make_argv", "kind"), [c[1:] for c in OUTPUT_CASES], ids=[c[0] for c in OUTPUT_CASES]
+)
 @pytest.mark.parametrize("problem", ["folder_for_file", "file_for_folder", "parent_is_a_file", "unwritable"])
-def test_bad_output_path_exits_2_naming_it_and_leaves_nothing(work, capsys, case, problem):
-    command, argv, kind = _output_cases(work)[case]
+def test_bad_output_path_exits_2_naming_it_and_leaves_nothing(work, capsys, command, make_argv, kind, problem):
+    argv = make_argv(work)
     blocker = work / "blocker"
     if problem == "folder_for_file":
         if kind == "dir":
@@ -121,6 +132,50 @@ def test_bad_output_path_exits_2_naming_it_and_leaves_nothing(work, capsys, case
     assert sorted(p.name for p in work.iterdir()) == before  # no partial or temporary file
     if target.is_file():
         assert target.read_text() == "keep me"
+
+
+BAD_INPUT_CASES: list[tuple[str, str, Callable[[Path], list[str]], str]] = [
+    # (id, command, argv given the work folder, a word the one-line message must hold)
+    ("check missing collection", "check", lambda w: ["check", str(w / "none.jsonl")], "none.jsonl"),
+    ("check problem rows", "check", lambda w: ["check", str(w / "gone.jsonl")], "--skip-invalid"),
+    (
+        "recipe unknown name",
+        "recipe",
+        lambda w: ["recipe", "nonsense", "--collection", DEMO, "--out", str(w / "r.yaml")],
+        "train_qwen2_5_vl",
+    ),
+    (
+        "recipe no --collection",
+        "recipe",
+        lambda w: ["recipe", "train_qwen2_5_vl", "--out", str(w / "r.yaml")],
+        "--collection",
+    ),
+    ("run no --model", "run", lambda w: ["run", DEMO, "--out", str(w / "work")], "model"),
+    (
+        "run unknown setting",
+        "run",
+        lambda w: ["run", "--config", str(w / "bad.yaml"), "--out", str(w / "work")],
+        "colour",
+    ),
+    (
+        "demo --model without --template",
+        "demo",
+        lambda w: ["demo", "--model", "m", "--out", str(w / "work")],
+        "--template",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "make_argv", "expected"), [c[1:] for c in BAD_INPUT_CASES], ids=[c[0] for c in BAD_INPUT_CASES]
+)
+def test_bad_input_exits_2_on_one_line_and_writes_nothing(work, capsys, command, make_argv, expected):
+    (work / "bad.yaml").write_text("colour: red\n")
+    (work / "gone.jsonl").write_text(json.dumps({"image": "gone.jpg", "captions": ["x"], "split": "test"}) + "\n")
+    before = sorted(p.name for p in work.iterdir())
+    assert main(make_argv(work)) == 2
+    assert expected in _one_line_error(capsys, command)
+    assert sorted(p.name for p in work.iterdir()) == before
 
 
 # ---------------------------------------------------------------- 2. undecodable bytes
@@ -265,3 +320,45 @@ def test_exit_code_policy_seen_from_a_shell(work):
         )
         assert proc.returncode == code, (argv, proc.stderr)
         assert "Traceback" not in proc.stderr
+
+
+def test_main_alone_turns_missing_extras_and_failed_steps_into_exit_codes(work, monkeypatch, capsys):
+    import swift_ssid.cli.evaluate as evaluate
+    import swift_ssid.cli.quality as quality
+    import swift_ssid.cli.run as run_command
+    from swift_ssid.workflows.pipeline import CollectionError, StageError
+
+    def missing(*args, **kwargs):
+        raise ImportError("No module named 'sentence_transformers'")
+
+    # A command that declares its extra: the missing library is the environment's (2), with the extra to install.
+    monkeypatch.setattr(quality, "run", missing)
+    assert main(["quality", str(work / "index"), "--out", str(work / "q.json")]) == 2
+    assert "pip install 'swift-ssid[embed]'" in _one_line_error(capsys, "quality")
+    # Any other command: a broken install is a bug (1, traceback kept).
+    monkeypatch.setattr(evaluate, "run", missing)
+    assert main(["evaluate", str(work / "run.jsonl")]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+    # run names itself in every message: bad input (2), the collection's problem list (2), a failed step (1).
+    argv = ["run", DEMO, "--model", "m", "--template", "t", "--out", str(work / "w")]
+    for error, code, line in [
+        (ValueError("the collection has no test image; give some rows split test"), 2, "error: the collection"),
+        (CollectionError("1 problem(s):\nc.jsonl:3: [svg] ...\nfix these rows"), 2, "the collection has problems: 1"),
+        (StageError("`swift sft` exited 1; full log: w/logs/3_sft.log"), 1, "a step failed: `swift sft`"),
+    ]:
+
+        def fail(*args, error=error, **kwargs):
+            raise error
+
+        monkeypatch.setattr(run_command, "run_pipeline", fail)
+        assert main(argv) == code
+        err = capsys.readouterr().err
+        assert err.startswith(f"swift-ssid run: {line}") and "Traceback" not in err, err
+
+
+def test_protocol_errors_name_the_protocol(work, capsys):
+    argv = ["protocol", "multilingual", "--model", "m", "--template", "ssid_qwen2_5", "--index", str(work / "index")]
+    q = str(work / "q.jsonl")
+    assert main([*argv, "--out", str(work / "p"), "--queries", f"en={q}", f"en={q}"]) == 2
+    assert "names a language twice" in _one_line_error(capsys, "protocol multilingual")

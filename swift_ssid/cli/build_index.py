@@ -15,7 +15,7 @@ import argparse
 import logging
 import sys
 
-from swift_ssid.core.errors import check_output_dir
+from swift_ssid.core.errors import UserError, check_output_dir
 from swift_ssid.core.index import POLICIES, IndexBuildStats, build_index
 
 
@@ -46,13 +46,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 DEFAULT_MIN_USABLE = 0.5
 
 
-def too_few_usable(stats: IndexBuildStats, min_usable: float, results: str) -> str:
-    """The message for an index with too few usable identifiers: the numbers and the three ways on."""
+def too_few_usable(stats: IndexBuildStats, min_usable: float, results: str) -> tuple[str, str]:
+    """For an index with too few usable identifiers: the verdict (one line, the numbers) and the three ways on."""
     share = stats.valid / max(stats.images, 1)
     reasons = ", ".join(f"{code} {n}" for code, n in list(stats.invalid_by_reason.items())[:4]) or "none recorded"
-    return (
+    verdict = (
         f"only {stats.valid} of {stats.images} images ({share:.0%}) got a usable identifier from {results}, "
-        f"below --min-usable {min_usable:g} (rejections: {reasons}). Either\n"
+        f"below --min-usable {min_usable:g} (rejections: {reasons}); take one of the three ways above"
+    )
+    return verdict, (
+        "too few usable identifiers; either\n"
         f"  1. ask the model again for those images: swift infer ... --val_dataset {stats.files['regenerate']} "
         f"--result_path MORE.jsonl, append MORE.jsonl to {results} and rebuild (a capable model answers in the "
         "three-line format; a weak one will not), or\n"
@@ -88,26 +91,22 @@ def _summary(stats: IndexBuildStats) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the index; print a summary. Returns 0 on success, 2 when the input or ``--out`` cannot be used or
-    fewer than ``--min-usable`` of the images have a usable answer."""
+    """Build the index; print a summary. Returns 0; raises UserError when the input or ``--out`` cannot be used or
+    fewer than ``--min-usable`` of the images have a usable answer (after printing the ways on to stderr)."""
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     if not 0.0 <= args.min_usable <= 1.0:
-        print(f"swift-ssid build-index: error: --min-usable {args.min_usable} must be between 0 and 1", file=sys.stderr)
-        return 2
-    try:
-        check_output_dir(args.out, "--out")
-        stats = build_index(
-            args.results,
-            args.out,
-            collisions=args.collisions,
-            check_images=args.check_images,
-            image_root=args.image_root,
-        )
-    except (OSError, ValueError) as e:
-        print(f"swift-ssid build-index: error: {e}", file=sys.stderr)
-        return 2
+        raise UserError(f"--min-usable {args.min_usable} must be between 0 and 1")
+    check_output_dir(args.out, "--out")
+    stats = build_index(
+        args.results,
+        args.out,
+        collisions=args.collisions,
+        check_images=args.check_images,
+        image_root=args.image_root,
+    )
     print(_summary(stats))
     if stats.valid < args.min_usable * stats.images:
-        print(f"swift-ssid build-index: error: {too_few_usable(stats, args.min_usable, args.results)}", file=sys.stderr)
-        return 2
+        verdict, ways = too_few_usable(stats, args.min_usable, args.results)
+        print(ways, file=sys.stderr)
+        raise UserError(verdict)
     return 0

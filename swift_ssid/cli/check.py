@@ -11,10 +11,10 @@ Example:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from swift_ssid.core.checks import check_collection
+from swift_ssid.core.errors import UserError, check_output_dir
 from swift_ssid.core.jsonl import write_jsonl_atomic
 
 MAX_PRINTED = 50
@@ -48,12 +48,10 @@ def write_checked(items: list, path: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check the collection; print one line per problem. Returns 0 (usable) or 2 (problems)."""
-    try:
-        report = check_collection(args.collection, args.image_root)
-    except (OSError, ValueError) as e:
-        print(f"swift-ssid check: error: {e}", file=sys.stderr)
-        return 2
+    """Check the collection; print one line per problem. Returns 0 (usable); raises UserError on problems."""
+    if args.skip_invalid:
+        check_output_dir(args.out, "--out")
+    report = check_collection(args.collection, args.image_root)
     for problem in report.problems[:MAX_PRINTED]:
         print(problem.line())
     if len(report.problems) > MAX_PRINTED:
@@ -63,14 +61,10 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         skipped = report.write_skipped(out / "skipped.jsonl")
         if not report.items:
-            print(
-                f"swift-ssid check: error: no usable row in {args.collection}; fix the problems above", file=sys.stderr
-            )
-            return 2
+            raise UserError(f"no usable row in {args.collection}; fix the problems above")
         checked = write_checked(report.items, out / "collection.jsonl")
         print(f"skipped rows: {skipped} ({len(report.problems)} problem(s)); usable collection: {checked}")
         return 0
     if report.problems:
-        print("fix the rows above, or pass --skip-invalid to leave them out and carry on", file=sys.stderr)
-        return 2
+        raise UserError("fix the rows above, or pass --skip-invalid to leave them out and carry on")
     return 0

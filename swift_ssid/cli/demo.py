@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
-from pathlib import Path
 
-from swift_ssid.cli.run import DEFAULTS, pipeline_config, run_pipeline
+from swift_ssid.core.errors import UserError, check_output_dir
 from swift_ssid.workflows.demo import (
     DEFAULT_FAMILY,
     DEMO_COLLECTION,
@@ -27,6 +25,7 @@ from swift_ssid.workflows.demo import (
     demo_config,
     resolve_inputs,
 )
+from swift_ssid.workflows.run import DEFAULTS, add_model_arguments, pipeline_config, run_pipeline
 
 REAL_MODEL_EPOCHS = 10
 
@@ -54,10 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--check", action="store_true", help="resolve every input (collection, images, tokenizer), print them, exit"
     )
     real = parser.add_argument_group("a real checkpoint instead of the tiny random model")
-    real.add_argument("--model", help="model folder or hub id (e.g. Qwen/Qwen2.5-VL-7B-Instruct)")
-    real.add_argument("--template", help="its SSID template (e.g. ssid_qwen2_5_vl); required with --model")
-    real.add_argument("--model-type", help="ms-swift model type, when it cannot be told from the model")
-    real.add_argument("--torch-dtype", help="e.g. bfloat16")
+    add_model_arguments(
+        real,
+        model_help="model folder or hub id (e.g. Qwen/Qwen2.5-VL-7B-Instruct)",
+        template_help="its SSID template (e.g. ssid_qwen2_5_vl); required with --model",
+        dtype_help="e.g. bfloat16",
+    )
     real.add_argument(
         "--epochs", type=float, default=REAL_MODEL_EPOCHS, help=f"LoRA epochs (default {REAL_MODEL_EPOCHS})"
     )
@@ -66,44 +67,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the demo; 0 on success."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    work = Path(args.out).resolve()
+    work = check_output_dir(args.out, "--out").resolve()
     if args.model:
         if not args.template:
-            print("swift-ssid demo: error: --model needs --template (e.g. ssid_qwen2_5_vl)", file=sys.stderr)
-            return 2
+            raise UserError("--model needs --template (e.g. ssid_qwen2_5_vl)")
         settings = {**DEFAULTS, "collection": str(DEMO_COLLECTION), "out": str(work), "k": args.k}
         settings.update(model=args.model, template=args.template, model_type=args.model_type)
         settings.update(torch_dtype=args.torch_dtype, epochs=args.epochs, memorisation_images=12)
         config = pipeline_config(settings)
-        return run_pipeline(config, f"SSID demo ({args.model}, LoRA {args.epochs:g} epochs, K={args.k})")
+        print(run_pipeline(config, f"SSID demo ({args.model}, LoRA {args.epochs:g} epochs, K={args.k})"))
+        return 0
     from swift_ssid.testing.tiny_models import BUILDERS
 
     model_dir = work / f"tiny_{args.family}"
     needs_model = not (model_dir / "config.json").exists()
-    try:
-        inputs = resolve_inputs(args.family, args.tokenizer, with_tokenizer=needs_model or args.check)
-    except (OSError, ValueError) as e:
-        print(f"swift-ssid demo: error: {e}", file=sys.stderr)
-        return 2
+    inputs = resolve_inputs(args.family, args.tokenizer, with_tokenizer=needs_model or args.check)
     if args.check:
         print(json.dumps(inputs, indent=2))
         return 0
     if needs_model:
         logging.info("building a tiny random %s from config in %s", args.family, model_dir)
         extra = {"tokenizer_dir": inputs["tokenizer"]} if inputs["tokenizer"] else {}
-        try:
-            BUILDERS[args.family](model_dir, **extra)
-        except ValueError as e:  # e.g. --tokenizer names a tokenizer that is not Qwen2's
-            print(f"swift-ssid demo: error: {e}", file=sys.stderr)
-            return 2
+        BUILDERS[args.family](model_dir, **extra)  # ValueError: e.g. --tokenizer is not Qwen2's
     steps = args.steps or DEMO_STEPS
     config = demo_config(work, args.family, model_dir, steps, args.k)
-    title = f"SSID demo ({args.family}, tiny random model, {steps} sft steps, K={args.k})"
-    code = run_pipeline(config, title)
-    if code == 0:
-        print(
-            "The memorisation check shows training and trie-constrained decoding working; the held-out result of a "
-            "tiny random model is expected near chance (it cannot generalise to unseen captions: that needs a real "
-            "MLLM, see docs/own-collection.md)."
-        )
-    return code
+    print(run_pipeline(config, f"SSID demo ({args.family}, tiny random model, {steps} sft steps, K={args.k})"))
+    print(
+        "The memorisation check shows training and trie-constrained decoding working; the held-out result of a "
+        "tiny random model is expected near chance (it cannot generalise to unseen captions: that needs a real "
+        "MLLM, see docs/own-collection.md)."
+    )
+    return 0

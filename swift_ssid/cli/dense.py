@@ -14,12 +14,14 @@ Example:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from swift_ssid.core.collection import SPLITS
-from swift_ssid.core.errors import check_output_file
+from swift_ssid.core.errors import UserError, check_output_file
+from swift_ssid.reporting.tables import format_metrics
+from swift_ssid.workflows.run import DTYPES
 
+OPTIONAL_EXTRA = "embed"  # a missing library is reported with this extra (swift_ssid.cli.main)
 SPLIT_CHOICES = ("all", "train", *[s for s in SPLITS if s != "train"])
 
 
@@ -41,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--search", choices=("auto", "faiss", "torch"), default="auto", help="exact top-K backend")
     parser.add_argument("--device", default="cpu", help="torch device for the encoder (default cpu)")
-    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32", help="model dtype")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="model dtype")
     parser.add_argument("--batch-size", type=int, default=32, help="images or texts per forward pass")
     parser.add_argument(
         "--setting", nargs="+", default=[], metavar="KEY=VALUE", help="extra labels for every row's setting"
@@ -58,58 +60,45 @@ def candidate_images(items, split: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from swift_ssid.core.collection import load_collection
+    from swift_ssid.core.metrics import evaluate_run
     from swift_ssid.core.queries import load_queries
+    from swift_ssid.core.runs import write_run
     from swift_ssid.workflows.protocols import parse_labels
 
-    try:
-        check_output_file(args.out, "--out")
-        if args.k < 1:
-            raise ValueError(f"--k {args.k} must be at least 1")
-        labels = parse_labels(args.setting)
-        items = load_collection(args.collection, image_root=args.image_root)
-        images = candidate_images(items, args.split)
-        if not images:
-            raise ValueError(f"{args.collection}: no image in split {args.split!r}; pick another --split")
-        queries = load_queries(args.queries)
-        known = set(images)
-        outside = [q for q in queries if not known.intersection(q.gold_images)]
-        if len(outside) == len(queries):
-            raise ValueError(
-                f"no query's gold image is among the {len(images)} candidates of {args.collection} "
-                f"(split {args.split}); e.g. query {outside[0].query_id!r} wants {outside[0].gold_images[0]!r}, "
-                f"a candidate is {images[0]!r}: pass the collection the queries were made from"
-            )
-        from swift_ssid.encoders.dense_retrieval import dense_run_rows, exact_top_k, image_embeddings
-        from swift_ssid.encoders.dual_encoder import DualEncoder
-
-        encoder = DualEncoder(args.encoder, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
-        cache = Path(args.cache) if args.cache else Path(args.out).resolve().parent / ".dense_cache"
-        image_emb = image_embeddings(encoder, images, cache, storage=args.storage)
-        text_emb = encoder.embed_texts([q.query for q in queries])
-        scores, ids = exact_top_k(text_emb, image_emb, args.k, backend=args.search)
-        setting = {
-            "kind": "dense",
-            "encoder": Path(args.encoder).name,
-            "fingerprint": encoder.fingerprint,
-            "k": args.k,
-            **labels,
-        }
-        from swift_ssid.core.metrics import evaluate_run
-        from swift_ssid.core.runs import write_run
-
-        rows = dense_run_rows(queries, images, scores, ids, setting)
-        write_run(args.out, rows)
-    except ImportError as e:  # an optional library (sentence-transformers, faiss, bm25s, ranx) is missing
-        print(
-            f"swift-ssid dense: error: {e}; install it (pip install 'swift-ssid[embed]' for the text embedder)",
-            file=sys.stderr,
+    check_output_file(args.out, "--out")
+    if args.k < 1:
+        raise UserError(f"--k {args.k} must be at least 1")
+    labels = parse_labels(args.setting)
+    items = load_collection(args.collection, image_root=args.image_root)
+    images = candidate_images(items, args.split)
+    if not images:
+        raise UserError(f"{args.collection}: no image in split {args.split!r}; pick another --split")
+    queries = load_queries(args.queries)
+    known = set(images)
+    outside = [q for q in queries if not known.intersection(q.gold_images)]
+    if len(outside) == len(queries):
+        raise UserError(
+            f"no query's gold image is among the {len(images)} candidates of {args.collection} "
+            f"(split {args.split}); e.g. query {outside[0].query_id!r} wants {outside[0].gold_images[0]!r}, "
+            f"a candidate is {images[0]!r}: pass the collection the queries were made from"
         )
-        return 2
-    except (OSError, ValueError) as e:
-        print(f"swift-ssid dense: error: {e}", file=sys.stderr)
-        return 2
-    from swift_ssid.cli.evaluate import format_metrics
+    from swift_ssid.encoders.dense_retrieval import dense_run_rows, exact_top_k, image_embeddings
+    from swift_ssid.encoders.dual_encoder import DualEncoder
 
+    encoder = DualEncoder(args.encoder, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
+    cache = Path(args.cache) if args.cache else Path(args.out).resolve().parent / ".dense_cache"
+    image_emb = image_embeddings(encoder, images, cache, storage=args.storage)
+    text_emb = encoder.embed_texts([q.query for q in queries])
+    scores, ids = exact_top_k(text_emb, image_emb, args.k, backend=args.search)
+    setting = {
+        "kind": "dense",
+        "encoder": Path(args.encoder).name,
+        "fingerprint": encoder.fingerprint,
+        "k": args.k,
+        **labels,
+    }
+    rows = dense_run_rows(queries, images, scores, ids, setting)
+    write_run(args.out, rows)
     if outside:
         print(f"warning: {len(outside)} of {len(queries)} queries have no gold image among the candidates")
     print(f"dense: {len(queries)} queries over {len(images)} images ({args.storage} embeddings in {cache})")

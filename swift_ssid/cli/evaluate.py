@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from swift_ssid.core.errors import check_output_file
+from swift_ssid.core.errors import UserError, check_output_file
 from swift_ssid.core.jsonl import iter_jsonl, write_text_atomic
-from swift_ssid.core.metrics import DEFAULT_KS, RunMetrics, evaluate_run
+from swift_ssid.core.metrics import DEFAULT_KS, evaluate_run
 from swift_ssid.core.runs import RunRow, read_run, row_from_answers
-from swift_ssid.reporting.tables import format_percent
+from swift_ssid.reporting.tables import format_metrics
 
 INFER_NOTE = "top beam of `swift infer` only: R@1 (R@5/R@10 need `swift-ssid retrieve`)"
 
@@ -37,16 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with a `swift infer` result file: the ssid-query.jsonl the results were generated from",
     )
     parser.add_argument("--index", metavar="DIR", help="with a `swift infer` result file: the identifier index")
-
-
-def format_metrics(metrics: RunMetrics, run: str, note: str | None = None) -> str:
-    """The metrics as aligned text lines (percent, one decimal, as in the paper's tables)."""
-    lines = [f"run: {run}", f"metric: {metrics.metric}", f"queries: {metrics.n_queries}"]
-    if note:
-        lines.append(f"note: {note}")
-    lines += [f"{f'R@{k}':<6}{format_percent(metrics.r_at(k)):>6}" for k in metrics.ks]
-    lines.append(f"unknown identifiers: {format_percent(metrics.unknown_identifier_rate or 0.0)}%")
-    return "\n".join(lines)
 
 
 def _is_infer_results(path: str) -> bool:
@@ -103,22 +92,18 @@ def infer_results_to_run(results: str, queries: str, index_dir: str) -> list[Run
 
 def run(args: argparse.Namespace) -> int:
     note = None
-    try:
-        if args.json:
-            check_output_file(args.json, "--json")
-        if _is_infer_results(args.run):
-            if not (args.queries and args.index):
-                raise ValueError(
-                    f"{args.run} is a `swift infer` result file: pass --queries (the ssid-query.jsonl it was made "
-                    "from: python -m swift_ssid.integration.datasets --out DIR ssid-query) and --index DIR"
-                )
-            metrics = evaluate_run(infer_results_to_run(args.run, args.queries, args.index), ks=[1])
-            note = INFER_NOTE
-        else:
-            metrics = evaluate_run(read_run(args.run), ks=args.ks)
-    except (OSError, ValueError) as e:
-        print(f"swift-ssid evaluate: error: {e}", file=sys.stderr)
-        return 2
+    if args.json:
+        check_output_file(args.json, "--json")
+    if _is_infer_results(args.run):
+        if not (args.queries and args.index):
+            raise UserError(
+                f"{args.run} is a `swift infer` result file: pass --queries (the ssid-query.jsonl it was made "
+                "from: python -m swift_ssid.integration.datasets --out DIR ssid-query) and --index DIR"
+            )
+        metrics = evaluate_run(infer_results_to_run(args.run, args.queries, args.index), ks=[1])
+        note = INFER_NOTE
+    else:
+        metrics = evaluate_run(read_run(args.run), ks=args.ks)
     print(format_metrics(metrics, args.run, note))
     if args.json:
         out = {"run": args.run, **metrics.to_dict(), **({"note": note} if note else {})}

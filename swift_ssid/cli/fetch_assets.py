@@ -7,8 +7,8 @@ The folder is ``$SWIFT_SSID_ASSETS`` when set, else the user cache folder (``--w
 from __future__ import annotations
 
 import argparse
-import sys
 
+from swift_ssid.core.errors import UserError
 from swift_ssid.testing import assets
 
 
@@ -26,17 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.where:
-        try:
-            print(assets.qwen2_tokenizer_dir(None if args.dir is None else f"{args.dir}/{assets.QWEN2_TOKENIZER}"))
-        except assets.AssetNotFoundError as e:
-            print(f"swift-ssid fetch-assets: error: {e}", file=sys.stderr)
-            return 2
+    if args.where:  # AssetNotFoundError is an OSError: exit 2
+        print(assets.qwen2_tokenizer_dir(None if args.dir is None else f"{args.dir}/{assets.QWEN2_TOKENIZER}"))
         return 0
     try:
         folder = assets.fetch_qwen2_tokenizer(args.dir, tarball=args.tarball, force=args.force)
-    except (assets.AssetFetchError, OSError) as e:
-        print(f"swift-ssid fetch-assets: error: {e}", file=sys.stderr)
-        return 2
+    except assets.AssetFetchError as e:  # npm or the tarball: the environment, not a bug
+        raise UserError(str(e)) from e
     print(f"Qwen2 tokenizer in {folder}")
     return 0

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from swift_ssid.core.errors import check_output_file
+from swift_ssid.core.errors import UserError, check_output_file
 from swift_ssid.core.fusion import METHODS, NORMS
+from swift_ssid.reporting.tables import format_metrics
+
+OPTIONAL_EXTRA = "embed"  # a missing library is reported with this extra (swift_ssid.cli.main)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +47,7 @@ def _params(items: list[str]) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--param {item!r} is not KEY=VALUE (e.g. k=60)")
+            raise UserError(f"--param {item!r} is not KEY=VALUE (e.g. k=60)")
         try:
             params[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
@@ -60,13 +62,13 @@ def _rerank(args: argparse.Namespace, rows: list) -> list:
     from swift_ssid.encoders.dual_encoder import DualEncoder
 
     if not args.encoder or not args.collection:
-        raise ValueError("--rerank needs --encoder DIR and --collection FILE (the images' collection)")
+        raise UserError("--rerank needs --encoder DIR and --collection FILE (the images' collection)")
     items = load_collection(args.collection, image_root=args.image_root)
     images = [item.image for item in items]
     position = {image: i for i, image in enumerate(images)}
     unknown = sorted({image for row in rows for image in row.images if image not in position})
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"{len(unknown)} image(s) of {args.runs[0]} are not in {args.collection} (e.g. {unknown[0]!r}); "
             "pass the collection the run's index was built from"
         )
@@ -93,38 +95,26 @@ def run(args: argparse.Namespace) -> int:
     from swift_ssid.core.metrics import evaluate_run
     from swift_ssid.core.runs import read_run, write_run
 
-    try:
-        check_output_file(args.out, "--out")
-        runs = [read_run(path) for path in args.runs]
-        names = args.names or [Path(p).stem for p in args.runs]
-        if len(names) != len(runs):
-            raise ValueError(f"got {len(names)} --names for {len(runs)} runs; give one name per run")
-        if args.k is not None and args.k < 1:
-            raise ValueError(f"--k {args.k} must be at least 1")
-        if args.rerank:
-            if len(runs) != 1:
-                raise ValueError(f"--rerank takes one run, got {len(runs)}; fuse several runs without --rerank")
-            rows = _rerank(args, runs[0])
-        else:
-            params = _params(args.param)
-            if args.weights is not None:
-                if len(args.weights) != len(runs):
-                    raise ValueError(f"got {len(args.weights)} --weights for {len(runs)} runs; give one per run")
-                params["weights"] = args.weights
-            if args.method == "wsum" and "weights" not in params:
-                raise ValueError("--method wsum needs --weights (one per run)")
-            rows = fuse_runs(runs, method=args.method, norm=args.norm, params=params, k=args.k, names=names)
-        write_run(args.out, rows)
-    except ImportError as e:  # an optional library (sentence-transformers, faiss, bm25s, ranx) is missing
-        print(
-            f"swift-ssid fuse: error: {e}; install it (pip install 'swift-ssid[embed]' for the text embedder)",
-            file=sys.stderr,
-        )
-        return 2
-    except (OSError, ValueError) as e:
-        print(f"swift-ssid fuse: error: {e}", file=sys.stderr)
-        return 2
-    from swift_ssid.cli.evaluate import format_metrics
-
+    check_output_file(args.out, "--out")
+    runs = [read_run(path) for path in args.runs]
+    names = args.names or [Path(p).stem for p in args.runs]
+    if len(names) != len(runs):
+        raise UserError(f"got {len(names)} --names for {len(runs)} runs; give one name per run")
+    if args.k is not None and args.k < 1:
+        raise UserError(f"--k {args.k} must be at least 1")
+    if args.rerank:
+        if len(runs) != 1:
+            raise UserError(f"--rerank takes one run, got {len(runs)}; fuse several runs without --rerank")
+        rows = _rerank(args, runs[0])
+    else:
+        params = _params(args.param)
+        if args.weights is not None:
+            if len(args.weights) != len(runs):
+                raise UserError(f"got {len(args.weights)} --weights for {len(runs)} runs; give one per run")
+            params["weights"] = args.weights
+        if args.method == "wsum" and "weights" not in params:
+            raise UserError("--method wsum needs --weights (one per run)")
+        rows = fuse_runs(runs, method=args.method, norm=args.norm, params=params, k=args.k, names=names)
+    write_run(args.out, rows)
     print(format_metrics(evaluate_run(rows), args.out))
     return 0

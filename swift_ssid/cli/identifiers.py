@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from typing import Any
 
 from swift_ssid.core.errors import check_output_dir
 from swift_ssid.core.index import POLICIES
 from swift_ssid.core.kinds import BUILDABLE
-
-DTYPES = ("float32", "float16", "bfloat16")
+from swift_ssid.workflows.run import DTYPES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,12 +77,8 @@ def run(args: argparse.Namespace) -> int:
         pseudo_captions=args.pseudo_captions,
         token_width=args.token_width,
     )
-    try:
-        check_output_dir(args.out, "--out")
-        stats = build_identifiers(spec, args.collection, args.out, args.image_root, args.tokenizer)
-    except (OSError, ValueError) as e:
-        print(f"swift-ssid identifiers: error: {e}", file=sys.stderr)
-        return 2
+    check_output_dir(args.out, "--out")
+    stats = build_identifiers(spec, args.collection, args.out, args.image_root, args.tokenizer)
     print(summary_text(stats))
     return 0
 

@@ -2,7 +2,11 @@
 
 Each subcommand lives in ``swift_ssid/cli/<name>.py`` and exposes ``add_arguments(parser)``
 and ``run(args) -> int``. Only the chosen subcommand is imported, so ``swift-ssid evaluate``
-does not pay for torch or ms-swift.
+does not pay for torch or ms-swift. Subcommands import no other ``swift_ssid.cli`` module.
+
+Commands raise; this module alone prints the error and chooses the exit status (``docs/errors.md``).
+A command whose optional libraries come with an extra names it in ``OPTIONAL_EXTRA``; a command with
+subcommands of its own may name itself in the ``command_name`` default (``protocol ablation``).
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ import argparse
 import importlib
 import sys
 import traceback
+from types import ModuleType
+
+from swift_ssid.core.errors import UserError
 
 # name -> (module, one-line help); listed in pipeline order.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -47,6 +54,8 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | Non
 
 
 BUG_REPORT = "the swift_ssid issue tracker"
+EXTRAS = {"embed": "the text embedder"}
+"""pip extras of swift-ssid -> what they install, for the message when one of their libraries is missing."""
 
 
 def _one_line(error: BaseException) -> str:
@@ -55,31 +64,53 @@ def _one_line(error: BaseException) -> str:
     return " ".join(text.split())
 
 
+def missing_extra(error: ImportError, extra: str) -> UserError:
+    """The error for an optional library that is missing: its import error and the extra that installs it."""
+    return UserError(f"{error}; install it (pip install 'swift-ssid[{extra}]' for {EXTRAS[extra]})")
+
+
+def run_command(module: ModuleType, args: argparse.Namespace) -> int:
+    """Run ``module.run(args)``; a missing optional library of the command becomes a :class:`UserError`."""
+    try:
+        return int(module.run(args) or 0)
+    except ImportError as e:
+        extra = getattr(module, "OPTIONAL_EXTRA", None)
+        if extra is None:
+            raise
+        raise missing_extra(e, extra) from e
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; the exit status follows the policy in ``docs/errors.md``.
 
     Returns:
-        0 done; 2 bad input or environment (one line on stderr: ``swift-ssid <cmd>: error: ...``);
-        1 a bug (the traceback, then a line saying so); 130 interrupted.
+        0 done; 2 bad input or environment (``UserError``, any ``ValueError`` or ``OSError``: one line on stderr,
+        ``swift-ssid <cmd>: error: ...``; a collection with problem rows: the list of them); 1 a bug (the
+        traceback, then a line saying so) or a pipeline step that failed (its command and log); 130 interrupted.
     """
-    from swift_ssid.core.errors import UserError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, module = build_parser(argv)
     args = parser.parse_args(argv)
     if module is None:
         parser.print_help()
         return 2
-    name = f"swift-ssid {args.command}"
+    name = f"swift-ssid {getattr(args, 'command_name', None) or args.command}"
     try:
-        return int(module.run(args) or 0)
-    except (UserError, OSError) as e:  # bad input or environment: a file missing, unreadable or unwritable
+        return run_command(module, args)
+    except (ValueError, OSError) as e:  # bad input (UserError is a ValueError) or environment: a file missing...
         print(f"{name}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{name}: interrupted; rerun the same command to resume where it stopped", file=sys.stderr)
         return 130
-    except Exception:
+    except Exception as e:
+        pipeline = sys.modules.get("swift_ssid.workflows.pipeline")  # loaded if one of its errors was raised
+        if pipeline and isinstance(e, pipeline.CollectionError):  # the problem rows, one a line, as `check` lists
+            print(f"{name}: the collection has problems: {e}", file=sys.stderr)
+            return 2
+        if pipeline and isinstance(e, pipeline.StageError):  # a `swift` step: its command and the end of its log
+            print(f"{name}: a step failed: {e}", file=sys.stderr)
+            return 1
         traceback.print_exc()
         print(
             f"{name}: internal error (a bug in swift_ssid, not in your input): please report it with the command "

@@ -11,11 +11,10 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
-import sys
 from pathlib import Path
 
-from swift_ssid.cli.retrieve import DTYPES
-from swift_ssid.core.errors import check_output_dir
+from swift_ssid.core.errors import UserError, check_output_dir
+from swift_ssid.workflows.run import DTYPES
 
 
 def _shared(parser: argparse.ArgumentParser, index: bool = True) -> None:
@@ -124,11 +123,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--pseudo-captions", metavar="FILE.jsonl", help="semantic: {image, caption} rows used instead")
     p.add_argument("--tokenizer", metavar="DIR", help="tokenizer for the token statistics (default: --model if local)")
     p.add_argument("--model-label", default="this model", help="the model named in Table II")
+    for name, protocol in sub.choices.items():  # errors name the protocol: `swift-ssid protocol ablation: error: ...`
+        protocol.set_defaults(command_name=f"protocol {name}")
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from swift_ssid.workflows.pipeline import StageError
     from swift_ssid.workflows.protocols import (
         KindOptions,
         RetrieveOptions,
@@ -148,59 +148,52 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
     )
-    try:
-        check_output_dir(args.out, "--out")
-        if args.protocol == "ablation":
-            result = run_ablation(
-                opts, args.queries, args.out, args.reason_adapter, args.noreason_adapter, settings=args.settings
-            )
-        elif args.protocol == "zeroshot":
-            result = run_zeroshot(
-                opts,
-                args.queries,
-                args.out,
-                args.ns,
-                args.recipe,
-                args.collection,
-                args.image_root,
-                shlex.split(args.sft_args),
-            )
-        elif args.protocol == "identifiers":
-            kind_options = KindOptions(
-                encoder=args.encoder,
-                k=args.cluster_k,
-                c=args.cluster_c,
-                seed=args.cluster_seed,
-                n_init=args.n_init,
-                device=args.encoder_device,
-                collisions=args.collisions,
-                pseudo_captions=args.pseudo_captions,
-            )
-            result = run_identifiers(
-                opts,
-                args.queries,
-                args.out,
-                args.collection,
-                args.recipe,
-                kinds=args.kinds,
-                image_root=args.image_root,
-                kind_options=kind_options,
-                ssid_index=args.ssid_index,
-                sft_args=shlex.split(args.sft_args),
-                tokenizer=args.tokenizer,
-                model_label=args.model_label,
-            )
-        else:
-            files = dict(args.queries)
-            if len(files) != len(args.queries):
-                raise ValueError(f"--queries names a language twice: {[lang for lang, _ in args.queries]}")
-            result = run_multilingual(opts, files, args.out, args.adapters)
-    except (OSError, ValueError) as e:
-        print(f"swift-ssid protocol {args.protocol}: error: {e}", file=sys.stderr)
-        return 2
-    except StageError as e:
-        print(f"swift-ssid protocol {args.protocol}: a step failed: {e}", file=sys.stderr)
-        return 1
+    check_output_dir(args.out, "--out")
+    if args.protocol == "ablation":
+        result = run_ablation(
+            opts, args.queries, args.out, args.reason_adapter, args.noreason_adapter, settings=args.settings
+        )
+    elif args.protocol == "zeroshot":
+        result = run_zeroshot(
+            opts,
+            args.queries,
+            args.out,
+            args.ns,
+            args.recipe,
+            args.collection,
+            args.image_root,
+            shlex.split(args.sft_args),
+        )
+    elif args.protocol == "identifiers":
+        kind_options = KindOptions(
+            encoder=args.encoder,
+            k=args.cluster_k,
+            c=args.cluster_c,
+            seed=args.cluster_seed,
+            n_init=args.n_init,
+            device=args.encoder_device,
+            collisions=args.collisions,
+            pseudo_captions=args.pseudo_captions,
+        )
+        result = run_identifiers(
+            opts,
+            args.queries,
+            args.out,
+            args.collection,
+            args.recipe,
+            kinds=args.kinds,
+            image_root=args.image_root,
+            kind_options=kind_options,
+            ssid_index=args.ssid_index,
+            sft_args=shlex.split(args.sft_args),
+            tokenizer=args.tokenizer,
+            model_label=args.model_label,
+        )
+    else:
+        files = dict(args.queries)
+        if len(files) != len(args.queries):
+            raise UserError(f"--queries names a language twice: {[lang for lang, _ in args.queries]}")
+        result = run_multilingual(opts, files, args.out, args.adapters)
     print(result.markdown, end="")
     for label, path in result.run_files.items():
         print(f"run {label}: {path}")

@@ -12,10 +12,12 @@ Example:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from swift_ssid.core.errors import check_output_file
+from swift_ssid.core.errors import UserError, check_output_file
+from swift_ssid.core.metrics import DEFAULT_KS
+
+OPTIONAL_EXTRA = "embed"  # a missing library is reported with this extra (swift_ssid.cli.main)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +77,7 @@ def summary(report) -> str:
     if d is not None:
         for label, values in (("BM25", d.bm25), (d.embedder_name, d.embedder)):
             if values:
-                recall = ", ".join(f"{k} {format_percent(values[k])}" for k in ("R@1", "R@5", "R@10"))
+                recall = ", ".join(f"R@{k} {format_percent(values[f'R@{k}'])}" for k in DEFAULT_KS)
                 lines.append(f"discriminability ({label}): {recall} (identifier -> own image's captions)")
     if report.consistency is not None:
         s = report.consistency
@@ -97,44 +99,34 @@ def run(args: argparse.Namespace) -> int:
     from swift_ssid.core.index import IdentifierIndex
     from swift_ssid.core.quality import measure_quality
 
-    try:
-        check_output_file(args.out, "--out")
-        index = IdentifierIndex.load(args.index)
-        collection = None
-        if args.collection:
-            items = load_collection(args.collection, image_root=args.image_root)
-            collection = {item.image: list(item.captions) for item in items}
-        token_lengths = trie = tokenizer = None
-        if args.tokenizer:
-            if not Path(args.tokenizer).is_dir():
-                raise ValueError(f"--tokenizer {args.tokenizer!r} is not a folder; pass the model's tokenizer folder")
-            token_lengths, trie, tokenizer = _token_measures(index, args.tokenizer, args.end)
-        embedder = None
-        if args.embedder:
-            from swift_ssid.encoders.text_embedder import SentenceEmbedder
+    check_output_file(args.out, "--out")
+    index = IdentifierIndex.load(args.index)
+    collection = None
+    if args.collection:
+        items = load_collection(args.collection, image_root=args.image_root)
+        collection = {item.image: list(item.captions) for item in items}
+    token_lengths = trie = tokenizer = None
+    if args.tokenizer:
+        if not Path(args.tokenizer).is_dir():
+            raise UserError(f"--tokenizer {args.tokenizer!r} is not a folder; pass the model's tokenizer folder")
+        token_lengths, trie, tokenizer = _token_measures(index, args.tokenizer, args.end)
+    embedder = None
+    if args.embedder:
+        from swift_ssid.encoders.text_embedder import SentenceEmbedder
 
-            embedder = SentenceEmbedder(args.embedder, device=args.device, progress=True)
-        report = measure_quality(
-            index,
-            collection=collection,
-            embedder=embedder,
-            token_lengths=token_lengths,
-            trie=trie,
-            tokenizer=tokenizer,
-            meta={"index": str(args.index), "collection": args.collection},
-            index_dir=args.index,
-            progress=True,
-        )
-        report.save(args.out)
-    except ImportError as e:  # an optional library (sentence-transformers, faiss, bm25s, ranx) is missing
-        print(
-            f"swift-ssid quality: error: {e}; install it (pip install 'swift-ssid[embed]' for the text embedder)",
-            file=sys.stderr,
-        )
-        return 2
-    except (OSError, ValueError) as e:
-        print(f"swift-ssid quality: error: {e}", file=sys.stderr)
-        return 2
+        embedder = SentenceEmbedder(args.embedder, device=args.device, progress=True)
+    report = measure_quality(
+        index,
+        collection=collection,
+        embedder=embedder,
+        token_lengths=token_lengths,
+        trie=trie,
+        tokenizer=tokenizer,
+        meta={"index": str(args.index), "collection": args.collection},
+        index_dir=args.index,
+        progress=True,
+    )
+    report.save(args.out)
     print(summary(report))
     print(f"wrote {args.out}")
     return 0

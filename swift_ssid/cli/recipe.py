@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from pathlib import Path
 from typing import Any
+
+from swift_ssid.core.errors import UserError, check_output_file
+from swift_ssid.core.jsonl import write_text_atomic
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "data" / "recipes"  # package data; recipes/ links here
 _RUNS = re.compile(r"^runs/flickr30k/([\w.]+)/?")
@@ -67,7 +69,7 @@ def _source(name: str) -> Path:
     if candidate.is_file():
         return candidate
     known = ", ".join(shipped_recipes()) or f"none: no recipes folder at {RECIPES_DIR}; pass a recipe file"
-    raise ValueError(f"no recipe {name!r}; use one of: {known}")
+    raise UserError(f"no recipe {name!r}; use one of: {known}")
 
 
 def fill_recipe(config: dict[str, Any], args: argparse.Namespace, plugin: Path) -> dict[str, Any]:
@@ -105,7 +107,7 @@ def fill_recipe(config: dict[str, Any], args: argparse.Namespace, plugin: Path) 
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write the filled-in recipe; 0 on success, 2 for a bad name or path."""
+    """Write the filled-in recipe; 0 on success (UserError for a bad name or path)."""
     import yaml
 
     if args.list:
@@ -114,20 +116,16 @@ def run(args: argparse.Namespace) -> int:
     needed = (("NAME", args.name), ("--collection", args.collection), ("--out", args.out))
     missing = [flag for flag, value in needed if not value]
     if missing:
-        print(f"swift-ssid recipe: error: {' and '.join(missing)} required", file=sys.stderr)
-        return 2
-    try:
-        if not Path(args.collection).is_file():
-            raise ValueError(f"collection {args.collection} does not exist; pass your collection .jsonl or .json")
-        if args.image_root and not Path(args.image_root).is_dir():
-            raise ValueError(f"image root {args.image_root} is not a folder; pass the folder of the images")
-        source = _source(args.name)
-        config = yaml.safe_load(source.read_text(encoding="utf-8"))
-        plugin = Path(__file__).resolve().parents[1] / "plugin.py"
-        filled = fill_recipe(config, args, plugin)
-    except (OSError, ValueError) as e:
-        print(f"swift-ssid recipe: error: {e}", file=sys.stderr)
-        return 2
+        raise UserError(f"{' and '.join(missing)} required")
+    out = check_output_file(args.out, "--out")
+    if not Path(args.collection).is_file():
+        raise UserError(f"collection {args.collection} does not exist; pass your collection .jsonl or .json")
+    if args.image_root and not Path(args.image_root).is_dir():
+        raise UserError(f"image root {args.image_root} is not a folder; pass the folder of the images")
+    source = _source(args.name)
+    config = yaml.safe_load(source.read_text(encoding="utf-8"))
+    plugin = Path(__file__).resolve().parents[1] / "plugin.py"
+    filled = fill_recipe(config, args, plugin)
     head = []
     for line in source.read_text(encoding="utf-8").splitlines():  # the recipe's leading comment block
         if not line.startswith("#"):
@@ -141,9 +139,7 @@ def run(args: argparse.Namespace) -> int:
         + "\n"
         + yaml.safe_dump(filled, sort_keys=False, allow_unicode=True)
     )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
+    write_text_atomic(out, text)
     command = "sft" if source.stem.startswith("train") else "infer"
     print(f"wrote {out}; run: swift {command} {out}")
     return 0

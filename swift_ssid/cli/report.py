@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from swift_ssid.core.errors import check_output_file
+from swift_ssid.core.errors import UserError, check_output_file
 from swift_ssid.core.runs import check_run_index, read_run
 from swift_ssid.reporting.report import write_report
 from swift_ssid.reporting.tables import format_percent
@@ -52,40 +51,36 @@ def run(args: argparse.Namespace) -> int:
     from swift_ssid.core.index import IdentifierIndex
     from swift_ssid.core.quality import QualityReport
 
-    try:
-        check_output_file(args.out, "--out")
-        rows = read_run(args.run)
-        image_level = all(is_image_level(row) for row in rows)
-        if args.index:
-            index = IdentifierIndex.load(args.index)
-            if not image_level:
-                check_run_index(rows, index, args.run)  # refuses a run made with another index
-        elif image_level:
-            index = ImageLevelIndex()
-        else:
-            raise ValueError(f"{args.run} is a generative run (identifiers are not images): pass --index DIR")
-        names = args.compare_names or [Path(p).stem for p in args.compare]
-        if len(names) != len(args.compare):
-            raise ValueError(f"got {len(names)} --compare-names for {len(args.compare)} --compare runs")
-        comparison = [(name, read_run(path)) for name, path in zip(names, args.compare, strict=True)]
-        stats = write_report(
-            args.out,
-            rows,
-            index,
-            k=args.k,
-            max_cases=args.max_cases,
-            image_root=args.image_root,
-            thumb_size=args.thumb_size,
-            title=args.title,
-            run_name=args.run,
-            index_name=args.index or "",
-            quality=QualityReport.load(args.quality) if args.quality else None,
-            comparison=comparison,
-            alpha_background=args.alpha_background or _background_from_env(),
-        )
-    except (OSError, ValueError) as e:
-        print(f"swift-ssid report: error: {e}", file=sys.stderr)
-        return 2
+    check_output_file(args.out, "--out")
+    rows = read_run(args.run)
+    image_level = all(is_image_level(row) for row in rows)
+    if args.index:
+        index = IdentifierIndex.load(args.index)
+        if not image_level:
+            check_run_index(rows, index, args.run)  # refuses a run made with another index
+    elif image_level:
+        index = ImageLevelIndex()
+    else:
+        raise UserError(f"{args.run} is a generative run (identifiers are not images): pass --index DIR")
+    names = args.compare_names or [Path(p).stem for p in args.compare]
+    if len(names) != len(args.compare):
+        raise UserError(f"got {len(names)} --compare-names for {len(args.compare)} --compare runs")
+    comparison = [(name, read_run(path)) for name, path in zip(names, args.compare, strict=True)]
+    stats = write_report(
+        args.out,
+        rows,
+        index,
+        k=args.k,
+        max_cases=args.max_cases,
+        image_root=args.image_root,
+        thumb_size=args.thumb_size,
+        title=args.title,
+        run_name=args.run,
+        index_name=args.index or "",
+        quality=QualityReport.load(args.quality) if args.quality else None,
+        comparison=comparison,
+        alpha_background=args.alpha_background or _background_from_env(),
+    )
     metrics = ", ".join(f"R@{k} {format_percent(stats.metrics.r_at(k))}" for k in stats.metrics.ks)
     print(f"wrote {args.out} ({stats.size_bytes / 1e6:.1f} MB): {stats.n_queries} queries, {metrics} (image-level)")
     print(

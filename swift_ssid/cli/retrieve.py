@@ -24,9 +24,9 @@ import sys
 import time
 from pathlib import Path
 
+from swift_ssid.core.errors import UserError, check_output_file
 from swift_ssid.integration.settings import SSIDSettings
-
-DTYPES = ("float32", "float16", "bfloat16")
+from swift_ssid.workflows.run import DTYPES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,19 +71,19 @@ def training_target(args: argparse.Namespace, env_target: str) -> str:
     """The model's training target: ``--target``, else ``SSID_TARGET``, else the adapters' (``args.json``), else reason.
 
     Raises:
-        ValueError: an explicit target contradicts the datasets an adapter was trained on, or adapters disagree.
+        UserError: an explicit target contradicts the datasets an adapter was trained on, or adapters disagree.
     """
     from swift_ssid.integration.checkpoints import checkpoint_training_target
 
     explicit = args.target or (env_target if SSIDSettings.is_set("target") else None)
     trained = {str(a): t for a in args.adapters if (t := checkpoint_training_target(a)) is not None}
     if len(set(trained.values())) > 1:
-        raise ValueError(f"the adapters were trained on different targets {trained}; pass one ablation's adapter")
+        raise UserError(f"the adapters were trained on different targets {trained}; pass one ablation's adapter")
     if not trained:
         return explicit or env_target
     adapter, target = next(iter(trained.items()))
     if explicit is not None and explicit != target:
-        raise ValueError(
+        raise UserError(
             f"--target/{SSIDSettings.env_var('target')} is {explicit!r} but adapter {adapter} was trained on the "
             f"{target} datasets "
             f"(its args.json); drop --target or pass --target {target}"
@@ -99,7 +99,6 @@ def check_inputs(args: argparse.Namespace) -> None:
     Raises:
         UserError: a bad ``--out``, ``--index``, ``--adapters``, local ``--model`` or budget, naming the fix.
     """
-    from swift_ssid.core.errors import UserError, check_output_file
     from swift_ssid.core.index import IdentifierIndex
 
     for flag, value in (("--k", args.k), ("--batch-size", args.batch_size), ("--max-new-tokens", args.max_new_tokens)):
@@ -125,7 +124,7 @@ def torchrun_command(argv: list[str]) -> list[str] | None:
     ``MASTER_PORT`` is picked on a single node when none is set, so two runs on one machine do not collide.
 
     Raises:
-        ValueError: ``NPROC_PER_NODE`` or ``NNODES`` is not a positive integer.
+        UserError: ``NPROC_PER_NODE`` or ``NNODES`` is not a positive integer.
     """
     from swift.cli.main import get_torchrun_args
     from swift.utils import is_dist
@@ -133,7 +132,7 @@ def torchrun_command(argv: list[str]) -> list[str] | None:
     for key in ("NPROC_PER_NODE", "NNODES"):
         value = os.environ.get(key)
         if value is not None and (not value.strip().isdigit() or int(value) < 1):
-            raise ValueError(f"{key}={value!r} must be a positive integer (processes per node / nodes)")
+            raise UserError(f"{key}={value!r} must be a positive integer (processes per node / nodes)")
     nproc, nnodes = int(os.environ.get("NPROC_PER_NODE", "1")), int(os.environ.get("NNODES", "1"))
     if is_dist() or nproc * nnodes == 1:
         return None
@@ -147,38 +146,34 @@ def torchrun_command(argv: list[str]) -> list[str] | None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        from swift_ssid.core.queries import load_queries
-        from swift_ssid.integration.templates import is_ssid_template, ssid_template_names
-        from swift_ssid.workflows.protocols import parse_labels, queries_language
+    from swift_ssid.core.queries import load_queries
+    from swift_ssid.integration.templates import is_ssid_template, ssid_template_names
+    from swift_ssid.workflows.protocols import parse_labels, queries_language
 
-        if not is_ssid_template(args.template):
-            hint = f"ssid_{args.template}" if is_ssid_template(f"ssid_{args.template}") else "ssid_<ms-swift template>"
-            raise ValueError(
-                f"--template {args.template!r} is not an SSID template; use {hint} "
-                f"(e.g. {', '.join(ssid_template_names()[:3])}; see docs/models.md)"
-            )
-        check_inputs(args)
-        labels = parse_labels(args.setting)
-        env = SSIDSettings.from_env(ignore=("index_dir",))
-        target = training_target(args, env.target)
-        settings = SSIDSettings(
-            index_dir=Path(args.index), target=target, infer_reason=not args.no_reason and env.infer_reason
+    if not is_ssid_template(args.template):
+        hint = f"ssid_{args.template}" if is_ssid_template(f"ssid_{args.template}") else "ssid_<ms-swift template>"
+        raise UserError(
+            f"--template {args.template!r} is not an SSID template; use {hint} "
+            f"(e.g. {', '.join(ssid_template_names()[:3])}; see docs/models.md)"
         )
-        queries = load_queries(args.queries)
-        language = queries_language(queries, args.queries)
-        if language is not None:
-            if labels.setdefault("language", language) != language:
-                raise ValueError(
-                    f"--setting language={labels['language']} but {args.queries} declares language {language!r}; "
-                    "drop one of them or fix the file"
-                )
-        launch = torchrun_command(sys.argv[1:])
-        if launch is not None and "retrieve" not in sys.argv[1:]:
-            raise ValueError("NPROC_PER_NODE needs the command line form `swift-ssid retrieve ...`")
-    except (OSError, ValueError) as e:
-        print(f"swift-ssid retrieve: error: {e}", file=sys.stderr)
-        return 2
+    check_inputs(args)
+    labels = parse_labels(args.setting)
+    env = SSIDSettings.from_env(ignore=("index_dir",))
+    target = training_target(args, env.target)
+    settings = SSIDSettings(
+        index_dir=Path(args.index), target=target, infer_reason=not args.no_reason and env.infer_reason
+    )
+    queries = load_queries(args.queries)
+    language = queries_language(queries, args.queries)
+    if language is not None:
+        if labels.setdefault("language", language) != language:
+            raise UserError(
+                f"--setting language={labels['language']} but {args.queries} declares language {language!r}; "
+                "drop one of them or fix the file"
+            )
+    launch = torchrun_command(sys.argv[1:])
+    if launch is not None and "retrieve" not in sys.argv[1:]:
+        raise UserError("NPROC_PER_NODE needs the command line form `swift-ssid retrieve ...`")
     if launch is not None:
         print(f"run sh: `{' '.join(launch)}`", flush=True)
         return subprocess.run(launch).returncode
@@ -189,11 +184,11 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     import swift_ssid.integration.register  # noqa: F401  (registers the SSID templates once)
-    from swift_ssid.cli.evaluate import format_metrics
     from swift_ssid.core.kinds import index_new_tokens
     from swift_ssid.core.metrics import evaluate_run
     from swift_ssid.core.runs import read_run
     from swift_ssid.integration.retrieval import Retriever
+    from swift_ssid.reporting.tables import format_metrics
 
     rank, world_size, barrier = 0, 1, None
     if is_dist():
@@ -215,36 +210,31 @@ def run(args: argparse.Namespace) -> int:
             max_batch_size=args.batch_size,
         )
     except (OSError, ValueError) as e:  # ms-swift's own messages for a model it cannot load or match
-        print(f"swift-ssid retrieve: error: --model {args.model}: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    try:
-        retriever = Retriever(engine, settings, k=args.k, max_new_tokens=args.max_new_tokens, labels=labels)
-        if barrier is not None:
-            barrier()  # time retrieval only, from when every rank has its model
-        start = time.perf_counter()
-        desc = "retrieve" if world_size == 1 else f"retrieve [rank {rank}/{world_size}]"
-        n = retriever.run(
-            queries,
-            args.out,
-            batch_size=args.batch_size,
-            progress=lambda total: tqdm(total=total, desc=desc, position=rank),
-            rank=rank,
-            world_size=world_size,
-            barrier=barrier,
-        )
-        seconds = time.perf_counter() - start
-        if world_size > 1:
-            counts: list[int] = [0] * world_size
-            torch.distributed.all_gather_object(counts, n)
-            n = sum(counts)
-        if rank != 0:
-            return 0
-        rate = f", {n / seconds:.2f} queries/s" if n and seconds > 0 else ""
-        print(f"retrieved {n} queries ({len(queries) - n} already in {args.out}) in {seconds:.1f} s{rate}, "
-              f"{world_size} process(es)")  # fmt: skip
-        metrics = evaluate_run(read_run(args.out))
-    except (OSError, ValueError) as e:
-        print(f"swift-ssid retrieve: error: {e}", file=sys.stderr)
-        return 2
+        raise UserError(f"--model {args.model}: {e}") from e
+    retriever = Retriever(engine, settings, k=args.k, max_new_tokens=args.max_new_tokens, labels=labels)
+    if barrier is not None:
+        barrier()  # time retrieval only, from when every rank has its model
+    start = time.perf_counter()
+    desc = "retrieve" if world_size == 1 else f"retrieve [rank {rank}/{world_size}]"
+    n = retriever.run(
+        queries,
+        args.out,
+        batch_size=args.batch_size,
+        progress=lambda total: tqdm(total=total, desc=desc, position=rank),
+        rank=rank,
+        world_size=world_size,
+        barrier=barrier,
+    )
+    seconds = time.perf_counter() - start
+    if world_size > 1:
+        counts: list[int] = [0] * world_size
+        torch.distributed.all_gather_object(counts, n)
+        n = sum(counts)
+    if rank != 0:
+        return 0
+    rate = f", {n / seconds:.2f} queries/s" if n and seconds > 0 else ""
+    print(f"retrieved {n} queries ({len(queries) - n} already in {args.out}) in {seconds:.1f} s{rate}, "
+          f"{world_size} process(es)")  # fmt: skip
+    metrics = evaluate_run(read_run(args.out))
     print(format_metrics(metrics, args.out))
     return 0

@@ -19,39 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
-DEFAULTS: dict[str, Any] = {
-    "image_root": None,
-    "model": None,
-    "template": None,
-    "model_type": None,
-    "torch_dtype": None,
-    "max_pixels": 401408,
-    "identifiers": "auto",
-    "index": None,
-    "min_usable": 0.8,
-    "out": "ssid_run",
-    "protocol": "standard",
-    "tuner": "lora",
-    "max_steps": None,
-    "epochs": 3,
-    "learning_rate": 1e-4,
-    "batch_size": 4,
-    "sft_args": "",
-    "k": 10,
-    "retrieve_batch_size": 8,
-    "generate_max_new_tokens": 128,
-    "retrieve_max_new_tokens": 64,
-    "skip_invalid": False,
-    "alpha_background": "#ffffff",
-    "memorisation_images": 100,
-}
-"""Every setting's default (flags default to None so that a ``--config`` file can fill them in)."""
-
+from swift_ssid.core.errors import UserError, check_output_dir
+from swift_ssid.workflows.run import DEFAULTS, add_model_arguments, pipeline_config, run_pipeline
 
 EPILOG = """examples:
   swift-ssid run my/collection.jsonl --image-root my/images --model Qwen/Qwen2.5-VL-7B-Instruct \\
@@ -74,10 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-root", help="folder the image paths are relative to (default: the collection's)")
     parser.add_argument("--out", help=f"work folder; running again resumes (default {d['out']})")
     g = parser.add_argument_group("model")
-    g.add_argument("--model", help="model folder or hub id (required)")
-    g.add_argument("--template", help="SSID template: ssid_<ms-swift template>, e.g. ssid_qwen2_5_vl (required)")
-    g.add_argument("--model-type", help="ms-swift model type, when it cannot be told from the model")
-    g.add_argument("--torch-dtype", help="bfloat16, float16 or float32 (default: the model's)")
+    add_model_arguments(
+        g,
+        model_help="model folder or hub id (required)",
+        template_help="SSID template: ssid_<ms-swift template>, e.g. ssid_qwen2_5_vl (required)",
+        dtype_help="bfloat16, float16 or float32 (default: the model's)",
+    )
     g.add_argument(
         "--max-pixels",
         type=int,
@@ -137,7 +111,7 @@ def load_config(path: str) -> dict[str, Any]:
     """Read a YAML or JSON settings file into ``{setting: value}`` (dashes in keys become underscores).
 
     Raises:
-        ValueError: the file is not a mapping, or names an unknown setting (the message lists the known ones).
+        UserError: the file is not a mapping, or names an unknown setting (the message lists the known ones).
     """
     text = Path(path).read_text(encoding="utf-8")
     if path.endswith(".json"):
@@ -147,11 +121,11 @@ def load_config(path: str) -> dict[str, Any]:
 
         data = yaml.safe_load(text)
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of setting: value, got {type(data).__name__}")
+        raise UserError(f"{path}: expected a mapping of setting: value, got {type(data).__name__}")
     out = {str(k).replace("-", "_"): v for k, v in data.items()}
     unknown = sorted(set(out) - set(DEFAULTS) - {"collection"})
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"{path}: unknown setting(s) {', '.join(unknown)}; use any of collection, {', '.join(DEFAULTS)}"
         )
     return out
@@ -167,82 +141,11 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def model_flags(s: dict[str, Any]) -> list[str]:
-    """The swift flags that load the model (model type, dtype, image size cap)."""
-    flags: list[str] = []
-    if s["model_type"]:
-        flags += ["--model_type", s["model_type"]]
-    if s["torch_dtype"]:
-        flags += ["--torch_dtype", s["torch_dtype"]]
-    return flags
-
-
-def sft_flags(s: dict[str, Any]) -> list[str]:
-    """The ``swift sft`` flags from the training settings."""
-    flags = ["--tuner_type", s["tuner"], "--learning_rate", str(s["learning_rate"])]
-    flags += ["--per_device_train_batch_size", str(s["batch_size"]), "--add_version", "false"]
-    if s["max_steps"]:
-        flags += ["--max_steps", str(s["max_steps"]), "--save_steps", str(s["max_steps"])]
-    else:
-        flags += ["--num_train_epochs", str(s["epochs"])]
-    return flags + shlex.split(s["sft_args"] or "")
-
-
-def pipeline_config(s: dict[str, Any]):
-    """The :class:`~swift_ssid.workflows.pipeline.PipelineConfig` of resolved settings."""
-    from swift_ssid.workflows.pipeline import PipelineConfig
-
-    missing = [name for name in ("collection", "model", "template") if not s[name]]
-    if missing:
-        raise ValueError(f"missing {', '.join(missing)}: pass them as arguments or in --config")
-    return PipelineConfig(
-        workdir=Path(s["out"]).resolve(),
-        collection=Path(s["collection"]),
-        image_root=Path(s["image_root"]) if s["image_root"] else None,
-        model=str(s["model"]),
-        template=s["template"],
-        model_flags=model_flags(s),
-        identifier_source=s["identifiers"],
-        index=Path(s["index"]) if s["index"] else None,
-        min_valid_share=float(s["min_usable"]),
-        sft_flags=sft_flags(s),
-        protocol=s["protocol"],
-        k=int(s["k"]),
-        generate_max_new_tokens=int(s["generate_max_new_tokens"]),
-        retrieve_max_new_tokens=int(s["retrieve_max_new_tokens"]),
-        retrieve_batch_size=int(s["retrieve_batch_size"]),
-        env={"MAX_PIXELS": str(s["max_pixels"])},
-        skip_invalid=bool(s["skip_invalid"]),
-        alpha_background=str(s["alpha_background"]),
-        memorisation_images=int(s["memorisation_images"]),
-    )
-
-
-def run_pipeline(config, title: str) -> int:
-    """Run every stage, print the result block; 0 on success, 2 for collection problems, 1 when a stage fails."""
-    from swift_ssid.workflows.pipeline import CollectionError, Pipeline, StageError, format_summary
-
-    try:
-        summary = Pipeline(config).run_all()
-    except CollectionError as e:
-        print(f"swift-ssid: the collection has problems: {e}", file=sys.stderr)
-        return 2
-    except StageError as e:
-        print(f"swift-ssid: a stage failed: {e}", file=sys.stderr)
-        return 1
-    except (OSError, ValueError) as e:  # e.g. a collection without test images
-        print(f"swift-ssid: error: {e}", file=sys.stderr)
-        return 2
-    print(format_summary(summary, title))
-    return 0
-
-
 def run(args: argparse.Namespace) -> int:
     """Resolve the settings and run the pipeline."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    try:
-        config = pipeline_config(resolve(args))
-    except (OSError, ValueError) as e:
-        print(f"swift-ssid run: error: {e}", file=sys.stderr)
-        return 2
-    return run_pipeline(config, f"SSID run on {config.collection} ({config.model}, K={config.k})")
+    settings = resolve(args)
+    config = pipeline_config(settings)
+    check_output_dir(settings["out"], "--out")
+    print(run_pipeline(config, f"SSID run on {config.collection} ({config.model}, K={config.k})"))
+    return 0

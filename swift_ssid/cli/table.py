@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from swift_ssid.core.errors import check_output_file
 from swift_ssid.core.jsonl import write_text_atomic
@@ -47,15 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        for flag, path in (("--csv", args.csv), ("--markdown", args.markdown), ("--plot", args.plot)):
-            if path:
-                check_output_file(path, flag)
-        table = summarize_run_files(args.runs, names=args.names, by=args.by, ks=args.ks)
-        qualities = load_quality_files(args.quality)
-    except (OSError, ValueError) as e:
-        print(f"swift-ssid table: error: {e}", file=sys.stderr)
-        return 2
+    for flag, path in (("--csv", args.csv), ("--markdown", args.markdown), ("--plot", args.plot)):
+        if path:
+            check_output_file(path, flag)
+    table = summarize_run_files(args.runs, names=args.names, by=args.by, ks=args.ks)
+    qualities = load_quality_files(args.quality)
     first_column = args.by or "Run"
     if args.by == "kind":  # the paper's Tables I and II, with its numbers as labelled reference tables
         markdown = (f"{args.title}\n\n" if args.title else "") + kind_tables(

@@ -53,6 +53,16 @@ def format_percent(fraction: float) -> str:
     return str((Decimal(repr(float(fraction))) * 100).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
 
 
+def format_metrics(metrics: RunMetrics, run: str, note: str | None = None) -> str:
+    """The metrics of one run as aligned text lines (percent, one decimal, as in the paper's tables)."""
+    lines = [f"run: {run}", f"metric: {metrics.metric}", f"queries: {metrics.n_queries}"]
+    if note:
+        lines.append(f"note: {note}")
+    lines += [f"{f'R@{k}':<6}{format_percent(metrics.r_at(k)):>6}" for k in metrics.ks]
+    lines.append(f"unknown identifiers: {format_percent(metrics.unknown_identifier_rate or 0.0)}%")
+    return "\n".join(lines)
+
+
 def _label(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
 
@@ -248,7 +258,6 @@ def to_csv(table: Sequence[TableRow], ks: Iterable[int] = DEFAULT_KS, first_colu
 
 # ---------------------------------------------------------------- Tables I and II: one row per identifier kind
 
-PAPER_KS = (1, 5, 10)
 TABLE_I_KINDS = ("numeric", "string", "semantic", "structured", "ssid", "caption-derived")
 """Table I: identifiers without new vocabulary (caption-derived is ours, a labelled fallback, not in the paper)."""
 TABLE_II_KINDS = ("atomic", "image-tokenization", "ssid")
@@ -282,7 +291,7 @@ def _paper_cells(values: tuple[float, float, float] | None, ks: Sequence[int]) -
     """The paper's numbers as it prints them (0.03 stays 0.03), "–" where it has none."""
     if values is None:
         return ["–"] * len(ks)
-    by_k = dict(zip(PAPER_KS, values, strict=True))
+    by_k = dict(zip(DEFAULT_KS, values, strict=True))
     return [str(by_k[k]) if k in by_k else "–" for k in ks]
 
 
@@ -335,7 +344,7 @@ def kind_tables(
     out.append(f"Table II: vocabulary-extending identifiers vs SSID ({collection})\n")
     out += body(TABLE_II_KINDS, with_model=True)
     if reference:
-        paper_ks = [k for k in ks if k in PAPER_KS]
+        paper_ks = [k for k in ks if k in DEFAULT_KS]
         pcols = [f"R@{k}" for k in paper_ks]
         out.append("")
         out.append("Reference, the paper's Table I (Flamingo; not this run)\n")
