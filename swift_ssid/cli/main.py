@@ -36,7 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "protocol": ("swift_ssid.cli.protocol", "run the paper's ablation / zero-shot / multilingual protocols"),
     "run": ("swift_ssid.cli.run", "the whole method on your collection, resumable, ending in R@K and a report"),
     "demo": ("swift_ssid.cli.demo", "run the whole pipeline offline on the bundled mini collection"),
-    "fetch-assets": ("swift_ssid.cli.fetch_assets", "fetch the real Qwen2 tokenizer the demo's tiny model uses"),
+    "fetch-assets": ("swift_ssid.cli.fetch_assets", "fetch the real Qwen2 tokenizer and the real LM"),
 }
 
 
