@@ -20,6 +20,7 @@ from typing import Any
 from swift_ssid.core.errors import check_output_dir
 from swift_ssid.core.index import POLICIES
 from swift_ssid.core.kinds import BUILDABLE
+from swift_ssid.workflows.kinds import KindOptions
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -30,26 +31,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-root", "--image_root", default=None, help="folder the image paths are relative to")
     parser.add_argument("--out", required=True, metavar="DIR", help="index directory to write")
     parser.add_argument(
-        "--collisions", choices=POLICIES, default="shared", help="semantic / caption-derived: shared or disambiguate"
-    )
-    parser.add_argument(
         "--tokenizer",
         metavar="DIR",
         default=None,
         help="model or tokenizer folder: adds tokens per identifier, trie nodes and fan-out to stats.json",
     )
+    add_kind_arguments(parser, aliases=True)
+
+
+def add_kind_arguments(parser: argparse.ArgumentParser, aliases: bool = False) -> None:
+    """Add the flags of :class:`swift_ssid.workflows.kinds.KindOptions` (read back by :func:`kind_options`).
+
+    Args:
+        parser: The command's parser (``swift-ssid identifiers``, ``swift-ssid protocol identifiers``).
+        aliases: Also accept the first spellings of ``swift-ssid identifiers`` (``--k``, ``--c``, ``--seed``,
+            ``--device``, ``--dtype``, ``--batch-size``), hidden from the help.
+    """
+    default = KindOptions()
+
+    def add(group: Any, flags: tuple[str, ...], hidden: tuple[str, ...] = (), **kwargs: Any) -> None:
+        action = group.add_argument(*flags, **kwargs)
+        if aliases and hidden:
+            extra = {key: kwargs[key] for key in ("type", "choices", "metavar") if key in kwargs}
+            group.add_argument(*hidden, dest=action.dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **extra)
+
+    parser.add_argument(
+        "--collisions", choices=POLICIES, default=default.collisions, help="semantic / caption-derived collisions"
+    )
     g = parser.add_argument_group("structured")
     g.add_argument("--encoder", metavar="DIR", help="transformers dual encoder (CLIP, SigLIP) for image embeddings")
-    g.add_argument("--k", type=int, default=30, help="clusters per level (GRACE: 30)")
-    g.add_argument("--c", type=int, default=30, help="largest leaf cluster (GRACE: 30)")
-    g.add_argument("--seed", type=int, default=7, help="k-means random_state (GRACE: 7)")
-    g.add_argument("--n-init", "--n_init", type=int, default=100, help="k-means restarts (GRACE: 100)")
+    add(g, ("--cluster-k",), ("--k",), type=int, default=default.k, help="clusters per level (default %(default)s)")
+    add(g, ("--cluster-c",), ("--c",), type=int, default=default.c, help="largest leaf cluster (default %(default)s)")
+    add(g, ("--cluster-seed",), ("--seed",), type=int, default=default.seed, help="k-means seed (default %(default)s)")
+    g.add_argument(
+        "--n-init", "--n_init", type=int, default=default.n_init, help="k-means restarts (default %(default)s)"
+    )
     g.add_argument("--embeddings-cache", metavar="FILE.npz", help="default: <out>/image_embeddings.npz")
-    g.add_argument("--device", default="cpu", help="encoder device (cpu, cuda)")
-    g.add_argument("--dtype", choices=DTYPES, default="float32", help="encoder dtype")
-    g.add_argument("--batch-size", "--batch_size", type=int, default=32, help="images per encoder batch")
+    add(g, ("--encoder-device",), ("--device",), default=default.device, help="encoder device (cpu, cuda)")
+    add(g, ("--encoder-dtype",), ("--dtype",), choices=DTYPES, default=default.dtype, help="encoder dtype")
+    add(
+        g,
+        ("--encoder-batch-size",),
+        ("--batch-size", "--batch_size"),
+        type=int,
+        default=default.batch_size,
+        help="images per encoder batch (default %(default)s)",
+    )
     g = parser.add_argument_group("semantic")
-    g.add_argument("--caption-index", type=int, default=0, help="which caption names the image (default: first)")
+    g.add_argument(
+        "--caption-index", type=int, default=default.caption_index, help="which caption names the image (0: first)"
+    )
     g.add_argument(
         "--pseudo-captions",
         metavar="FILE.jsonl",
@@ -59,26 +90,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--token-width", type=int, default=None, help="digits of img_NNNNNN (default: max(6, needed))")
 
 
-def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from swift_ssid.workflows.kinds import KindSpec, build_identifiers
-
-    spec = KindSpec(
-        kind=args.kind,
+def kind_options(args: argparse.Namespace) -> KindOptions:
+    """The :class:`swift_ssid.workflows.kinds.KindOptions` of flags added by :func:`add_kind_arguments`."""
+    return KindOptions(
+        kind=getattr(args, "kind", None),
         collisions=args.collisions,
         encoder=args.encoder,
-        k=args.k,
-        c=args.c,
-        seed=args.seed,
+        k=args.cluster_k,
+        c=args.cluster_c,
+        seed=args.cluster_seed,
         n_init=args.n_init,
         embeddings_cache=args.embeddings_cache,
-        device=args.device,
-        dtype=args.dtype,
-        batch_size=args.batch_size,
+        device=args.encoder_device,
+        dtype=args.encoder_dtype,
+        batch_size=args.encoder_batch_size,
         caption_index=args.caption_index,
         pseudo_captions=args.pseudo_captions,
         token_width=args.token_width,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from swift_ssid.workflows.kinds import build_identifiers
+
+    spec = kind_options(args)
     try:
         check_output_dir(args.out, "--out")
         stats = build_identifiers(spec, args.collection, args.out, args.image_root, args.tokenizer)
