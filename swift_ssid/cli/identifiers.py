@@ -60,11 +60,18 @@ def add_kind_arguments(parser: argparse.ArgumentParser, aliases: bool = False) -
     )
     g = parser.add_argument_group("structured")
     g.add_argument("--encoder", metavar="DIR", help="transformers dual encoder (CLIP, SigLIP) for image embeddings")
-    add(g, ("--cluster-k",), ("--k",), type=int, default=default.k, help="clusters per level (default %(default)s)")
-    add(g, ("--cluster-c",), ("--c",), type=int, default=default.c, help="largest leaf cluster (default %(default)s)")
-    add(g, ("--cluster-seed",), ("--seed",), type=int, default=default.seed, help="k-means seed (default %(default)s)")
+    add(g, ("--cluster-k",), ("--k",), type=int, default=default.k, help="clusters per level (GRACE: %(default)s)")
+    add(g, ("--cluster-c",), ("--c",), type=int, default=default.c, help="largest leaf cluster (GRACE: %(default)s)")
+    add(
+        g,
+        ("--cluster-seed",),
+        ("--seed",),
+        type=int,
+        default=default.seed,
+        help="k-means random_state (GRACE: %(default)s)",
+    )
     g.add_argument(
-        "--n-init", "--n_init", type=int, default=default.n_init, help="k-means restarts (default %(default)s)"
+        "--n-init", "--n_init", type=int, default=default.n_init, help="k-means restarts (GRACE: %(default)s)"
     )
     g.add_argument("--embeddings-cache", metavar="FILE.npz", help="default: <out>/image_embeddings.npz")
     add(g, ("--encoder-device",), ("--device",), default=default.device, help="encoder device (cpu, cuda)")
