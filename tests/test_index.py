@@ -437,3 +437,31 @@ def test_build_index_command(tmp_path, images):
     assert proc.returncode == 2  # bad input (docs/errors.md)
     assert "empty.jsonl: the file is empty" in proc.stderr
     assert not (tmp_path / "none").exists()
+
+
+def test_identifier_words_are_counted_one_way_in_every_stats(tmp_path):
+    """``two white males - bushes`` is 4 words in build-index's stats, a kind's stats and the quality report."""
+    from swift_ssid.core.answers import identifier_words
+    from swift_ssid.core.collection import CollectionItem
+    from swift_ssid.core.kinds import write_kind_index
+    from swift_ssid.core.quality import length
+
+    ident = "two white males - bushes"
+    results = tmp_path / "r.jsonl"
+    results.write_text(json.dumps({"response": f"caption:c\nidentifier:{ident}\nreason:r", "images": ["a.jpg"]}))
+    built = build_index(results, tmp_path / "built", check_images=False)
+    item = CollectionItem(image="a.jpg", captions=(ident,), split="train")
+    kind = write_kind_index("semantic", [item], [ident], tmp_path / "kind", {})
+    assert identifier_words(ident) == 4
+    assert built.identifier_words == kind["identifier_words"] == {
+        "min": 4, "median": 4, "mean": 4.0, "max": 4, "histogram": {"4": 1},
+    }  # fmt: skip
+    assert length(IdentifierIndex.load(tmp_path / "kind")).words.max == 4
+
+
+def test_build_index_lives_in_index_build_and_is_importable_from_the_index_module():
+    from swift_ssid.core import index, index_build
+
+    assert index.build_index is index_build.build_index and index.IndexBuildStats is index_build.IndexBuildStats
+    with pytest.raises(AttributeError):
+        index.no_such_name  # noqa: B018

@@ -20,6 +20,7 @@ from swift_ssid.core import kinds
 from swift_ssid.core.collection import load_collection
 from swift_ssid.core.index import IdentifierIndex
 from swift_ssid.testing.tiny_models import DEMO_DIR, build_tiny_clip
+from swift_ssid.workflows.kinds import KindOptions
 
 DEMO = DEMO_DIR / "collection.jsonl"
 QWEN2_TOKENIZER_DIR = Path(__file__).resolve().parents[1] / ".cache" / "assets" / "qwen2-tokenizer"
@@ -329,3 +330,51 @@ def test_kind_tables_follow_the_papers_layout():
         "I,ssid,Structured Semantic Identifier (SSID),this run,this model,,40.0,50.0,55.0,20",
         "II,atomic,Atomic Identifier,this run,this model,,60.0,70.0,80.0,20",
     ]
+
+
+# ---------------------------------------------------------------- one folder format, one options type
+
+
+def test_a_kind_index_is_read_through_the_one_reader_with_its_checksums(tmp_path):
+    from swift_ssid.core.index import file_sha256, index_kind, read_manifest, read_stats
+
+    assert build("atomic", DEMO, tmp_path / "atomic") == 0
+    meta = read_manifest(tmp_path / "atomic")
+    assert meta["kind"] == index_kind(tmp_path / "atomic") == "atomic" and meta["new_tokens_file"] == "new_tokens.txt"
+    names = ("index.jsonl", "stats.json", "regenerate.jsonl", "new_tokens.txt")
+    assert meta["sha256"] == {name: file_sha256(tmp_path / "atomic" / name) for name in names}
+    assert read_stats(tmp_path / "atomic") == json.loads((tmp_path / "atomic" / "stats.json").read_text())
+    (tmp_path / "atomic" / "new_tokens.txt").write_text("img_000000\n")  # a hand edit, or another build's list
+    with pytest.raises(ValueError, match="mixes two builds"):
+        kinds.index_new_tokens(tmp_path / "atomic")
+
+
+def test_kind_flags_have_one_name_in_both_commands_and_old_spellings_still_parse():
+    import argparse
+
+    from swift_ssid.cli import identifiers, protocol
+
+    parser = argparse.ArgumentParser()
+    identifiers.add_arguments(parser)
+    base = ["structured", "--collection", "c.jsonl", "--out", "o", "--encoder", "e"]
+    new = ["--cluster-k", "4", "--cluster-c", "5", "--cluster-seed", "1", "--encoder-device", "cuda"]
+    new += ["--encoder-dtype", "float16", "--encoder-batch-size", "3"]
+    old = ["--k", "4", "--c", "5", "--seed", "1", "--device", "cuda", "--dtype", "float16", "--batch-size", "3"]
+    a = identifiers.kind_options(parser.parse_args(base + new))
+    assert a == identifiers.kind_options(parser.parse_args(base + old))
+    assert (a.kind, a.k, a.c, a.seed, a.device, a.dtype, a.batch_size) == ("structured", 4, 5, 1, "cuda", "float16", 3)
+    assert "--cluster-k" in parser.format_help() and "--k " not in parser.format_help()  # the alias is hidden
+    assert identifiers.kind_options(parser.parse_args(base)) == KindOptions(kind="structured", encoder="e")
+
+    parser = argparse.ArgumentParser()
+    protocol.add_arguments(parser)
+    args = parser.parse_args(
+        ["identifiers", "--model", "m", "--template", "t", "--out", "o", "--queries", "q", "--collection", "c"]
+        + ["--k", "7", *new]  # --k is the beam count here
+    )
+    assert args.k == 7 and identifiers.kind_options(args) == KindOptions(
+        encoder=None, k=4, c=5, seed=1, device="cuda", dtype="float16", batch_size=3
+    )
+    assert KindOptions().spec("numeric").kind == "numeric"
+    with pytest.raises(ValueError, match="pass --encoder"):
+        KindOptions().spec("structured")

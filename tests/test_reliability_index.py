@@ -230,3 +230,18 @@ def test_build_index_on_random_bytes_never_tracebacks_and_keeps_good_rows(tmp_pa
     for row in good:
         image = row["images"][0]["path"]
         assert index.identifier_for(image) == row["response"].split("identifier:")[1].split("\n")[0]
+
+
+def test_hand_edited_stats_of_a_kind_index_are_refused_like_build_index_ones(tmp_path):
+    from swift_ssid.core.collection import load_collection
+    from swift_ssid.core.index import STATS_FILE, read_stats
+    from swift_ssid.core.kinds import indexed_items, numeric_identifiers, write_kind_index
+    from swift_ssid.testing.tiny_models import DEMO_DIR
+
+    items = indexed_items(load_collection(DEMO_DIR / "collection.jsonl"))
+    write_kind_index("numeric", items, numeric_identifiers(len(items)), tmp_path / "kind", {})
+    stats = read_stats(tmp_path / "kind")
+    assert stats["kind"] == "numeric" and stats["images"] == len(items)
+    (tmp_path / "kind" / STATS_FILE).write_text(json.dumps({**stats, "images": 1}))
+    with pytest.raises(ValueError, match="mixes two builds"):
+        read_stats(tmp_path / "kind")

@@ -17,9 +17,8 @@ import logging
 from typing import Any
 
 from swift_ssid.core.errors import check_output_dir
-from swift_ssid.core.index import POLICIES
 from swift_ssid.core.kinds import BUILDABLE
-from swift_ssid.workflows.run import DTYPES
+from swift_ssid.workflows.kinds import add_kind_arguments, kind_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,55 +27,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-root", "--image_root", default=None, help="folder the image paths are relative to")
     parser.add_argument("--out", required=True, metavar="DIR", help="index directory to write")
     parser.add_argument(
-        "--collisions", choices=POLICIES, default="shared", help="semantic / caption-derived: shared or disambiguate"
-    )
-    parser.add_argument(
         "--tokenizer",
         metavar="DIR",
         default=None,
         help="model or tokenizer folder: adds tokens per identifier, trie nodes and fan-out to stats.json",
     )
-    g = parser.add_argument_group("structured")
-    g.add_argument("--encoder", metavar="DIR", help="transformers dual encoder (CLIP, SigLIP) for image embeddings")
-    g.add_argument("--k", type=int, default=30, help="clusters per level (GRACE: 30)")
-    g.add_argument("--c", type=int, default=30, help="largest leaf cluster (GRACE: 30)")
-    g.add_argument("--seed", type=int, default=7, help="k-means random_state (GRACE: 7)")
-    g.add_argument("--n-init", "--n_init", type=int, default=100, help="k-means restarts (GRACE: 100)")
-    g.add_argument("--embeddings-cache", metavar="FILE.npz", help="default: <out>/image_embeddings.npz")
-    g.add_argument("--device", default="cpu", help="encoder device (cpu, cuda)")
-    g.add_argument("--dtype", choices=DTYPES, default="float32", help="encoder dtype")
-    g.add_argument("--batch-size", "--batch_size", type=int, default=32, help="images per encoder batch")
-    g = parser.add_argument_group("semantic")
-    g.add_argument("--caption-index", type=int, default=0, help="which caption names the image (default: first)")
-    g.add_argument(
-        "--pseudo-captions",
-        metavar="FILE.jsonl",
-        help='rows {"image": path, "caption": text} used instead (GRACE: pseudo-queries for test images)',
-    )
-    g = parser.add_argument_group("atomic")
-    g.add_argument("--token-width", type=int, default=None, help="digits of img_NNNNNN (default: max(6, needed))")
+    add_kind_arguments(parser, aliases=True)
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from swift_ssid.workflows.kinds import KindSpec, build_identifiers
+    from swift_ssid.workflows.kinds import build_identifiers
 
-    spec = KindSpec(
-        kind=args.kind,
-        collisions=args.collisions,
-        encoder=args.encoder,
-        k=args.k,
-        c=args.c,
-        seed=args.seed,
-        n_init=args.n_init,
-        embeddings_cache=args.embeddings_cache,
-        device=args.device,
-        dtype=args.dtype,
-        batch_size=args.batch_size,
-        caption_index=args.caption_index,
-        pseudo_captions=args.pseudo_captions,
-        token_width=args.token_width,
-    )
+    spec = kind_options(args)
     check_output_dir(args.out, "--out")
     stats = build_identifiers(spec, args.collection, args.out, args.image_root, args.tokenizer)
     print(summary_text(stats))

@@ -14,6 +14,7 @@ import shlex
 from pathlib import Path
 
 from swift_ssid.core.errors import UserError, check_output_dir
+from swift_ssid.workflows.kinds import add_kind_arguments, kind_options
 from swift_ssid.workflows.run import DTYPES
 
 
@@ -113,14 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="swift sft recipe, no-reason targets (default: %(default)s); atomic adds its new tokens itself",
     )
     p.add_argument("--sft-args", "--sft_args", default="", help="extra swift sft flags as one string")
-    p.add_argument("--encoder", metavar="DIR", help="dual encoder (CLIP/SigLIP folder) for the structured kind")
-    p.add_argument("--encoder-device", default="cpu", help="device for the encoder (cpu, cuda)")
-    p.add_argument("--cluster-k", type=int, default=30, help="structured: clusters per level (GRACE: 30)")
-    p.add_argument("--cluster-c", type=int, default=30, help="structured: largest leaf cluster (GRACE: 30)")
-    p.add_argument("--cluster-seed", type=int, default=7, help="structured: k-means seed (GRACE: 7)")
-    p.add_argument("--n-init", type=int, default=100, help="structured: k-means restarts (GRACE: 100)")
-    p.add_argument("--collisions", choices=("shared", "disambiguate"), default="shared", help="semantic collisions")
-    p.add_argument("--pseudo-captions", metavar="FILE.jsonl", help="semantic: {image, caption} rows used instead")
+    add_kind_arguments(p)
     p.add_argument("--tokenizer", metavar="DIR", help="tokenizer for the token statistics (default: --model if local)")
     p.add_argument("--model-label", default="this model", help="the model named in Table II")
     for name, protocol in sub.choices.items():  # errors name the protocol: `swift-ssid protocol ablation: error: ...`
@@ -130,7 +124,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from swift_ssid.workflows.protocols import (
-        KindOptions,
         RetrieveOptions,
         run_ablation,
         run_identifiers,
@@ -165,16 +158,6 @@ def run(args: argparse.Namespace) -> int:
             shlex.split(args.sft_args),
         )
     elif args.protocol == "identifiers":
-        kind_options = KindOptions(
-            encoder=args.encoder,
-            k=args.cluster_k,
-            c=args.cluster_c,
-            seed=args.cluster_seed,
-            n_init=args.n_init,
-            device=args.encoder_device,
-            collisions=args.collisions,
-            pseudo_captions=args.pseudo_captions,
-        )
         result = run_identifiers(
             opts,
             args.queries,
@@ -183,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
             args.recipe,
             kinds=args.kinds,
             image_root=args.image_root,
-            kind_options=kind_options,
+            kind_options=kind_options(args),
             ssid_index=args.ssid_index,
             sft_args=shlex.split(args.sft_args),
             tokenizer=args.tokenizer,

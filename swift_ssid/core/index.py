@@ -1,14 +1,18 @@
-"""The identifier index: which image each identifier names, built from ``swift infer`` results.
+"""The identifier index and its folder: the one place that writes and reads an index folder.
 
-``build_index`` reads the raw result file of the generation stage, parses every response with
-:func:`swift_ssid.core.answers.parse_response`, resolves identifier collisions with an explicit policy and
-writes three files into the index directory:
+An index names, for each image, its identifier; :class:`IdentifierIndex` holds it with an explicit collision
+policy. Every index folder (``swift-ssid build-index``, every kind of ``swift-ssid identifiers``) is written by
+:func:`write_index` and read through :func:`read_manifest` (:func:`load_index`, :func:`read_stats`,
+:func:`index_kind`). The folder holds:
 
-* ``index.jsonl``: one row per image (image, identifier, status, problems, caption, reason,
-  raw_identifier), in input order, plus ``index_meta.json`` (format version and collision policy);
-* ``stats.json``: counts for the build report (valid / repaired / invalid by reason, collisions,
-  identifier lengths, problem codes, per-line input errors);
-* ``regenerate.jsonl``: the images without a usable identifier as ``swift infer`` dataset rows.
+* ``index.jsonl``: one row per image (image, identifier, status, problems, caption, reason, raw_identifier), in
+  input order;
+* ``stats.json``: counts for the build report; the counts of the index itself come from :func:`index_counts`
+  (one word count: :func:`swift_ssid.core.answers.identifier_words`), the builder adds its own;
+* ``regenerate.jsonl``: images without a usable identifier as ``swift infer`` dataset rows; other companion files
+  a builder names (``new_tokens.txt``);
+* ``index_meta.json``, the manifest, written last: format version, collision policy, counts, the builder's extra
+  keys (``kind``, ``params``) and the SHA-256 of every other file, so a folder mixing two builds is refused.
 
 Collision policies (two images, one identifier):
 
@@ -16,26 +20,28 @@ Collision policies (two images, one identifier):
   to that list.
 * ``disambiguate``: the first image keeps the identifier; each later one gets `` - 2``, `` - 3`` ...
   in input order, skipping any suffix that would equal another existing identifier.
+
+Building from ``swift infer`` results is :func:`swift_ssid.core.index_build.build_index` (also importable from
+here).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import statistics
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from swift_ssid.core.answers import REJECTION_CODES, canonical_identifier, identifier_words, parse_response
-from swift_ssid.core.jsonl import iter_jsonl, read_json, write_json_atomic, write_jsonl_atomic
-from swift_ssid.core.prompt import render_prompt
+from swift_ssid.core.answers import REJECTION_CODES, canonical_identifier, identifier_words
+from swift_ssid.core.jsonl import iter_jsonl, read_json, write_json_atomic, write_jsonl_atomic, write_text_atomic
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:  # for type checkers; at run time ``__getattr__`` (at the end) imports them on first use
+    from swift_ssid.core.index_build import IndexBuildStats, build_index  # noqa: F401
 
 CollisionPolicy = Literal["shared", "disambiguate"]
 POLICIES: tuple[str, ...] = ("shared", "disambiguate")
@@ -47,8 +53,7 @@ STATS_FILE = "stats.json"
 REGENERATE_FILE = "regenerate.jsonl"
 INDEX_FORMAT = "swift_ssid.identifier_index"
 INDEX_VERSION = 1
-_URL_PREFIXES = ("http://", "https://", "data:")
-REBUILD = "rebuild the index with `swift-ssid build-index`"
+REBUILD = "rebuild the index with `swift-ssid build-index` (a kind's index: `swift-ssid identifiers`)"
 
 
 @dataclass
@@ -78,7 +83,7 @@ class IndexEntry:
         return asdict(self)
 
 
-def _check_policy(policy: str) -> None:
+def check_policy(policy: str) -> None:
     """Raise ValueError for an unknown collision policy."""
     if policy not in POLICIES:
         raise ValueError(f"unknown collision policy {policy!r}; use one of {', '.join(POLICIES)}")
@@ -102,7 +107,7 @@ class IdentifierIndex:
     """
 
     def __init__(self, entries: Iterable[IndexEntry], policy: CollisionPolicy = "shared") -> None:
-        _check_policy(policy)
+        check_policy(policy)
         self._setup(self._resolve(list(entries), policy), policy)
 
     def _setup(self, entries: list[IndexEntry], policy: str) -> None:
@@ -208,102 +213,158 @@ class IdentifierIndex:
     def __repr__(self) -> str:
         return f"IdentifierIndex({len(self._entries)} images, {len(self)} identifiers, policy={self._policy!r})"
 
-    def save(self, directory: str | os.PathLike, companions: Iterable[str] = ()) -> Path:
-        """Write ``index.jsonl``, then ``index_meta.json`` (the manifest) into ``directory``, each atomically.
-
-        The manifest, written last, holds the SHA-256 of ``index.jsonl`` and of each companion file already
-        written in the folder (``stats.json``...). :meth:`load` and :func:`read_stats` verify them, so a build
-        killed between two files is refused, never read as a mix of two builds.
-
-        Args:
-            directory: The index directory; created when missing.
-            companions: Names of files in ``directory`` written for this build before the index.
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the index alone into ``directory`` (no stats): :func:`write_index` with nothing else.
 
         Returns:
             The path of ``index.jsonl``.
         """
-        directory = Path(directory)
-        path = directory / INDEX_FILE
-        write_jsonl_atomic(path, (entry.to_dict() for entry in self._entries))
-        meta = {
-            "format": INDEX_FORMAT,
-            "version": INDEX_VERSION,
-            "policy": self._policy,
-            "images": len(self._entries),
-            "identifiers": len(self),
-            "sha256": {name: file_sha256(directory / name) for name in (INDEX_FILE, *companions)},
-        }
-        write_json_atomic(directory / META_FILE, meta)
-        return path
+        return write_index(directory, self)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> IdentifierIndex:
-        """Read an index written by :meth:`save` (or ``swift-ssid build-index``), validating every row.
+        """Read an index folder: :func:`load_index`."""
+        return load_index(directory)
 
-        The stored ``identifier`` column is authoritative (canonicalised on read), so a hand-edited
-        identifier is kept as long as the rows stay consistent with the policy (after a hand edit, delete
-        the manifest's ``sha256`` entry: it otherwise refuses the edited file as part of another build).
 
-        Args:
-            directory: The index directory holding ``index.jsonl`` and ``index_meta.json``.
+# ---------------------------------------------------------------- the folder: one writer, one reader
 
-        Returns:
-            The index.
 
-        Raises:
-            FileNotFoundError: When a file is missing.
-            ValueError: For a malformed row or meta file, naming the file, the line and the fix; also for
-                an image listed twice or, under ``disambiguate``, an identifier given to two images.
-        """
-        directory = Path(directory)
-        meta_path = directory / META_FILE
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{meta_path}: missing; {REBUILD}")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{meta_path}: not valid JSON ({e}); {REBUILD}") from e
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        if found != INDEX_FORMAT:
-            raise ValueError(f"{meta_path}: format {found!r}, expected {INDEX_FORMAT!r}; {REBUILD}")
-        if meta.get("version") != INDEX_VERSION:
+def write_index(
+    directory: str | os.PathLike,
+    index: IdentifierIndex,
+    stats: Mapping[str, Any] | None = None,
+    *,
+    regenerate: Iterable[dict] | None = None,
+    texts: Mapping[str, str] | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write an index folder: the companions first, then ``index.jsonl``, then the manifest, each atomically.
+
+    The manifest (``index_meta.json``), written last, holds the SHA-256 of ``index.jsonl`` and of every companion
+    written here. :func:`load_index` and :func:`read_stats` verify them, so a build killed between two files is
+    refused, never read as a mix of two builds.
+
+    Args:
+        directory: The index directory; created when missing.
+        index: The index.
+        stats: The ``stats.json`` object (None: no stats file is written).
+        regenerate: Rows of ``regenerate.jsonl`` (None: not written).
+        texts: Further companion files, name -> text (``new_tokens.txt``).
+        meta: Extra manifest keys (``kind``, ``params``, ``new_tokens_file``), after the standard ones.
+
+    Returns:
+        The path of ``index.jsonl``.
+    """
+    directory = Path(directory)
+    companions: list[str] = []
+    if regenerate is not None:
+        write_jsonl_atomic(directory / REGENERATE_FILE, regenerate)
+        companions.append(REGENERATE_FILE)
+    for name, text in (texts or {}).items():
+        write_text_atomic(directory / name, text)
+        companions.append(name)
+    if stats is not None:
+        write_json_atomic(directory / STATS_FILE, dict(stats))
+        companions.insert(0, STATS_FILE)
+    path = directory / INDEX_FILE
+    write_jsonl_atomic(path, (entry.to_dict() for entry in index.entries))
+    manifest = {
+        "format": INDEX_FORMAT,
+        "version": INDEX_VERSION,
+        "policy": index.policy,
+        "images": len(index.entries),
+        "identifiers": len(index),
+        "sha256": {name: file_sha256(directory / name) for name in (INDEX_FILE, *companions)},
+        **(meta or {}),
+    }
+    write_json_atomic(directory / META_FILE, manifest)
+    return path
+
+
+def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
+    """The manifest (``index_meta.json``) of an index folder, its format, version and policy checked.
+
+    Every reader of an index folder starts here.
+
+    Raises:
+        FileNotFoundError: The folder has no manifest.
+        ValueError: The manifest is not JSON, or of another format, version or policy; the message says to rebuild.
+    """
+    meta_path = Path(directory) / META_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path}: missing; {REBUILD}")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{meta_path}: not valid JSON ({e}); {REBUILD}") from e
+    found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+    if found != INDEX_FORMAT:
+        raise ValueError(f"{meta_path}: format {found!r}, expected {INDEX_FORMAT!r}; {REBUILD}")
+    if meta.get("version") != INDEX_VERSION:
+        raise ValueError(
+            f"{meta_path}: index version {meta.get('version')!r}, this code reads {INDEX_VERSION}; {REBUILD}"
+        )
+    if meta.get("policy") not in POLICIES:
+        raise ValueError(
+            f"{meta_path}: policy {meta.get('policy')!r} is not one of {', '.join(POLICIES)}; fix the file"
+        )
+    return meta
+
+
+def load_index(directory: str | os.PathLike) -> IdentifierIndex:
+    """Read an index folder written by :func:`write_index`, validating every row against its manifest.
+
+    The stored ``identifier`` column is authoritative (canonicalised on read), so a hand-edited
+    identifier is kept as long as the rows stay consistent with the policy (after a hand edit, delete
+    the manifest's ``sha256`` entry: it otherwise refuses the edited file as part of another build).
+
+    Args:
+        directory: The index directory holding ``index.jsonl`` and ``index_meta.json``.
+
+    Returns:
+        The index.
+
+    Raises:
+        FileNotFoundError: When a file is missing.
+        ValueError: For a malformed row or meta file, naming the file, the line and the fix; also for
+            an image listed twice or, under ``disambiguate``, an identifier given to two images.
+    """
+    directory = Path(directory)
+    meta_path = directory / META_FILE
+    meta = read_manifest(directory)
+    policy = meta["policy"]
+    path = directory / INDEX_FILE
+    _verify_part(directory, meta, INDEX_FILE)
+    entries: list[IndexEntry] = []
+    owner: dict[str, int] = {}
+    images: dict[str, int] = {}
+    for lineno, row, error in iter_jsonl(path):
+        if error is not None:
+            raise ValueError(f"{error}; or {REBUILD}")
+        entry = _entry_from_row(row, f"{path}:{lineno}")
+        if entry.image in images:
             raise ValueError(
-                f"{meta_path}: index version {meta.get('version')!r}, this code reads {INDEX_VERSION}; {REBUILD}"
+                f"{path}:{lineno}: image {entry.image!r} also on line {images[entry.image]}; "
+                f"keep one row per image or {REBUILD}"
             )
-        policy = meta.get("policy")
-        if policy not in POLICIES:
-            raise ValueError(f"{meta_path}: policy {policy!r} is not one of {', '.join(POLICIES)}; fix the file")
-        path = directory / INDEX_FILE
-        _verify_part(directory, meta, INDEX_FILE)
-        entries: list[IndexEntry] = []
-        owner: dict[str, int] = {}
-        images: dict[str, int] = {}
-        for lineno, row, error in iter_jsonl(path):
-            if error is not None:
-                raise ValueError(f"{error}; or {REBUILD}")
-            entry = _entry_from_row(row, f"{path}:{lineno}")
-            if entry.image in images:
+        images[entry.image] = lineno
+        if entry.identifier is not None and policy == "disambiguate":
+            if entry.identifier in owner:
                 raise ValueError(
-                    f"{path}:{lineno}: image {entry.image!r} also on line {images[entry.image]}; "
-                    f"keep one row per image or {REBUILD}"
+                    f"{path}:{lineno}: identifier {entry.identifier!r} is also on line {owner[entry.identifier]}, "
+                    f"but the policy is 'disambiguate' (one image per identifier); make it unique or {REBUILD}"
                 )
-            images[entry.image] = lineno
-            if entry.identifier is not None and policy == "disambiguate":
-                if entry.identifier in owner:
-                    raise ValueError(
-                        f"{path}:{lineno}: identifier {entry.identifier!r} is also on line {owner[entry.identifier]}, "
-                        f"but the policy is 'disambiguate' (one image per identifier); make it unique or {REBUILD}"
-                    )
-                owner[entry.identifier] = lineno
-            entries.append(entry)
-        if isinstance(meta.get("sha256"), dict) and meta.get("images") != len(entries):
-            raise ValueError(
-                f"{path}: {len(entries)} rows but {meta_path} records {meta['images']}; the folder mixes two builds "
-                f"(an interrupted build-index); {REBUILD}"
-            )
-        index = cls.__new__(cls)
-        index._setup(entries, policy)
-        return index
+            owner[entry.identifier] = lineno
+        entries.append(entry)
+    if isinstance(meta.get("sha256"), dict) and meta.get("images") != len(entries):
+        raise ValueError(
+            f"{path}: {len(entries)} rows but {meta_path} records {meta['images']}; the folder mixes two builds "
+            f"(an interrupted build-index); {REBUILD}"
+        )
+    index = IdentifierIndex.__new__(IdentifierIndex)
+    index._setup(entries, policy)
+    return index
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -332,21 +393,105 @@ def _verify_part(directory: Path, meta: dict, name: str) -> None:
 
 
 def read_stats(directory: str | os.PathLike) -> dict:
-    """The ``stats.json`` of an index folder, verified against the manifest (see :meth:`IdentifierIndex.save`).
+    """The ``stats.json`` of an index folder, verified against the manifest (see :func:`write_index`).
 
     Raises:
-        FileNotFoundError: the folder has no manifest or no stats.
-        ValueError: the stats belong to another build than the manifest; the message says to rebuild.
+        FileNotFoundError: the folder has no manifest.
+        ValueError: the stats are missing, or belong to another build than the manifest; the message says to rebuild.
     """
     directory = Path(directory)
-    meta = read_json(directory / META_FILE)
-    if not isinstance(meta, dict):
-        raise FileNotFoundError(f"{directory / META_FILE}: missing or unreadable; {REBUILD}")
-    _verify_part(directory, meta, STATS_FILE)
+    _verify_part(directory, read_manifest(directory), STATS_FILE)
     stats = read_json(directory / STATS_FILE)
     if not isinstance(stats, dict):
         raise ValueError(f"{directory / STATS_FILE}: missing or not a JSON object; {REBUILD}")
     return stats
+
+
+def read_companion(directory: str | os.PathLike, name: str) -> str:
+    """The text of a companion file of an index folder (``new_tokens.txt``), verified against the manifest.
+
+    Raises:
+        FileNotFoundError: the folder has no manifest, or the file is missing.
+        ValueError: the file belongs to another build than the manifest; the message says to rebuild.
+    """
+    directory = Path(directory)
+    _verify_part(directory, read_manifest(directory), name)
+    path = directory / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; {REBUILD}")
+    return path.read_text(encoding="utf-8")
+
+
+def index_kind(directory: str | os.PathLike) -> str:
+    """The identifier kind the manifest records (``ssid`` for indexes from ``swift-ssid build-index``)."""
+    return str(read_manifest(directory).get("kind") or "ssid")
+
+
+def index_files(directory: str | os.PathLike) -> dict[str, str]:
+    """The paths of an index folder's files, as ``stats.json`` lists them under ``files``."""
+    directory = Path(directory)
+    names = {"index": INDEX_FILE, "meta": META_FILE, "stats": STATS_FILE, "regenerate": REGENERATE_FILE}
+    return {key: str(directory / name) for key, name in names.items()}
+
+
+# ---------------------------------------------------------------- counts of an index (the stats every folder has)
+
+
+def index_counts(index: IdentifierIndex) -> dict[str, Any]:
+    """The counts every ``stats.json`` holds, from the index alone (builders add their own keys).
+
+    Returns:
+        ``images``; ``ok``, ``repaired``, ``invalid`` (answer statuses); ``invalid_by_reason`` (rejection codes of
+        invalid images) and ``problems`` (all problem codes), most common first; ``unique_identifiers`` and
+        ``unique_raw_identifiers`` (after / before disambiguation); ``collision_groups``, ``collision_images``,
+        ``collision_group_sizes`` (group size -> groups); ``disambiguated`` (identifiers suffixed by the policy);
+        ``identifier_words`` (:func:`word_stats` of the raw identifiers).
+    """
+    entries = index.entries
+    status = Counter(entry.status for entry in entries)
+    groups = index.collision_groups()
+    raws = [e.raw_identifier for e in entries if e.raw_identifier is not None]
+    return {
+        "images": len(entries),
+        "ok": status["ok"],
+        "repaired": status["repaired"],
+        "invalid": status["invalid"],
+        "invalid_by_reason": _counts(
+            p for e in entries if e.status == "invalid" for p in e.problems if p in REJECTION_CODES
+        ),
+        "problems": _counts(p for e in entries for p in e.problems),
+        "unique_identifiers": len(index),
+        "unique_raw_identifiers": len(dict.fromkeys(raws)),
+        "collision_groups": len(groups),
+        "collision_images": sum(len(images) for images in groups.values()),
+        "collision_group_sizes": {str(k): v for k, v in sorted(Counter(len(g) for g in groups.values()).items())},
+        "disambiguated": sum(1 for e in entries if e.identifier is not None and e.identifier != e.raw_identifier),
+        "identifier_words": word_stats(raws),
+    }
+
+
+def _counts(items: Iterable[str]) -> dict[str, int]:
+    """Return counts, most common first (ties in first-seen order)."""
+    return dict(Counter(items).most_common())
+
+
+def word_stats(identifiers: Iterable[str]) -> dict[str, Any]:
+    """min/median/mean/max and a histogram of identifier lengths in words (`` - `` is no word: see identifier_words).
+
+    Example:
+        >>> word_stats(["two white males - bushes", "dog"])["max"]
+        4
+    """
+    lengths = [identifier_words(identifier) for identifier in identifiers]
+    if not lengths:
+        return {"min": None, "median": None, "mean": None, "max": None, "histogram": {}}
+    return {
+        "min": min(lengths),
+        "median": statistics.median(lengths),
+        "mean": round(statistics.fmean(lengths), 3),
+        "max": max(lengths),
+        "histogram": {str(k): v for k, v in sorted(Counter(lengths).items())},
+    }
 
 
 def _entry_from_row(row: dict, where: str) -> IndexEntry:
@@ -381,271 +526,10 @@ def _entry_from_row(row: dict, where: str) -> IndexEntry:
     )
 
 
-# ---------------------------------------------------------------- building from swift infer results
+def __getattr__(name: str) -> Any:
+    """``build_index`` and ``IndexBuildStats`` live in :mod:`swift_ssid.core.index_build`; importable from here too."""
+    if name in ("build_index", "IndexBuildStats"):
+        from swift_ssid.core import index_build
 
-_RESULT_FIX = "rerun `swift infer ... --result_path FILE` and pass that FILE"
-
-
-def _image_path(row: dict) -> str:
-    """Return the one image path of a result row, or raise ValueError saying what is wrong."""
-    images = row.get("images")
-    if images is None:
-        images = []
-    if isinstance(images, str | dict):
-        images = [images]
-    if not isinstance(images, list) or len(images) != 1:
-        count = len(images) if isinstance(images, list) else type(images).__name__
-        raise ValueError(f"expected exactly one image in 'images', got {count}; the index needs one image per row")
-    item = images[0]
-    if isinstance(item, dict):
-        path = item.get("path")
-        if not isinstance(path, str) or not path:
-            raise ValueError(
-                f"image given without a file path ({ {k: type(v).__name__ for k, v in item.items()} }); "
-                "the index stores paths: run swift infer on a dataset whose 'images' are file paths"
-            )
-        return path
-    if isinstance(item, str) and item:
-        return item
-    raise ValueError(f"image entry must be a path string or {{'path': ...}}, got {item!r}")
-
-
-def _regenerate_row(row: dict, image: str) -> dict:
-    """Return a ``swift infer`` dataset row that asks again for this image's identifier."""
-    messages = row.get("messages")
-    if isinstance(messages, list):
-        last_user = max(
-            (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"), default=None
-        )
-        if last_user is not None and isinstance(messages[last_user].get("content"), str):
-            kept = [
-                {"role": m["role"], "content": m["content"]}
-                for m in messages[: last_user + 1]
-                if isinstance(m, dict) and m.get("role") in ("system", "user") and isinstance(m.get("content"), str)
-            ]
-            return {"messages": kept, "images": [image]}
-    caption = row.get("caption") if isinstance(row.get("caption"), str) else None
-    return {"messages": [{"role": "user", "content": "<image>" + render_prompt(caption)}], "images": [image]}
-
-
-def _counts(items: Iterable[str]) -> dict[str, int]:
-    """Return counts, most common first (ties in first-seen order)."""
-    return dict(Counter(items).most_common())
-
-
-def _word_stats(identifiers: list[str]) -> dict:
-    """Return min/median/mean/max and a histogram of identifier lengths in words."""
-    lengths = [identifier_words(identifier) for identifier in identifiers]
-    if not lengths:
-        return {"min": None, "median": None, "mean": None, "max": None, "histogram": {}}
-    return {
-        "min": min(lengths),
-        "median": statistics.median(lengths),
-        "mean": round(statistics.fmean(lengths), 3),
-        "max": max(lengths),
-        "histogram": {str(k): v for k, v in sorted(Counter(lengths).items())},
-    }
-
-
-@dataclass(frozen=True)
-class IndexBuildStats:
-    """What :func:`build_index` did, as written to ``stats.json`` (:meth:`to_dict`).
-
-    Attributes:
-        results_path, out_dir, policy: the input, the index folder and the collision policy.
-        rows: result rows read; input_errors: the skipped ones (``{"line", "error"}``); duplicate_rows: repeats.
-        images: images indexed; valid = ok + repaired (usable answers); invalid: answers rejected;
-        usable_share: valid / images.
-        invalid_by_reason, problems: rejection codes and all problem codes, counted.
-        unique_identifiers, unique_raw_identifiers: distinct identifiers after / before disambiguation.
-        collision_groups, collision_images, collision_group_sizes: shared identifiers (size -> groups).
-        disambiguated: identifiers suffixed by ``disambiguate``; identifier_words: word-count statistics.
-        regenerate: images to ask again (``regenerate.jsonl``); files: the paths written.
-    """
-
-    results_path: str
-    out_dir: str
-    policy: str
-    rows: int
-    input_errors: list[dict]
-    duplicate_rows: int
-    images: int
-    ok: int
-    repaired: int
-    invalid: int
-    invalid_by_reason: dict[str, int]
-    problems: dict[str, int]
-    unique_identifiers: int
-    unique_raw_identifiers: int
-    collision_groups: int
-    collision_images: int
-    collision_group_sizes: dict[str, int]
-    disambiguated: int
-    identifier_words: dict
-    regenerate: int
-    files: dict[str, str]
-
-    @property
-    def valid(self) -> int:
-        """Images with a usable answer (ok or repaired)."""
-        return self.ok + self.repaired
-
-    @property
-    def usable_share(self) -> float:
-        """Share of images with a usable answer, rounded to 4 places."""
-        return round(self.valid / max(self.images, 1), 4)
-
-    @property
-    def input_error_count(self) -> int:
-        """Result rows skipped as unusable input."""
-        return len(self.input_errors)
-
-    def to_dict(self) -> dict:
-        """The ``stats.json`` form (the properties included)."""
-        out = asdict(self)
-        out.update(valid=self.valid, usable_share=self.usable_share, input_error_count=self.input_error_count)
-        return out
-
-
-def build_index(
-    results_path: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    collisions: CollisionPolicy = "shared",
-    check_images: bool = True,
-    image_root: str | os.PathLike | None = None,
-) -> IndexBuildStats:
-    """Parse a ``swift infer --result_path`` file into the identifier index and write it to ``out_dir``.
-
-    Each result row needs a ``response`` string and exactly one image (``images: [{"path": ...}]`` or
-    ``images: ["..."]``). A bad row (not JSON, no response, not one image, missing image file) is
-    skipped, logged and listed in ``stats.input_errors``; the other rows still count. When an
-    image appears in several rows, its first valid row wins (so regenerated results can be
-    appended to the original file), else its last row (the latest answer, so
-    the stats after a retry describe the latest answers).
-
-    Args:
-        results_path: The JSON Lines file ``swift infer`` wrote.
-        out_dir: The index directory to write (``index.jsonl``, ``index_meta.json``, ``stats.json``,
-            ``regenerate.jsonl``).
-        collisions: ``shared`` or ``disambiguate``.
-        check_images: Whether each image file must exist (URLs are not checked).
-        image_root: Directory that relative image paths are checked against (default: the current
-            directory). Paths are stored as given.
-
-    Returns:
-        The stats written to ``stats.json``.
-
-    Raises:
-        FileNotFoundError: When ``results_path`` does not exist.
-        ValueError: For an unknown policy, an empty file, or a file without a single usable row.
-    """
-    _check_policy(collisions)
-    results_path, out_dir = Path(results_path), Path(out_dir)
-    root = Path(image_root) if image_root is not None else Path.cwd()
-    if image_root is not None and check_images and not root.is_dir():
-        raise ValueError(f"image root {root} is not a directory; pass the folder the image paths are relative to")
-
-    errors: list[dict] = []
-    chosen: dict[str, tuple[IndexEntry, dict]] = {}
-    rows_read = duplicates = 0
-
-    def fail(lineno: int, message: str) -> None:
-        errors.append({"line": lineno, "error": message})
-        logger.warning(message)
-
-    for lineno, row, error in iter_jsonl(results_path):
-        rows_read += 1
-        where = f"{results_path}:{lineno}"
-        if error is not None:
-            fail(lineno, error)
-            continue
-        response = row.get("response")
-        if "response" not in row:
-            fail(
-                lineno,
-                f"{where}: missing 'response' field (keys: {sorted(row)}); is this a swift infer result "
-                f"file? {_RESULT_FIX}",
-            )
-            continue
-        if not isinstance(response, str):
-            fail(lineno, f"{where}: 'response' must be a string, got {type(response).__name__}; {_RESULT_FIX}")
-            continue
-        try:
-            image = _image_path(row)
-        except ValueError as e:
-            fail(lineno, f"{where}: {e}")
-            continue
-        if check_images and not image.startswith(_URL_PREFIXES):
-            resolved = Path(image) if Path(image).is_absolute() else root / image
-            if not resolved.is_file():
-                fail(
-                    lineno,
-                    f"{where}: image file not found: {resolved} (given as {image!r}); pass --image-root DIR "
-                    "if paths are relative to another folder, or --no-check-images to skip this check",
-                )
-                continue
-        record = parse_response(response)
-        entry = IndexEntry(
-            image=image,
-            identifier=record.identifier,
-            status=record.status,
-            problems=list(record.problems),
-            caption=record.caption,
-            reason=record.reason,
-            raw_identifier=record.identifier,
-        )
-        if image in chosen:
-            duplicates += 1
-            if chosen[image][0].status in VALID_STATUSES:
-                continue
-        chosen[image] = (entry, row)
-
-    if rows_read == 0:
-        raise ValueError(f"{results_path}: the file is empty; {_RESULT_FIX}")
-    if not chosen:
-        shown = "; ".join(e["error"] for e in errors[:3])
-        raise ValueError(f"{results_path}: no usable row among {rows_read} ({len(errors)} errors, first: {shown})")
-
-    index = IdentifierIndex([entry for entry, _ in chosen.values()], policy=collisions)
-    index_path = out_dir / INDEX_FILE
-    regenerate = [_regenerate_row(row, entry.image) for entry, row in chosen.values() if entry.status == "invalid"]
-    regenerate_path = out_dir / REGENERATE_FILE
-
-    entries = index.entries
-    status = Counter(entry.status for entry in entries)
-    invalid = [entry for entry in entries if entry.status == "invalid"]
-    groups = index.collision_groups()
-    raw_identifiers = list(dict.fromkeys(e.raw_identifier for e in entries if e.raw_identifier is not None))
-    stats = IndexBuildStats(
-        results_path=str(results_path),
-        out_dir=str(out_dir),
-        policy=collisions,
-        rows=rows_read,
-        input_errors=errors,
-        duplicate_rows=duplicates,
-        images=len(entries),
-        ok=status["ok"],
-        repaired=status["repaired"],
-        invalid=status["invalid"],
-        invalid_by_reason=_counts(p for e in invalid for p in e.problems if p in REJECTION_CODES),
-        problems=_counts(p for e in entries for p in e.problems),
-        unique_identifiers=len(index),
-        unique_raw_identifiers=len(raw_identifiers),
-        collision_groups=len(groups),
-        collision_images=sum(len(images) for images in groups.values()),
-        collision_group_sizes={str(k): v for k, v in sorted(Counter(len(g) for g in groups.values()).items())},
-        disambiguated=sum(1 for e in entries if e.identifier is not None and e.identifier != e.raw_identifier),
-        identifier_words=_word_stats([e.raw_identifier for e in entries if e.raw_identifier is not None]),
-        regenerate=len(regenerate),
-        files={
-            "index": str(index_path),
-            "meta": str(out_dir / META_FILE),
-            "stats": str(out_dir / STATS_FILE),
-            "regenerate": str(regenerate_path),
-        },
-    )
-    # Companions first, the index and its manifest last: the manifest's checksums tie the folder to one build.
-    write_jsonl_atomic(regenerate_path, regenerate)
-    write_json_atomic(out_dir / STATS_FILE, stats.to_dict())
-    index.save(out_dir, companions=(STATS_FILE, REGENERATE_FILE))
-    return stats
+        return getattr(index_build, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,12 +24,10 @@ Everything here is pure (numpy and scikit-learn only); image embeddings for ``st
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import warnings
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,13 +40,16 @@ from swift_ssid.core.collection import TRAIN_SPLITS, CollectionItem
 from swift_ssid.core.index import (
     INDEX_FILE,
     META_FILE,
-    REGENERATE_FILE,
-    STATS_FILE,
     CollisionPolicy,
     IdentifierIndex,
     IndexEntry,
+    index_counts,
+    index_files,
+    index_kind,
+    read_companion,
+    read_manifest,
+    write_index,
 )
-from swift_ssid.core.jsonl import write_json_atomic, write_jsonl_atomic
 
 NEW_TOKENS_FILE = "new_tokens.txt"
 """Atomic indexes list their new tokens here, one a line: ``swift sft --new_special_tokens <index>/new_tokens.txt``."""
@@ -348,8 +349,9 @@ def write_kind_index(
     params: dict[str, Any],
     collisions: CollisionPolicy = "shared",
     new_tokens: Sequence[str] = (),
+    tokens: Callable[[IdentifierIndex], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Write an identifier index for a kind in ``build-index``'s format; return its ``stats.json``.
+    """Write an identifier index for a kind with :func:`swift_ssid.core.index.write_index`; return its ``stats.json``.
 
     Args:
         kind: One of :data:`BUILDABLE`.
@@ -359,6 +361,7 @@ def write_kind_index(
         params: The kind's parameters (recorded in stats and meta).
         collisions: ``shared`` or ``disambiguate`` (only ``semantic`` and ``caption-derived`` collide).
         new_tokens: Tokens the model must add (atomic), written to ``new_tokens.txt``.
+        tokens: Computes the token statistics of the built index (stored under ``tokens``); None: left out.
 
     Returns:
         The stats (also written to ``stats.json``).
@@ -369,86 +372,68 @@ def write_kind_index(
         raise ValueError(f"{len(items)} images but {len(identifiers)} identifiers")
     out_dir = Path(out_dir)
     entries = [
-        IndexEntry(
-            image=item.image,
-            identifier=ident,
-            status="ok",
-            caption=item.captions[0],
-            raw_identifier=ident,
-        )
+        IndexEntry(image=item.image, identifier=ident, status="ok", caption=item.captions[0], raw_identifier=ident)
         for item, ident in zip(items, identifiers, strict=True)
     ]
     index = IdentifierIndex(entries, policy=collisions)
-    index_path = index.save(out_dir)
-    meta_path = out_dir / META_FILE
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    meta.update({"kind": kind, "params": params})
+    counts = index_counts(index)
+    files = index_files(out_dir)
     if new_tokens:
-        meta["new_tokens_file"] = NEW_TOKENS_FILE
-    write_json_atomic(meta_path, meta)
-    if new_tokens:
-        (out_dir / NEW_TOKENS_FILE).write_text("".join(t + "\n" for t in new_tokens), encoding="utf-8")
-    elif (out_dir / NEW_TOKENS_FILE).exists():
-        (out_dir / NEW_TOKENS_FILE).unlink()
-    write_jsonl_atomic(out_dir / REGENERATE_FILE, [])
-    stats = identifier_stats(index)
-    stats.update(
-        {
-            "kind": kind,
-            "params": params,
-            "out_dir": str(out_dir),
-            "policy": collisions,
-            "rows": len(items),
-            "input_error_count": 0,
-            "input_errors": [],
-            "duplicate_rows": 0,
-            "valid": len(entries),
-            "ok": len(entries),
-            "repaired": 0,
-            "invalid": 0,
-            "invalid_by_reason": {},
-            "problems": {},
-            "regenerate": 0,
-            "new_tokens_added": len(new_tokens),
-            "files": {
-                "index": str(index_path),
-                "meta": str(meta_path),
-                "stats": str(out_dir / STATS_FILE),
-                "regenerate": str(out_dir / REGENERATE_FILE),
-                **({"new_tokens": str(out_dir / NEW_TOKENS_FILE)} if new_tokens else {}),
-            },
-        }
+        files["new_tokens"] = str(out_dir / NEW_TOKENS_FILE)
+    stats = {
+        **identifier_stats(index, counts),
+        "kind": kind,
+        "params": params,
+        "out_dir": str(out_dir),
+        "policy": collisions,
+        "rows": len(items),
+        "input_error_count": 0,
+        "input_errors": [],
+        "duplicate_rows": 0,
+        "valid": counts["ok"] + counts["repaired"],
+        **{key: counts[key] for key in ("ok", "repaired", "invalid", "invalid_by_reason", "problems")},
+        "regenerate": 0,
+        "new_tokens_added": len(new_tokens),
+        "files": files,
+    }
+    if tokens is not None:
+        stats["tokens"] = tokens(index)
+    (out_dir / NEW_TOKENS_FILE).unlink(missing_ok=True)  # a stale list from an atomic build before
+    write_index(
+        out_dir,
+        index,
+        stats,
+        regenerate=[],
+        texts={NEW_TOKENS_FILE: "".join(t + "\n" for t in new_tokens)} if new_tokens else None,
+        meta={"kind": kind, "params": params, **({"new_tokens_file": NEW_TOKENS_FILE} if new_tokens else {})},
     )
-    write_json_atomic(out_dir / STATS_FILE, stats)
     return stats
 
 
-def identifier_stats(index: IdentifierIndex) -> dict[str, Any]:
+def identifier_stats(index: IdentifierIndex, counts: dict[str, Any] | None = None) -> dict[str, Any]:
     """Counts that explain a kind: images, distinct identifiers and their ratio, collisions, length in characters.
 
     Args:
         index: The built index.
+        counts: Its :func:`swift_ssid.core.index.index_counts` (computed when None).
 
     Returns:
         ``images``, ``unique_identifiers``, ``unique_raw_identifiers``, ``distinct_ratio``, ``collision_groups``,
         ``collision_images``, ``collision_group_sizes``, ``disambiguated``, ``identifier_chars``,
-        ``identifier_words`` (min/median/mean/max).
+        ``identifier_words`` (min/median/mean/max and histogram, as every index's stats count words).
     """
-    entries = index.entries
-    groups = index.collision_groups()
-    raws = [e.raw_identifier for e in entries if e.raw_identifier is not None]
-    distinct = len(set(raws))
+    counts = counts if counts is not None else index_counts(index)
+    images, distinct = counts["images"], counts["unique_raw_identifiers"]
+    raws = [e.raw_identifier for e in index.entries if e.raw_identifier is not None]
     return {
-        "images": len(entries),
-        "unique_identifiers": len(index),
+        "images": images,
+        "unique_identifiers": counts["unique_identifiers"],
         "unique_raw_identifiers": distinct,
-        "distinct_ratio": round(distinct / len(entries), 6) if entries else None,
-        "collision_groups": len(groups),
-        "collision_images": sum(len(g) for g in groups.values()),
-        "collision_group_sizes": {str(k): v for k, v in sorted(Counter(len(g) for g in groups.values()).items())},
-        "disambiguated": sum(1 for e in entries if e.identifier is not None and e.identifier != e.raw_identifier),
+        "distinct_ratio": round(distinct / images, 6) if images else None,
+        **{key: counts[key] for key in ("collision_groups", "collision_images", "collision_group_sizes")},
+        "disambiguated": counts["disambiguated"],
         "identifier_chars": summary([len(r) for r in raws]),
-        "identifier_words": summary([len(r.split()) for r in raws]),
+        "identifier_words": counts["identifier_words"],
     }
 
 
@@ -471,28 +456,13 @@ def index_new_tokens(index_dir: str | os.PathLike) -> list[str]:
         index_dir: An index directory.
 
     Returns:
-        The tokens of ``new_tokens.txt`` when the index meta names it, else ``[]``.
+        The tokens of ``new_tokens.txt`` when the index meta names it, else ``[]`` (also without a meta file).
     """
     index_dir = Path(index_dir)
-    meta_path = index_dir / META_FILE
-    if not meta_path.is_file():
+    if not (index_dir / META_FILE).is_file():
         return []
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    name = meta.get("new_tokens_file") if isinstance(meta, dict) else None
-    if not name:
-        return []
-    path = index_dir / name
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: the index meta names it but it is missing; rebuild with swift-ssid identifiers"
-        )
-    return path.read_text(encoding="utf-8").split()
-
-
-def index_kind(index_dir: str | os.PathLike) -> str:
-    """The kind recorded in an index's meta (``ssid`` for indexes from ``swift-ssid build-index``)."""
-    meta = json.loads((Path(index_dir) / META_FILE).read_text(encoding="utf-8"))
-    return str(meta.get("kind") or "ssid") if isinstance(meta, dict) else "ssid"
+    name = read_manifest(index_dir).get("new_tokens_file")
+    return read_companion(index_dir, name).split() if name else []
 
 
 __all__ = [

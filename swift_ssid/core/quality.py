@@ -45,7 +45,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from swift_ssid.core.answers import REJECTION_CODES, identifier_words
-from swift_ssid.core.index import IdentifierIndex
+from swift_ssid.core.index import IdentifierIndex, index_kind
 from swift_ssid.core.jsonl import write_json_atomic
 
 QUALITY_FORMAT = "swift_ssid.quality"
@@ -542,15 +542,6 @@ def _embedding_measures(
                 other = float((total - row[j]) / others) if others > 0 else float("nan")
                 sims.append((float(row[j]), other))
     return ranks, sims
-
-
-def index_kind(index_dir: str | os.PathLike) -> str:
-    """The identifier kind recorded in an index's ``index_meta.json`` (``ssid`` when it names none)."""
-    try:
-        meta = json.loads((Path(index_dir) / "index_meta.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return "ssid"
-    return str(meta.get("kind") or "ssid") if isinstance(meta, dict) else "ssid"
 
 
 def measure_quality(

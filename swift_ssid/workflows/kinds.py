@@ -7,18 +7,29 @@ tokenizer (transformers) and build the trie (``swift_ssid.decoding``); ``structu
 
 from __future__ import annotations
 
+import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from swift_ssid.core.index import POLICIES
+from swift_ssid.workflows.run import DTYPES
+
+if TYPE_CHECKING:
+    from swift_ssid.core.index import IdentifierIndex
 
 
 @dataclass
-class KindSpec:
-    """One kind and its options (the flags of ``swift-ssid identifiers``).
+class KindOptions:
+    """How a kind's index is built: the options of ``swift-ssid identifiers`` and ``swift-ssid protocol identifiers``.
+
+    The defaults are GRACE's and written only here; the flags come from
+    :func:`swift_ssid.cli.identifiers.add_kind_arguments`.
 
     Attributes:
-        kind: One of :data:`swift_ssid.core.kinds.BUILDABLE`.
+        kind: One of :data:`swift_ssid.core.kinds.BUILDABLE`; None in options shared by several kinds
+            (:meth:`spec` sets it).
         collisions: ``shared`` or ``disambiguate`` (semantic, caption-derived).
         encoder: Dual-encoder folder (structured).
         k: Clusters per level (structured; GRACE 30).
@@ -34,7 +45,7 @@ class KindSpec:
         token_width: Digits of the atomic tokens (None: ``max(6, needed)``).
     """
 
-    kind: str
+    kind: str | None = None
     collisions: str = "shared"
     encoder: str | None = None
     k: int = 30
@@ -49,9 +60,19 @@ class KindSpec:
     pseudo_captions: str | None = None
     token_width: int | None = None
 
+    def spec(self, kind: str) -> KindOptions:
+        """These options for ``kind``; fails early when ``structured`` has no encoder."""
+        if kind == "structured" and not self.encoder:
+            raise ValueError("structured identifiers cluster image embeddings: pass --encoder <CLIP or SigLIP folder>")
+        return replace(self, kind=kind)
+
+
+KindSpec = KindOptions
+"""The former name of :class:`KindOptions` (one kind's options), kept for callers."""
+
 
 def build_identifiers(
-    spec: KindSpec,
+    spec: KindOptions,
     collection: str | os.PathLike,
     out_dir: str | os.PathLike,
     image_root: str | os.PathLike | None = None,
@@ -60,7 +81,7 @@ def build_identifiers(
     """Build one kind's identifier index (``swift-ssid identifiers``); return its ``stats.json``.
 
     Args:
-        spec: The kind and its options.
+        spec: The kind and its options (``spec.kind`` set).
         collection: Karpathy-split JSON or collection ``.jsonl``.
         out_dir: Index directory to write.
         image_root: Folder the image paths are relative to.
@@ -71,10 +92,10 @@ def build_identifiers(
     """
     from swift_ssid.core import kinds
     from swift_ssid.core.collection import load_collection
-    from swift_ssid.core.jsonl import write_json_atomic
 
-    if spec.kind == "structured" and not spec.encoder:
-        raise ValueError("structured identifiers cluster image embeddings: pass --encoder <CLIP or SigLIP folder>")
+    if spec.kind is None:
+        raise ValueError("KindOptions.kind is None: build with options.spec(KIND), KIND one of BUILDABLE")
+    spec.spec(spec.kind)  # structured needs an encoder
     items = kinds.indexed_items(load_collection(collection, image_root))
     out = Path(out_dir)
     params: dict[str, Any] = {"collection": str(collection), "images": len(items)}
@@ -115,11 +136,13 @@ def build_identifiers(
             }
         )
     params["collisions"] = spec.collisions
-    stats = kinds.write_kind_index(spec.kind, items, identifiers, out, params, spec.collisions, new_tokens)
-    if tokenizer:
-        stats["tokens"] = token_stats(out, tokenizer, new_tokens)
-        write_json_atomic(out / "stats.json", stats)
-    return stats
+
+    def tokens(index: IdentifierIndex) -> dict[str, Any]:
+        return token_stats(index.identifiers(), str(tokenizer), new_tokens)
+
+    return kinds.write_kind_index(
+        spec.kind, items, identifiers, out, params, spec.collisions, new_tokens, tokens if tokenizer else None
+    )
 
 
 def _read_pseudo(path: str, image_root: str | os.PathLike | None, items: list[Any]) -> dict[str, str]:
@@ -157,11 +180,11 @@ def _read_pseudo(path: str, image_root: str | os.PathLike | None, items: list[An
     return out
 
 
-def token_stats(index_dir: Path, tokenizer_dir: str, new_tokens: list[str]) -> dict[str, Any]:
+def token_stats(identifiers: list[str], tokenizer_dir: str, new_tokens: list[str]) -> dict[str, Any]:
     """Tokens per identifier (as generated after ``identifier:``), trie size and fan-out, vocabulary growth.
 
     Args:
-        index_dir: The built index.
+        identifiers: The index's identifiers (:meth:`swift_ssid.core.index.IdentifierIndex.identifiers`).
         tokenizer_dir: A model or tokenizer folder (AutoTokenizer).
         new_tokens: Tokens the kind adds (added here as ms-swift's ``--new_special_tokens`` adds them).
 
@@ -173,14 +196,12 @@ def token_stats(index_dir: Path, tokenizer_dir: str, new_tokens: list[str]) -> d
     import numpy as np
     from transformers import AutoTokenizer
 
-    from swift_ssid.core.index import IdentifierIndex
     from swift_ssid.core.kinds import summary
     from swift_ssid.decoding.trie import TokenTrie, build_identifier_trie, identifier_token_sequences
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     base = len(tokenizer)
     added = tokenizer.add_special_tokens({"additional_special_tokens": new_tokens}) if new_tokens else 0
-    identifiers = IdentifierIndex.load(index_dir).identifiers()
     _, seqs = identifier_token_sequences(tokenizer, identifiers, end="eos")
     trie = build_identifier_trie(tokenizer, identifiers, end="eos")
     parents = trie.keys // trie.vocab_size
@@ -196,3 +217,81 @@ def token_stats(index_dir: Path, tokenizer_dir: str, new_tokens: list[str]) -> d
         "trie_root_fanout": int(trie.children(TokenTrie.ROOT).size),
         "trie_mean_fanout": round((trie.num_nodes - 1) / inner, 3) if inner else 0.0,
     }
+
+
+def add_kind_arguments(parser: argparse.ArgumentParser, aliases: bool = False) -> None:
+    """Add the flags of :class:`swift_ssid.workflows.kinds.KindOptions` (read back by :func:`kind_options`).
+
+    Args:
+        parser: The command's parser (``swift-ssid identifiers``, ``swift-ssid protocol identifiers``).
+        aliases: Also accept the first spellings of ``swift-ssid identifiers`` (``--k``, ``--c``, ``--seed``,
+            ``--device``, ``--dtype``, ``--batch-size``), hidden from the help.
+    """
+    default = KindOptions()
+
+    def add(group: Any, flags: tuple[str, ...], hidden: tuple[str, ...] = (), **kwargs: Any) -> None:
+        action = group.add_argument(*flags, **kwargs)
+        if aliases and hidden:
+            extra = {key: kwargs[key] for key in ("type", "choices", "metavar") if key in kwargs}
+            group.add_argument(*hidden, dest=action.dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **extra)
+
+    parser.add_argument(
+        "--collisions", choices=POLICIES, default=default.collisions, help="semantic / caption-derived collisions"
+    )
+    g = parser.add_argument_group("structured")
+    g.add_argument("--encoder", metavar="DIR", help="transformers dual encoder (CLIP, SigLIP) for image embeddings")
+    add(g, ("--cluster-k",), ("--k",), type=int, default=default.k, help="clusters per level (GRACE: %(default)s)")
+    add(g, ("--cluster-c",), ("--c",), type=int, default=default.c, help="largest leaf cluster (GRACE: %(default)s)")
+    add(
+        g,
+        ("--cluster-seed",),
+        ("--seed",),
+        type=int,
+        default=default.seed,
+        help="k-means random_state (GRACE: %(default)s)",
+    )
+    g.add_argument(
+        "--n-init", "--n_init", type=int, default=default.n_init, help="k-means restarts (GRACE: %(default)s)"
+    )
+    g.add_argument("--embeddings-cache", metavar="FILE.npz", help="default: <out>/image_embeddings.npz")
+    add(g, ("--encoder-device",), ("--device",), default=default.device, help="encoder device (cpu, cuda)")
+    add(g, ("--encoder-dtype",), ("--dtype",), choices=DTYPES, default=default.dtype, help="encoder dtype")
+    add(
+        g,
+        ("--encoder-batch-size",),
+        ("--batch-size", "--batch_size"),
+        type=int,
+        default=default.batch_size,
+        help="images per encoder batch (default %(default)s)",
+    )
+    g = parser.add_argument_group("semantic")
+    g.add_argument(
+        "--caption-index", type=int, default=default.caption_index, help="which caption names the image (0: first)"
+    )
+    g.add_argument(
+        "--pseudo-captions",
+        metavar="FILE.jsonl",
+        help='rows {"image": path, "caption": text} used instead (GRACE: pseudo-queries for test images)',
+    )
+    g = parser.add_argument_group("atomic")
+    g.add_argument("--token-width", type=int, default=None, help="digits of img_NNNNNN (default: max(6, needed))")
+
+
+def kind_options(args: argparse.Namespace) -> KindOptions:
+    """The :class:`swift_ssid.workflows.kinds.KindOptions` of flags added by :func:`add_kind_arguments`."""
+    return KindOptions(
+        kind=getattr(args, "kind", None),
+        collisions=args.collisions,
+        encoder=args.encoder,
+        k=args.cluster_k,
+        c=args.cluster_c,
+        seed=args.cluster_seed,
+        n_init=args.n_init,
+        embeddings_cache=args.embeddings_cache,
+        device=args.encoder_device,
+        dtype=args.encoder_dtype,
+        batch_size=args.encoder_batch_size,
+        caption_index=args.caption_index,
+        pseudo_captions=args.pseudo_captions,
+        token_width=args.token_width,
+    )

@@ -39,6 +39,7 @@ from swift_ssid.integration.checkpoints import checkpoint_training_target, last_
 from swift_ssid.integration.retrieval import RESERVED_SETTING_KEYS, done_query_ids
 from swift_ssid.integration.settings import SSIDSettings
 from swift_ssid.reporting.tables import TableRow, plot_table, summarize_run_files, to_csv, to_markdown
+from swift_ssid.workflows.kinds import KindOptions
 from swift_ssid.workflows.pipeline import run_logged, swift_executable
 
 logger = logging.getLogger(__name__)
@@ -532,42 +533,6 @@ IDENTIFIER_KINDS: tuple[str, ...] = ("numeric", "string", "semantic", "structure
 """GRACE's kinds the ``identifiers`` protocol runs by default (``ssid`` joins when ``--ssid-index`` is given)."""
 ATOMIC_SFT_FLAGS = ("--modules_to_save", "embed_tokens", "lm_head")
 """LoRA keeps the (resized) embedding and output layers trainable and saved, so the new tokens are learnt."""
-
-
-@dataclass
-class KindOptions:
-    """How each kind's index is built (the options of ``swift-ssid identifiers``).
-
-    Attributes:
-        encoder: dual-encoder folder for ``structured``.
-        k: clusters per level (structured).
-        c: largest leaf cluster (structured).
-        seed: k-means seed (structured).
-        n_init: k-means restarts (structured).
-        device: encoder device.
-        collisions: policy for ``semantic`` / ``caption-derived``.
-        pseudo_captions: JSONL of ``{"image", "caption"}`` for ``semantic`` (GRACE's pseudo-queries).
-    """
-
-    encoder: str | None = None
-    k: int = 30
-    c: int = 30
-    seed: int = 7
-    n_init: int = 100
-    device: str = "cpu"
-    collisions: str = "shared"
-    pseudo_captions: str | None = None
-
-    def spec(self, kind: str) -> Any:
-        """The :class:`swift_ssid.workflows.kinds.KindSpec` for ``kind``."""
-        from swift_ssid.workflows.kinds import KindSpec
-
-        if kind == "structured" and not self.encoder:
-            raise ValueError("the structured kind clusters image embeddings: pass --encoder <CLIP or SigLIP folder>")
-        return KindSpec(
-            kind=kind, collisions=self.collisions, encoder=self.encoder, k=self.k, c=self.c, seed=self.seed,
-            n_init=self.n_init, device=self.device, pseudo_captions=self.pseudo_captions,
-        )  # fmt: skip
 
 
 def build_kind_index(
