@@ -59,7 +59,7 @@ def candidate_images(items, split: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from swift_ssid.core.collection import load_collection
     from swift_ssid.core.queries import load_queries
-    from swift_ssid.workflows.protocols import parse_labels
+    from swift_ssid.core.runs import parse_labels
 
     try:
         check_output_file(args.out, "--out")
