@@ -36,7 +36,7 @@ form turns SentencePiece's word marker ``▁`` (U+2581, which tokenises like a s
 identifier holding special-token text (``</s>``, ``<s>``, ``<pad>``, ``<unk>``, ``<image>``, ``<|im_end|>``,
 ``<0x0A>``, ``[INST]``, ``<<SYS>>``: tokenizers turn such text into the control token itself, so generation
 would stop inside the identifier or drop it) is rejected as ``special_token``. The trie build checks the
-round trip again for each tokenizer (:func:`swift_ssid.decoding.trie.round_trip_offenders`).
+round trip again for each tokenizer (:func:`swift_ssid.decoding.tokenisation.round_trip_offenders`).
 """
 
 from __future__ import annotations

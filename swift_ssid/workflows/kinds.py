@@ -175,7 +175,8 @@ def token_stats(index_dir: Path, tokenizer_dir: str, new_tokens: list[str]) -> d
 
     from swift_ssid.core.index import IdentifierIndex
     from swift_ssid.core.kinds import summary
-    from swift_ssid.decoding.trie import TokenTrie, build_identifier_trie, identifier_token_sequences
+    from swift_ssid.decoding.tokenisation import identifier_token_sequences
+    from swift_ssid.decoding.trie import TokenTrie, build_identifier_trie
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     base = len(tokenizer)
