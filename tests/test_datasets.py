@@ -422,3 +422,10 @@ def test_module_command_writes_the_files_the_settings_select(monkeypatch, tmp_pa
     monkeypatch.setenv("SSID_INDEX", str(index_dir))
     assert main(["--out", str(tmp_path / "all")]) == 0
     assert len(read_jsonl(tmp_path / "all" / "ssid-memorize.jsonl")) == 3  # zeroshot: training images only
+
+
+def test_split_collection_names_a_bad_protocol_or_train_size(collection):
+    with pytest.raises(ValueError, match="protocol 'fewshot' is not a protocol; use one of standard, zeroshot"):
+        split_collection(collection, "fewshot")
+    with pytest.raises(ValueError, match="train_size -1 must be a whole number >= 0"):
+        split_collection(collection, "standard", -1)

@@ -24,8 +24,8 @@ from e2e_helpers import check_run_against_index
 from swift_ssid.cli import main
 from swift_ssid.core.index import IdentifierIndex, build_index
 from swift_ssid.core.metrics import evaluate_run
-from swift_ssid.core.queries import load_queries
-from swift_ssid.core.runs import RunRow, read_run, write_run
+from swift_ssid.core.queries import check_aligned, check_gold_in_index, load_queries, queries_language
+from swift_ssid.core.runs import RunRow, parse_labels, read_run, write_run
 from swift_ssid.integration.checkpoints import checkpoint_training_target, datasets_target
 from swift_ssid.integration.retrieval import done_query_ids
 from swift_ssid.reporting.tables import plot_table, summarize_run_files, summarize_runs
@@ -33,10 +33,7 @@ from swift_ssid.testing.tiny_models import OFFLINE_ENV
 from swift_ssid.workflows.protocols import (
     REASON_SETTINGS,
     RetrieveOptions,
-    check_aligned,
-    check_gold_in_index,
-    parse_labels,
-    queries_language,
+    Training,
     run_ablation,
     run_zeroshot,
     train_zeroshot,
@@ -388,7 +385,7 @@ def test_zeroshot_protocol_end_to_end(world, model_dir, tmp_path):
     # a second run finds the training done and does not call swift sft again (it would write the log)
     opts = opts_for(model_dir, world)
     recipe = RECIPES_DIR / "train_qwen2_5_vl_zeroshot.yaml"
-    again = train_zeroshot(4, recipe, opts, world["collection"], None, out / "sft_n4", out / "logs" / "again.log")
+    again = train_zeroshot(4, Training(recipe, world["collection"]), opts, out / "sft_n4", out / "logs" / "again.log")
     assert str(again) == marker["checkpoint"] and not (out / "logs" / "again.log").exists()
     with pytest.raises(ValueError, match="distinct whole numbers"):
         run_zeroshot(opts, world["en"], out, [4, 4], recipe, world["collection"])

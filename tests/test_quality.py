@@ -78,6 +78,12 @@ def test_distribution_and_sentence_rule():
     assert not is_sentence_like("red bus")
 
 
+def test_sentence_like_uses_the_parsers_be_test_negations_included():
+    # One rule with the parser's sentence_identifier check (core.answers.has_finite_be): "isn't" is a finite be.
+    assert is_sentence_like("dog - isn't running") and is_sentence_like("cats - weren\u2019t home")
+    assert not is_sentence_like("island - sun - beach")
+
+
 def test_conformity_uniqueness_and_length_by_hand():
     report = measure_quality(small_index(), collection=CAPTIONS, discriminability_bm25=False)
     c = report.conformity

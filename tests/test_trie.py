@@ -7,12 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swift_ssid.decoding.trie import (
-    TokenTrie,
-    build_identifier_trie,
-    identifier_token_sequences,
-    tokenizer_fingerprint,
-)
+from swift_ssid.decoding.tokenisation import identifier_token_sequences, tokenizer_fingerprint
+from swift_ssid.decoding.trie import TokenTrie, build_identifier_trie
 
 sequences_strategy = st.lists(st.lists(st.integers(0, 9), min_size=1, max_size=6), min_size=1, max_size=40)
 

@@ -62,8 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from swift_ssid.core.collection import load_collection
     from swift_ssid.core.metrics import evaluate_run
     from swift_ssid.core.queries import load_queries
-    from swift_ssid.core.runs import write_run
-    from swift_ssid.workflows.protocols import parse_labels
+    from swift_ssid.core.runs import parse_labels, write_run
 
     check_output_file(args.out, "--out")
     if args.k < 1:

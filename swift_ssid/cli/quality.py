@@ -45,7 +45,8 @@ def _token_measures(index, tokenizer_dir: str, end: str):
     from transformers import AutoTokenizer
 
     from swift_ssid.core.quality import trie_stats
-    from swift_ssid.decoding.trie import TokenTrie, identifier_token_sequences
+    from swift_ssid.decoding.tokenisation import identifier_token_sequences
+    from swift_ssid.decoding.trie import TokenTrie
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     identifiers = index.identifiers()

@@ -146,9 +146,9 @@ def torchrun_command(argv: list[str]) -> list[str] | None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from swift_ssid.core.queries import load_queries
+    from swift_ssid.core.queries import load_queries, queries_language
+    from swift_ssid.core.runs import parse_labels
     from swift_ssid.integration.templates import is_ssid_template, ssid_template_names
-    from swift_ssid.workflows.protocols import parse_labels, queries_language
 
     if not is_ssid_template(args.template):
         hint = f"ssid_{args.template}" if is_ssid_template(f"ssid_{args.template}") else "ssid_<ms-swift template>"

@@ -36,7 +36,7 @@ form turns SentencePiece's word marker ``▁`` (U+2581, which tokenises like a s
 identifier holding special-token text (``</s>``, ``<s>``, ``<pad>``, ``<unk>``, ``<image>``, ``<|im_end|>``,
 ``<0x0A>``, ``[INST]``, ``<<SYS>>``: tokenizers turn such text into the control token itself, so generation
 would stop inside the identifier or drop it) is rejected as ``special_token``. The trie build checks the
-round trip again for each tokenizer (:func:`swift_ssid.decoding.trie.round_trip_offenders`).
+round trip again for each tokenizer (:func:`swift_ssid.decoding.tokenisation.round_trip_offenders`).
 """
 
 from __future__ import annotations
@@ -475,6 +475,20 @@ def _fill_next_line(fields: list[_Field], problems: list[str]) -> list[_Field]:
     return out
 
 
+def has_finite_be(identifier: str) -> bool:
+    """Whether an identifier holds a finite form of *be* (is, are, was, were, am, also with n't): a clause's mark.
+
+    The one sentence test of the package: :func:`parse_response` rejects such an identifier when it also ends
+    like a sentence or has no `` - `` separator (``sentence_identifier``), and
+    :func:`swift_ssid.core.quality.is_sentence_like` counts it.
+
+    Example:
+        >>> has_finite_be("a dog is running"), has_finite_be("dog - isn't running"), has_finite_be("island - sun")
+        (True, True, False)
+    """
+    return bool(_FINITE_BE_RE.search(identifier))
+
+
 def _check_identifier(raw: str, identifier: str) -> str | None:
     """Return the rejection code for a non-empty identifier value, or None when it is usable."""
     if len(raw.strip()) > MAX_IDENTIFIER_CHARS:
@@ -483,7 +497,7 @@ def _check_identifier(raw: str, identifier: str) -> str | None:
         return "special_token"
     if identifier_words(identifier) > MAX_IDENTIFIER_WORDS:
         return "too_many_words"
-    if _FINITE_BE_RE.search(identifier):
+    if has_finite_be(identifier):
         ends_like_sentence = raw.strip().rstrip(_ALWAYS_STRIP + _WRAP_QUOTES + "\u201d\u2019> ")[-1:] in ".!?"
         if ends_like_sentence or " - " not in identifier:
             return "sentence_identifier"

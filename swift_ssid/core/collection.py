@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,16 +153,33 @@ def _read_karpathy(path: Path, image_root: str | os.PathLike | None, on_error: O
             "for one image a line use a .jsonl file instead"
         )
     root = Path(image_root) if image_root is not None else path.parent
+    rows = ((f"{path} images[{i}]", row, None) for i, row in enumerate(images))
+    return _collect(rows, lambda row, where: _karpathy_item(row, where, root), "filename", root, on_error)
+
+
+def _collect(
+    rows: Iterable[tuple[str, object, str | None]],
+    make: Callable[[object, str], CollectionItem],
+    image_key: str,
+    base: Path,
+    on_error: OnError | None,
+) -> list[CollectionItem]:
+    """Items from ``(where, row, read error)`` triples; a bad row raises, or goes to ``on_error`` when given.
+
+    ``on_error`` receives ``where``, the row's image (``image_key`` resolved against ``base``, None when the row
+    names none) and the message.
+    """
     items = []
-    for i, row in enumerate(images):
-        where = f"{path} images[{i}]"
+    for where, row, error in rows:
         try:
-            items.append(_karpathy_item(row, where, root))
+            if error is not None:
+                raise ValueError(error)
+            items.append(make(row, where))
         except ValueError as e:
             if on_error is None:
                 raise
-            name = row.get("filename") if isinstance(row, dict) else None
-            on_error(where, _resolve(name, root) if isinstance(name, str) and name else None, str(e))
+            image = row.get(image_key) if isinstance(row, dict) else None
+            on_error(where, _resolve(image, base) if isinstance(image, str) and image else None, str(e))
     return items
 
 
@@ -194,19 +211,8 @@ def _karpathy_item(row: object, where: str, root: Path) -> CollectionItem:
 def _read_jsonl(path: Path, image_root: str | os.PathLike | None, on_error: OnError | None) -> list[CollectionItem]:
     """Read a collection JSON Lines file."""
     base = Path(image_root) if image_root is not None else path.parent
-    items = []
-    for lineno, row, error in iter_jsonl(path):
-        where = f"{path}:{lineno}"
-        try:
-            if error is not None:
-                raise ValueError(error)
-            items.append(_jsonl_item(row, where, base))
-        except ValueError as e:
-            if on_error is None:
-                raise
-            image = row.get("image") if isinstance(row, dict) else None
-            on_error(where, _resolve(image, base) if isinstance(image, str) and image else None, str(e))
-    return items
+    rows = ((f"{path}:{lineno}", row, error) for lineno, row, error in iter_jsonl(path))
+    return _collect(rows, lambda row, where: _jsonl_item(row, where, base), "image", base, on_error)
 
 
 def _jsonl_item(row: dict, where: str, base: Path) -> CollectionItem:

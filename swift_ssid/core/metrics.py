@@ -218,6 +218,21 @@ def hit_rate_at_k(ranked: Mapping[str, Sequence[str]], relevant: Mapping[str, Co
     return MetricResult(f"hit_rate@{k}", k, per_query, hits / len(per_query), missing)
 
 
+def chance_hit_rate(k: int, n_images: int) -> float:
+    """R@K of a random ranking of ``n_images`` images, one gold image per query: ``min(1, K / n_images)``.
+
+    Example:
+        >>> chance_hit_rate(5, 12), chance_hit_rate(20, 12)
+        (0.4166666666666667, 1.0)
+
+    Raises:
+        ValueError: ``n_images`` < 1 (no chance level without images).
+    """
+    if n_images < 1:
+        raise ValueError(f"n_images {n_images} must be at least 1: the chance level needs indexed images")
+    return min(1.0, k / n_images)
+
+
 def recall_at_k(ranked: Mapping[str, Sequence[str]], relevant: Mapping[str, Collection[str]], k: int) -> MetricResult:
     """Recall at k: the mean share of each query's relevant items found in its first k ranked items.
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,7 +43,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from swift_ssid.core.answers import REJECTION_CODES, identifier_words
+from swift_ssid.core.answers import REJECTION_CODES, has_finite_be, identifier_words
 from swift_ssid.core.index import IdentifierIndex, index_kind
 from swift_ssid.core.jsonl import write_json_atomic
 
@@ -52,7 +51,6 @@ QUALITY_FORMAT = "swift_ssid.quality"
 QUALITY_VERSION = 1
 KS: tuple[int, ...] = (1, 5, 10)
 SENTENCE_WORDS = 5
-_FINITE_BE = re.compile(r"\b(?:is|are|was|were|am)\b")
 _CHUNK = 256  # identifiers per similarity block: 256 x 123k images x 4 bytes = 126 MB at COCO size
 
 
@@ -95,8 +93,8 @@ class Conformity:
         invalid_by_reason: rejection code -> images (an image can have several codes).
         repairs: repair code -> images, over ``repaired`` images.
         sentence_like: valid identifiers that read as a sentence rather than compact units: they contain a
-            finite form of *be* (is, are, was, were, am), or have no `` - `` separator and at least
-            :data:`SENTENCE_WORDS` words. ``sentence_like_share`` is over valid images.
+            finite form of *be* (:func:`swift_ssid.core.answers.has_finite_be`), or have no `` - `` separator and
+            at least :data:`SENTENCE_WORDS` words. ``sentence_like_share`` is over valid images.
     """
 
     images: int
@@ -322,7 +320,7 @@ def is_sentence_like(identifier: str) -> bool:
         (True, False)
     """
     words = identifier_words(identifier)
-    return bool(_FINITE_BE.search(identifier)) or (" - " not in identifier and words >= SENTENCE_WORDS)
+    return has_finite_be(identifier) or (" - " not in identifier and words >= SENTENCE_WORDS)
 
 
 def _share(part: int, whole: int) -> float:

@@ -16,11 +16,14 @@ A query without ``query_id`` gets ``line<N>`` (its line number). Either form may
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from swift_ssid.core.jsonl import iter_jsonl
 from swift_ssid.core.prompt import RETRIEVE_PROMPT, retrieve_prompt
+
+MAX_LISTED = 5
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,17 @@ def query_from_row(row: dict[str, Any], lineno: int, where: str) -> Query:
     )
 
 
+def claim_query_id(first: dict[str, int], query_id: str, lineno: int, where: str, fix: str) -> None:
+    """Record the line ``query_id`` first appears on in ``first``.
+
+    Raises:
+        ValueError: ``query_id`` was seen before (names ``where``, the first line and ``fix``).
+    """
+    if query_id in first:
+        raise ValueError(f"{where}: query_id {query_id!r} repeats (first on line {first[query_id]}); {fix}")
+    first[query_id] = lineno
+
+
 def load_queries(path: str | os.PathLike) -> list[Query]:
     """Read a queries file (JSON Lines), failing on the first bad line.
 
@@ -125,13 +139,75 @@ def load_queries(path: str | os.PathLike) -> list[Query]:
             raise ValueError(error)
         where = f"{path}:{lineno}"
         query = query_from_row(row, lineno, where)
-        if query.query_id in first:
-            raise ValueError(
-                f"{where}: query_id {query.query_id!r} repeats (first on line {first[query.query_id]}); "
-                "give each query a unique id"
-            )
-        first[query.query_id] = lineno
+        claim_query_id(first, query.query_id, lineno, where, "give each query a unique id")
         queries.append(query)
     if not queries:
         raise ValueError(f"{path}: no queries; write one JSON object a line")
     return queries
+
+
+def queries_language(queries: Sequence[Query], source: str) -> str | None:
+    """The one language that a queries file's rows declare (``"language"``), or None when none does.
+
+    Raises:
+        ValueError: the rows mix languages, or only some rows declare one (a run file holds one language).
+    """
+    languages = {q.language for q in queries}
+    if languages == {None}:
+        return None
+    if len(languages) > 1:
+        shown = sorted(str(x) for x in languages)
+        raise ValueError(
+            f"{source}: the queries mix languages {shown} (rows without 'language' show as None); a run holds one "
+            "language: split the file per language and retrieve each into its own run file"
+        )
+    return languages.pop()
+
+
+def check_gold_in_index(queries: Sequence[Query], index: Any, source: str) -> None:
+    """Fail when a query's gold image has no identifier in the index (it could never be retrieved).
+
+    Args:
+        queries: the queries.
+        index: anything with ``identifier_for(image) -> str | None`` (:class:`swift_ssid.core.index.IdentifierIndex`).
+        source: the queries file, for the message.
+
+    Raises:
+        ValueError: naming the first such images and the fix.
+    """
+    missing = sorted({g for q in queries for g in q.gold_images if index.identifier_for(g) is None})
+    if missing:
+        raise ValueError(
+            f"{source}: {len(missing)} gold image(s) have no identifier in the index, so no query can find them; "
+            f"first: {missing[:MAX_LISTED]}. Stage 1 must cover the test images (zero-shot included) and the query "
+            "file must name images exactly as the index does (build both from the same collection)"
+        )
+
+
+def check_aligned(query_sets: Mapping[str, Sequence[Query]]) -> list[str]:
+    """Check that translated query files describe the same queries: a shared ``query_id`` has the same gold images.
+
+    Args:
+        query_sets: language -> its queries.
+
+    Returns:
+        Warnings (query ids that some languages lack).
+
+    Raises:
+        ValueError: a query id whose gold images differ between two languages.
+    """
+    first: dict[str, tuple[str, list[str]]] = {}
+    for language, queries in query_sets.items():
+        for q in queries:
+            seen = first.setdefault(q.query_id, (language, q.gold_images))
+            if sorted(seen[1]) != sorted(q.gold_images):
+                raise ValueError(
+                    f"query {q.query_id!r} has gold images {seen[1]} in {seen[0]} but {q.gold_images} in {language}; "
+                    "a translated query file keeps each query_id and its gold_images, only the text changes"
+                )
+    warnings = []
+    for language, queries in query_sets.items():
+        lacking = len(first) - len({q.query_id for q in queries})
+        if lacking:
+            warnings.append(f"{language}: {lacking} of {len(first)} query ids are missing (its rows are scored alone)")
+    return warnings

@@ -22,15 +22,20 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from swift_ssid.core.jsonl import iter_jsonl, write_text_atomic
+from swift_ssid.core.queries import claim_query_id
 
 REQUIRED_KEYS = ("query_id", "query", "gold_images", "identifiers", "scores", "reasons", "images")
 OPTIONAL_KEYS = ("unknown_identifiers", "setting")
+RESERVED_SETTING_KEYS: tuple[str, ...] = ("reason", "k")
+"""Setting keys the retriever itself writes; labels may not override them."""
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 
 
 class ImagesFor(Protocol):
@@ -158,6 +163,51 @@ class RunRow:
         )
 
 
+def parse_label_value(text: str) -> int | float | str:
+    """A label value from the command line: a whole number or a decimal becomes a number, anything else stays text.
+
+    Example:
+        >>> parse_label_value("1000"), parse_label_value("0.5"), parse_label_value("zh")
+        (1000, 0.5, 'zh')
+    """
+    if re.fullmatch(r"[+-]?\d+", text):
+        return int(text)
+    if re.fullmatch(r"[+-]?(\d+\.\d*|\.\d+)([eE][+-]?\d+)?", text):
+        return float(text)
+    return text
+
+
+def parse_labels(items: Sequence[str]) -> dict[str, Any]:
+    """Parse ``KEY=VALUE`` items (``swift-ssid retrieve --setting``) into run-row ``setting`` labels.
+
+    Args:
+        items: e.g. ``["language=zh", "n_train=1000"]``.
+
+    Returns:
+        ``{"language": "zh", "n_train": 1000}`` (values through :func:`parse_label_value`).
+
+    Raises:
+        ValueError: an item without ``=``, a bad or repeated key, an empty value, or a key the retriever
+            writes itself (:data:`RESERVED_SETTING_KEYS`: ``reason``, ``k``).
+    """
+    labels: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not _KEY.fullmatch(key):
+            raise ValueError(f"--setting {item!r} is not KEY=VALUE with a key such as language or n_train")
+        if not value.strip():
+            raise ValueError(f"--setting {item!r} has an empty value; write e.g. {key}=zh")
+        if key in RESERVED_SETTING_KEYS:
+            raise ValueError(
+                f"--setting {item!r}: {key!r} is written by retrieve itself; use --target/--no-reason (reason) or --k"
+            )
+        if key in labels:
+            raise ValueError(f"--setting names {key!r} twice ({labels[key]!r} and {value!r}); give each key once")
+        labels[key] = parse_label_value(value.strip())
+    return labels
+
+
 def read_run(path: str | os.PathLike) -> list[RunRow]:
     """Read a run file (JSON Lines; blank lines skipped).
 
@@ -184,12 +234,7 @@ def read_run(path: str | os.PathLike) -> list[RunRow]:
             row = RunRow.from_dict(data)
         except ValueError as e:
             raise ValueError(f"{path}:{lineno}: {e}") from e
-        if row.query_id in first_line:
-            raise ValueError(
-                f"{path}:{lineno}: query_id {row.query_id!r} repeats (first on line {first_line[row.query_id]}); "
-                "each query must appear once per run file"
-            )
-        first_line[row.query_id] = lineno
+        claim_query_id(first_line, row.query_id, lineno, f"{path}:{lineno}", "each query must appear once per run file")
         rows.append(row)
     return rows
 

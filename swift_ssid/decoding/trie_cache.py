@@ -7,14 +7,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from swift_ssid.decoding.trie import (
-    DEFAULT_PREFIX,
-    TRIE_FORMAT_VERSION,
-    End,
-    TokenTrie,
-    build_identifier_trie,
-    tokenizer_fingerprint,
-)
+from swift_ssid.core.answers import IDENTIFIER_PREFIX
+from swift_ssid.decoding.tokenisation import End, tokenizer_fingerprint
+from swift_ssid.decoding.trie import TRIE_FORMAT_VERSION, TokenTrie, build_identifier_trie
 
 logger = logging.getLogger(__name__)
 _MEMO: dict[tuple[str, str], TokenTrie] = {}
@@ -36,7 +31,7 @@ def trie_for_index(
     tokenizer: Any,
     *,
     end: End = "newline",
-    prefix: str = DEFAULT_PREFIX,
+    prefix: str = IDENTIFIER_PREFIX,
     vocab_size: int | None = None,
     eos_token_id: int | None = None,
 ) -> TokenTrie:

@@ -1,8 +1,10 @@
-"""Dataset rows for the four stages, and their registration as ms-swift datasets.
+"""The SSID datasets of the four stages registered with ms-swift, built from the settings.
 
-Rows are ms-swift's standard format (``{"messages": [...], "images": [path]}``). The builders here are
-pure functions (no torch, no ms-swift); :func:`dataset_metas` and :func:`register` are the ms-swift side,
-called once from :mod:`swift_ssid.integration.register`.
+The rows come from the pure builders of :mod:`swift_ssid.core.rows`; this module builds them from
+:class:`SSIDSettings` (:func:`build_rows`, :func:`write_dataset_files`), and :func:`dataset_metas` and
+:func:`register` are the ms-swift side, called once from :mod:`swift_ssid.integration.register`. Its command
+line (:func:`main`, ``python -m swift_ssid.integration.datasets --out DIR [NAME ...]``) stays here: the
+layers let integration import nothing from ``swift_ssid.cli``.
 
 Registered names (``swift sft --dataset ssid-memorize ssid-retrieve``, ``swift infer --val_dataset ssid-query``):
 
@@ -30,8 +32,8 @@ Where the rows come from is set by environment variables, read in one place
   (:meth:`SSIDSettings.load_collection`); by default such a row stops the dataset with that message.
 
 Prompts. The paper does not print its memorise/retrieve instructions; GRACE uses short ones. Ours are
-short, differ between the two tasks, and are the constants below; retrieval queries must use
-:func:`retrieve_prompt` exactly, since the model learns the identifier after that text.
+short, differ between the two tasks, and are constants of :mod:`swift_ssid.core.prompt`; retrieval queries must
+use :func:`swift_ssid.core.prompt.retrieve_prompt` exactly, since the model learns the identifier after that text.
 """
 
 from __future__ import annotations
@@ -40,272 +42,52 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from swift_ssid.core.answers import format_target
-from swift_ssid.core.collection import TRAIN_SPLITS, CollectionItem
+from swift_ssid.core.collection import CollectionItem
 from swift_ssid.core.jsonl import write_jsonl_atomic
-from swift_ssid.core.prompt import MEMORIZE_PROMPT, render_prompt, retrieve_prompt
-from swift_ssid.integration.settings import SSIDSettings
-
-if TYPE_CHECKING:
-    from swift_ssid.core.index import IdentifierIndex, IndexEntry
-
-logger = logging.getLogger(__name__)
-
-
-MAX_LISTED = 5
-
-GENERATE = "ssid-generate"
-GENERATE_NOCAPTION = "ssid-generate-nocaption"
-MEMORIZE = "ssid-memorize"
-RETRIEVE = "ssid-retrieve"
-MEMORIZE_NOREASON = "ssid-memorize-noreason"
-RETRIEVE_NOREASON = "ssid-retrieve-noreason"
-QUERY = "ssid-query"
-DATASET_NAMES: tuple[str, ...] = (
+from swift_ssid.core.rows import (
+    DATASET_NAMES,
     GENERATE,
     GENERATE_NOCAPTION,
     MEMORIZE,
-    RETRIEVE,
     MEMORIZE_NOREASON,
-    RETRIEVE_NOREASON,
     QUERY,
+    RETRIEVE,
+    RETRIEVE_NOREASON,
+    Split,
+    as_index,
+    generate_rows,
+    memorize_rows,
+    query_rows,
+    retrieve_rows,
+    split_collection,
 )
+from swift_ssid.integration.settings import SSIDSettings
+
+if TYPE_CHECKING:
+    from swift_ssid.core.index import IdentifierIndex
+
+logger = logging.getLogger(__name__)
+
+__all__ = [  # the row builders are imported from here by tests and documentation examples; they live in core/rows.py
+    "DATASET_NAMES",
+    "build_rows",
+    "dataset_metas",
+    "generate_rows",
+    "main",
+    "memorize_rows",
+    "query_rows",
+    "register",
+    "retrieve_rows",
+    "split_collection",
+    "write_dataset_files",
+]
 
 
-# ---------------------------------------------------------------- prompts and targets
-
-
-# ---------------------------------------------------------------- selecting images
-
-
-@dataclass(frozen=True)
-class Split:
-    """The images each dataset uses under a protocol.
-
-    Attributes:
-        train: Training images (``train`` + ``restval``; the first ``train_size`` in file order).
-        test: Test images (queried; memorised under the standard protocol).
-        memorize: Images with a memorise row: ``train + test`` (standard) or ``train`` (zeroshot).
-    """
-
-    train: tuple[CollectionItem, ...]
-    test: tuple[CollectionItem, ...]
-    memorize: tuple[CollectionItem, ...]
-
-    @property
-    def generate(self) -> tuple[CollectionItem, ...]:
-        """Images that need an identifier: every training and test image (test ones are retrieved)."""
-        return self.train + self.test
-
-
-def split_collection(
-    collection: Sequence[CollectionItem], protocol: str = "standard", train_size: int | None = None
-) -> Split:
-    """Select the images of each role under a protocol (deterministic: file order).
-
-    Args:
-        collection: The collection items.
-        protocol: ``standard`` or ``zeroshot``.
-        train_size: Keep only the first N training images; None keeps all.
-
-    Returns:
-        The :class:`Split`. ``val`` images are used by neither protocol.
-    """
-    SSIDSettings(protocol=protocol, train_size=train_size)  # validates both
-    train = tuple(item for item in collection if item.split in TRAIN_SPLITS)
-    if train_size is not None:
-        train = train[:train_size]
-    test = tuple(item for item in collection if item.split == "test")
-    memorize = train + test if protocol == "standard" else train
-    return Split(train=train, test=test, memorize=memorize)
-
-
-# ---------------------------------------------------------------- row builders
-
-
-def _as_index(index: IdentifierIndex | str | os.PathLike) -> IdentifierIndex:
-    """Return an index object, loading it when given a directory."""
-    if isinstance(index, str | os.PathLike):
-        from swift_ssid.core.index import IdentifierIndex
-
-        return IdentifierIndex.load(index)
-    return index
-
-
-def _entries_for(index: IdentifierIndex, items: Iterable[CollectionItem], with_reason: bool) -> list[IndexEntry]:
-    """Return the index entry of each item, or raise one ValueError listing every image that lacks a target."""
-    by_image: dict[str, IndexEntry] = {}
-    for entry in index.entries:
-        by_image.setdefault(entry.image, entry)
-        by_image.setdefault(os.path.normpath(os.path.abspath(entry.image)), entry)
-    found, missing = [], []
-    for item in items:
-        entry = by_image.get(item.image)
-        if entry is None:
-            missing.append(f"{item.image} (not in the index)")
-        elif entry.identifier is None:
-            missing.append(f"{item.image} (invalid: {', '.join(entry.problems) or entry.status})")
-        elif with_reason and (entry.reason is None or not entry.reason.strip()):
-            missing.append(f"{item.image} (no reason)")
-        else:
-            found.append(entry)
-    if missing:
-        raise ValueError(
-            f"{len(missing)} image(s) that must be memorised have no usable identifier"
-            f"{' and reason' if with_reason else ''} in the index ({index!r}); first: "
-            f"{'; '.join(missing[:MAX_LISTED])}. Fix: images not in the index need generating (`swift infer` on "
-            f"{GENERATE} with the same collection, protocol and train size settings) and a rebuild "
-            "(`swift-ssid build-index`); invalid ones are listed in <index>/regenerate.jsonl: run `swift infer "
-            "--val_dataset <index>/regenerate.jsonl`, append the results to the results file and rebuild; "
-            "or train the -noreason datasets"
-        )
-    return found
-
-
-def generate_rows(collection: Iterable[CollectionItem], with_caption: bool = True) -> list[dict]:
-    """Stage-1 rows: the paper's prompt for each image, optionally conditioned on its first caption.
-
-    Args:
-        collection: The images to generate identifiers for.
-        with_caption: Fill the prompt's ``caption:`` line with the image's first caption.
-
-    Returns:
-        ``{"messages": [user], "images": [path]}`` rows (no assistant turn), in input order.
-    """
-    return [
-        {
-            "messages": [
-                {"role": "user", "content": "<image>" + render_prompt(item.captions[0] if with_caption else None)}
-            ],
-            "images": [item.image],
-        }
-        for item in collection
-    ]
-
-
-def memorize_rows(
-    index: IdentifierIndex | str | os.PathLike,
-    collection: Sequence[CollectionItem],
-    *,
-    protocol: str = "standard",
-    train_size: int | None = None,
-    with_reason: bool = True,
-) -> list[dict]:
-    """Memorise rows: image -> its identifier (and reason), one per memorised image.
-
-    Args:
-        index: The identifier index (or its directory).
-        collection: All collection items (the protocol selects from them).
-        protocol: ``standard`` (training + test images) or ``zeroshot`` (training images only).
-        train_size: Keep only the first N training images.
-        with_reason: False for the no-reason ablation target.
-
-    Returns:
-        ``{"messages": [user, assistant], "images": [path]}`` rows in collection order.
-
-    Raises:
-        ValueError: When a memorised image has no valid identifier (or no reason, when needed).
-    """
-    items = split_collection(collection, protocol, train_size).memorize
-    entries = _entries_for(_as_index(index), items, with_reason)
-    rows = [
-        {
-            "messages": [
-                {"role": "user", "content": MEMORIZE_PROMPT},
-                {"role": "assistant", "content": format_target(entry.identifier, entry.reason, with_reason)},
-            ],
-            "images": [item.image],
-        }
-        for item, entry in zip(items, entries, strict=True)
-    ]
-    logger.info("memorise rows: %d (protocol %s)", len(rows), protocol)
-    return rows
-
-
-def retrieve_rows(
-    index: IdentifierIndex | str | os.PathLike,
-    collection: Sequence[CollectionItem],
-    *,
-    train_size: int | None = None,
-    with_reason: bool = True,
-) -> list[dict]:
-    """Retrieve rows: each training caption -> its image's identifier (and reason).
-
-    The protocol does not change these rows (retrieval is trained on training captions under both).
-
-    Args:
-        index: The identifier index (or its directory).
-        collection: All collection items.
-        train_size: Keep only the first N training images.
-        with_reason: False for the no-reason ablation target.
-
-    Returns:
-        ``{"messages": [user, assistant]}`` rows (text only), image by image, caption by caption.
-    """
-    items = split_collection(collection, "standard", train_size).train
-    entries = _entries_for(_as_index(index), items, with_reason)
-    rows = []
-    for item, entry in zip(items, entries, strict=True):
-        target = format_target(entry.identifier, entry.reason, with_reason)
-        for caption in item.captions:
-            rows.append(
-                {
-                    "messages": [
-                        {"role": "user", "content": retrieve_prompt(caption)},
-                        {"role": "assistant", "content": target},
-                    ]
-                }
-            )
-    logger.info("retrieve rows: %d (%d training images)", len(rows), len(items))
-    return rows
-
-
-def _query_ids(items: Sequence[CollectionItem]) -> list[str]:
-    """Return one id stem per image: the file stem (Flickr's ``1000092795``), or the full path if stems repeat."""
-    stems = [Path(item.image).stem for item in items]
-    return stems if len(set(stems)) == len(stems) else [item.image for item in items]
-
-
-def query_rows(collection: Sequence[CollectionItem]) -> list[dict]:
-    """Evaluation queries: every test caption, with its gold image.
-
-    Args:
-        collection: All collection items (their ``test`` images are queried).
-
-    Returns:
-        Rows ``{"messages": [user], "query_id": "<stem>#<k>", "query": caption, "gold_images": [path]}``;
-        the user turn is :func:`retrieve_prompt` of the caption. ms-swift's loader drops the extra columns
-        unless ``remove_unused_columns=False``; ``swift infer`` (transformers backend) cannot run with that
-        flag (it passes the columns to ``model.generate``), so its results keep the ssid-query order instead,
-        and ``swift-ssid retrieve --queries`` reads these rows from a file (:func:`main` writes it).
-
-    Raises:
-        ValueError: When the collection has no test images.
-    """
-    test = split_collection(collection).test
-    if not test:
-        raise ValueError(
-            "the collection has no 'test' images, so there is nothing to query; mark the images to "
-            "retrieve with split 'test'"
-        )
-    rows = []
-    for stem, item in zip(_query_ids(test), test, strict=True):
-        for k, caption in enumerate(item.captions):
-            rows.append(
-                {
-                    "messages": [{"role": "user", "content": retrieve_prompt(caption)}],
-                    "query_id": f"{stem}#{k}",
-                    "query": caption,
-                    "gold_images": [item.image],
-                }
-            )
-    logger.info("query rows: %d (%d test images)", len(rows), len(test))
-    return rows
+# ---------------------------------------------------------------- rows from the settings
 
 
 def build_rows(name: str, settings: SSIDSettings) -> list[dict]:
@@ -392,7 +174,7 @@ def write_dataset_files(
     if split.test:
         built[QUERY] = lambda: query_rows(collection)
     if index is not None:
-        index = _as_index(index)
+        index = as_index(index)
         for name, reason in ((MEMORIZE, True), (MEMORIZE_NOREASON, False)):
             built[name] = lambda r=reason: memorize_rows(
                 index, collection, protocol=protocol, train_size=train_size, with_reason=r

@@ -20,13 +20,10 @@ from typing import Any
 
 from swift_ssid.core.jsonl import append_jsonl, iter_jsonl, write_jsonl_atomic
 from swift_ssid.core.queries import Query
-from swift_ssid.core.runs import RunRow, row_from_answers
+from swift_ssid.core.runs import RESERVED_SETTING_KEYS, RunRow, row_from_answers
 from swift_ssid.integration.settings import SSIDSettings
 
 logger = logging.getLogger(__name__)
-
-RESERVED_SETTING_KEYS: tuple[str, ...] = ("reason", "k")
-"""Setting keys the retriever itself writes; labels may not override them."""
 
 
 def done_query_ids(out: str | os.PathLike, setting: dict[str, Any], repair: bool = True) -> set[str]:

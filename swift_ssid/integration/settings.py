@@ -39,10 +39,10 @@ from swift_ssid.core.checks import check_collection
 from swift_ssid.core.collection import CollectionItem, load_collection
 from swift_ssid.core.images import DEFAULT_BACKGROUND, parse_background
 from swift_ssid.core.index import INDEX_FILE, IdentifierIndex
+from swift_ssid.core.rows import PROTOCOLS
 
 Target = Literal["reason", "noreason"]
 TARGETS: tuple[str, ...] = ("reason", "noreason")
-PROTOCOLS: tuple[str, ...] = ("standard", "zeroshot")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 

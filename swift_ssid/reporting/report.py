@@ -29,6 +29,7 @@ from swift_ssid.core.jsonl import write_text_atomic
 from swift_ssid.core.metrics import (
     DEFAULT_KS,
     RunMetrics,
+    chance_hit_rate,
     check_k,
     evaluate_run,
     evaluate_run_identifier_level,
@@ -317,7 +318,7 @@ def _chance_note(index: Any, ks: Iterable[int]) -> str:
     n = len({e.image for e in entries if getattr(e, "identifier", None) is not None})
     if not n:
         return ""
-    levels = ", ".join(f"R@{k} {format_percent(min(1.0, k / n))}%" for k in ks)
+    levels = ", ".join(f"R@{k} {format_percent(chance_hit_rate(k, n))}%" for k in ks)
     return f'<p class="note" id="chance"><b>Chance</b> (a random ranking of the {n} indexed images): {levels}.</p>'
 
 

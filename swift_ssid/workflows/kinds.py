@@ -197,7 +197,8 @@ def token_stats(identifiers: list[str], tokenizer_dir: str, new_tokens: list[str
     from transformers import AutoTokenizer
 
     from swift_ssid.core.kinds import summary
-    from swift_ssid.decoding.trie import TokenTrie, build_identifier_trie, identifier_token_sequences
+    from swift_ssid.decoding.tokenisation import identifier_token_sequences
+    from swift_ssid.decoding.trie import TokenTrie, build_identifier_trie
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     base = len(tokenizer)

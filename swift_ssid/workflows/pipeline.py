@@ -279,7 +279,7 @@ class Pipeline:
     # ------------------------------------------------------------------ stages
     def generate(self) -> None:
         """Stage 1: the model answers the paper's prompt for every image (``swift infer``)."""
-        from swift_ssid.integration.datasets import generate_rows
+        from swift_ssid.core.rows import generate_rows
 
         items = self.check()
         raw = self.work / "generate" / "results.jsonl"
@@ -368,8 +368,11 @@ class Pipeline:
                 f"(first: {lacking[0].where} {lacking[0].image}); build the index from this collection (same image "
                 "paths), or leave those rows out of the collection"
             )
-        stats = read_json(self.index_dir / "stats.json", {})
-        kind = stats.get("identifier_source") or stats.get("kind") if isinstance(stats, dict) else None
+        try:
+            stats = read_stats(self.index_dir)
+        except (OSError, ValueError):  # a folder without (matching) stats: named by its path
+            stats = {}
+        kind = stats.get("identifier_source") or stats.get("kind")
         source = f"prebuilt index ({kind})" if kind else f"prebuilt index {self.index_dir}"
         self.summary["stages"]["index"] = {"source": source, "index": str(self.index_dir), "skipped": True}
         self._record_source()
@@ -402,25 +405,13 @@ class Pipeline:
     def memorisation_query_rows(self, items: list[CollectionItem]) -> list[dict]:
         """Queries of the memorisation check: the training captions of the first ``memorisation_images``
         training images, in the ``ssid-query`` row format and exactly as ``ssid-retrieve`` trains on them."""
-        from swift_ssid.core.prompt import retrieve_prompt
+        from swift_ssid.core.rows import caption_query_rows
 
-        train = [it for it in items if it.split in TRAIN_SPLITS][: self.cfg.memorisation_images]
-        stems = [Path(it.image).stem for it in train]
-        ids = stems if len(set(stems)) == len(stems) else [it.image for it in train]
-        return [
-            {
-                "messages": [{"role": "user", "content": retrieve_prompt(caption)}],
-                "query_id": f"{qid}#{k}",
-                "query": caption,
-                "gold_images": [it.image],
-            }
-            for qid, it in zip(ids, train, strict=True)
-            for k, caption in enumerate(it.captions)
-        ]
+        return caption_query_rows([it for it in items if it.split in TRAIN_SPLITS][: self.cfg.memorisation_images])
 
     def retrieve(self) -> None:
         """Stage 4: top-K trie-constrained retrieval of the test captions (and the memorisation check's queries)."""
-        from swift_ssid.integration.datasets import query_rows
+        from swift_ssid.core.rows import query_rows
 
         items = self.check()
         sets = {"test": query_rows(items), "memorised": self.memorisation_query_rows(items)}
@@ -483,6 +474,7 @@ class Pipeline:
             The test captions' metrics (``summary["memorisation"]`` holds the memorisation check's).
         """
         from swift_ssid.core.index import IdentifierIndex
+        from swift_ssid.core.metrics import chance_hit_rate
         from swift_ssid.core.runs import read_run
 
         self.check()
@@ -505,7 +497,7 @@ class Pipeline:
             ks = [int(k[2:]) for k in metrics if k.startswith("R@")]
             ranked = [tuple(row.identifiers) for row in read_run(run_file)]
             extra = {
-                "chance": {f"R@{k}": round(min(1.0, k / max(n_images, 1)), 4) for k in ks},
+                "chance": {f"R@{k}": round(chance_hit_rate(k, max(n_images, 1)), 4) for k in ks},
                 "indexed_images": n_images,
                 "distinct_ranked_lists": len(set(ranked)),
                 "report": str(report),
