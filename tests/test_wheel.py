@@ -118,6 +118,21 @@ def test_plugin_path_points_into_the_installed_package(installed):
 
 
 @pytest.mark.slow
+def test_installed_wheel_declares_the_plugin_entry_point(installed):
+    """``swift sft --custom_register_path swift_ssid`` (ms-swift with upstream 0001) imports the module it declares."""
+    code = (
+        "import json\nfrom importlib.metadata import entry_points\n"
+        "eps = entry_points(group='swift.plugins', name='swift_ssid')\n"
+        "print(json.dumps([[ep.value, str(ep.dist.locate_file(''))] for ep in eps]))\n"
+    )
+    proc = _run(installed, "-c", code)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    declared = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [value for value, _ in declared] == ["swift_ssid.plugin"], f"pyproject.toml's swift.plugins: {declared}"
+    assert _inside(declared[0][1], installed["site"]), declared
+
+
+@pytest.mark.slow
 def test_installed_package_registers_everything_with_swift(installed):
     code = (
         "import json, swift_ssid.integration.register as r\n"
