@@ -25,13 +25,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from swift_ssid.core.errors import MAX_LISTED
 from swift_ssid.core.jsonl import iter_jsonl
 
 SPLITS: tuple[str, ...] = ("train", "restval", "val", "test")
 OnError = Callable[[str, str | None, str], None]
 """``on_error(where, image_or_None, message)``: called for a bad row instead of raising (lenient reading)."""
 TRAIN_SPLITS = frozenset({"train", "restval"})
-MAX_LISTED = 5
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,9 @@ import os
 import tempfile
 from pathlib import Path
 
+MAX_LISTED = 5
+"""How many offending items an error message names before it only counts the rest."""
+
 
 class UserError(ValueError):
     """Bad input or environment: the message names the input, the value seen and the fix (exit status 2)."""

@@ -46,10 +46,10 @@ import numpy as np
 from swift_ssid.core.answers import REJECTION_CODES, has_finite_be, identifier_words
 from swift_ssid.core.index import IdentifierIndex, index_kind
 from swift_ssid.core.jsonl import write_json_atomic
+from swift_ssid.core.metrics import DEFAULT_KS
 
 QUALITY_FORMAT = "swift_ssid.quality"
 QUALITY_VERSION = 1
-KS: tuple[int, ...] = (1, 5, 10)
 SENTENCE_WORDS = 5
 _CHUNK = 256  # identifiers per similarity block: 256 x 123k images x 4 bytes = 126 MB at COCO size
 
@@ -462,7 +462,7 @@ def pessimistic_ranks(scores: np.ndarray, own: np.ndarray) -> np.ndarray:
     return (scores >= own_scores[:, None]).sum(axis=1)
 
 
-def _recall(ranks: Sequence[int] | np.ndarray, ks: Sequence[int] = KS) -> dict[str, float]:
+def _recall(ranks: Sequence[int] | np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
     ranks = np.asarray(ranks)
     out = {f"R@{k}": round(float((ranks <= k).mean()), 6) if ranks.size else 0.0 for k in ks}
     out["mean_rank"] = round(float(ranks.mean()), 4) if ranks.size else 0.0

@@ -20,10 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from swift_ssid.core.errors import MAX_LISTED
 from swift_ssid.core.jsonl import iter_jsonl
 from swift_ssid.core.prompt import RETRIEVE_PROMPT, retrieve_prompt
-
-MAX_LISTED = 5
 
 
 @dataclass(frozen=True)

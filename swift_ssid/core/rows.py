@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from swift_ssid.core.answers import format_target
 from swift_ssid.core.collection import TRAIN_SPLITS, CollectionItem
+from swift_ssid.core.errors import MAX_LISTED
 from swift_ssid.core.prompt import MEMORIZE_PROMPT, render_prompt, retrieve_prompt
 
 if TYPE_CHECKING:
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MAX_LISTED = 5
 PROTOCOLS: tuple[str, ...] = ("standard", "zeroshot")
 """``standard``: memorise every image that is retrieved (the paper, GRACE); ``zeroshot``: test images never trained."""
 

@@ -1,8 +1,8 @@
 """SSID chat templates: ms-swift's own templates plus the trie constraint at generation time.
 
-Three templates, each a subclass of the template ms-swift uses for that model, with a meta derived
-in one line from ms-swift's registered meta (so chat formatting and image handling stay exactly
-ms-swift's):
+One ``ssid_<T>`` template for every ms-swift template ``T`` (:func:`template_metas`), each a subclass of the
+template class ms-swift uses for ``T``, with a meta derived in one line from ms-swift's registered meta (so chat
+formatting and image handling stay exactly ms-swift's). :data:`DERIVED` names the ones written out by hand:
 
 * ``ssid_qwen2_5_vl``  <- ``qwen2_5_vl`` (:class:`swift.template.templates.qwen.Qwen2_5VLTemplate`)
 * ``ssid_llava1_6_vicuna_hf`` <- ``llava1_6_vicuna_hf`` (:class:`swift.template.templates.llava.Llava1_6HfTemplate`)
