@@ -31,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--image-root", default=None, help="folder that relative image paths are checked against")
     parser.add_argument(
+        "--collection",
+        default=None,
+        help="the collection the results answer: needed for text rows (their results carry no image; each is "
+        "matched to its row's id by its prompt)",
+    )
+    parser.add_argument(
         "--no-check-images", dest="check_images", action="store_false", help="do not require image files to exist"
     )
     parser.add_argument(
@@ -90,6 +96,19 @@ def _summary(stats: IndexBuildStats) -> str:
     return "\n".join(lines)
 
 
+def _text_keys(collection: str | None, image_root: str | None) -> dict[str, str] | None:
+    """Stage-1 prompt -> id of the collection's text rows (None without a collection)."""
+    if collection is None:
+        return None
+    from swift_ssid.core.collection import read_rows
+    from swift_ssid.core.rows import generate_keys
+
+    try:
+        return generate_keys(read_rows(collection, image_root))
+    except (OSError, ValueError) as e:
+        raise UserError(f"--collection {collection}: {e}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the index; print a summary. Returns 0; raises UserError when the input or ``--out`` cannot be used or
     fewer than ``--min-usable`` of the images have a usable answer (after printing the ways on to stderr)."""
@@ -103,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         collisions=args.collisions,
         check_images=args.check_images,
         image_root=args.image_root,
+        text_keys=_text_keys(args.collection, args.image_root),
     )
     print(_summary(stats))
     if stats.valid < args.min_usable * stats.images:

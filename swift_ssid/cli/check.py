@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def write_checked(items: list, path: Path) -> Path:
     """Write usable items as a collection ``.jsonl`` with absolute image paths."""
-    rows = [{"image": it.image, "captions": list(it.captions), "split": it.split} for it in items]
+    rows = [it.to_row() for it in items]
     write_jsonl_atomic(path, rows)
     return path
 

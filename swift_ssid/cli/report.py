@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--image-root", metavar="DIR", help="folder that relative image paths resolve against (default: cwd)"
     )
+    parser.add_argument(
+        "--collection", metavar="FILE", help="the collection: its text rows show their text in place of a thumbnail"
+    )
     parser.add_argument("--thumb-size", type=int, default=128, help="thumbnail size in pixels (default 128)")
     parser.add_argument("--title", default="SSID retrieval report", help="page title")
     parser.add_argument("--quality", metavar="quality.json", help="add the index's quality (swift-ssid quality)")
@@ -42,6 +45,14 @@ def _background_from_env() -> str:
     from swift_ssid.integration.settings import SSIDSettings
 
     return SSIDSettings.from_env(ignore=("index_dir",)).alpha_background
+
+
+def _texts(collection: str | None, image_root: str | None) -> dict[str, str]:
+    """Item id -> text of the collection's text rows (none without a collection)."""
+    from swift_ssid.core.collection import read_rows
+
+    items = read_rows(collection, image_root) if collection else []
+    return {item.image: item.text for item in items if item.text is not None}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         quality=QualityReport.load(args.quality) if args.quality else None,
         comparison=comparison,
         alpha_background=args.alpha_background or _background_from_env(),
+        texts=_texts(args.collection, args.image_root),
     )
     metrics = ", ".join(f"R@{k} {format_percent(stats.metrics.r_at(k))}" for k in stats.metrics.ks)
     print(f"wrote {args.out} ({stats.size_bytes / 1e6:.1f} MB): {stats.n_queries} queries, {metrics} (image-level)")

@@ -17,6 +17,9 @@ code                what
 ``huge-image``      more than :data:`MAX_PIXELS` pixels (PIL's decompression-bomb limit)
 ==================  ==========================================================================================
 
+A text-only row (``id`` + ``text``, no image) names no file: only ``bad-row`` and ``duplicate-path`` (its id
+listed twice) apply to it.
+
 Rows with a problem are left out of :attr:`CheckReport.items`; ``--skip-invalid`` uses those items and lists
 the problems in a file. Decoding is cached per file (size and modification time) when a cache file is
 given, so the pipeline can check at the start of every stage cheaply. Pure module (PIL only).
@@ -207,7 +210,7 @@ def check_collection(
     items = read_rows(path, image_root, on_error=bad_row)
     rows = len(items) + len(problems)
     found = _inspect_all(
-        (it.image for it in items if os.path.isfile(it.image)), Path(cache) if cache else None, workers
+        (it.image for it in items if it.has_image and os.path.isfile(it.image)), Path(cache) if cache else None, workers
     )
     good: list[CollectionItem] = []
     seen_path: dict[str, str] = {}
@@ -221,12 +224,12 @@ def check_collection(
         if item.image in seen_path:
             add("duplicate-path", f"{item.image} is already listed at {seen_path[item.image]}")
         seen_path.setdefault(item.image, item.where)
-        info = found.get(item.image)
+        info = found.get(item.image) if item.has_image else {}  # a text row names no file to check
         if info is None:
             add("missing-file", f"image file {item.image} does not exist")
         elif "error" in info:
             add(info["error"], info["message"])
-        else:
+        elif info:
             w, h = info["width"], info["height"]
             if min(w, h) < MIN_SIDE:
                 add("tiny-image", f"{item.image} is {w}x{h} px")

@@ -9,12 +9,17 @@ Two formats, chosen by the file name:
                    "sentences": [{"raw": "Two young guys ..."}, ...]}, ...]}
 
   The image path is ``image_root/filepath/filename``; ``image_root`` defaults to the JSON file's folder.
-* ``*.jsonl``: one image a line, ``{"image": "img/a.jpg", "captions": ["...", ...], "split": "test"}``.
+* ``*.jsonl``: one item a line, ``{"image": "img/a.jpg", "captions": ["...", ...], "split": "test"}``.
   Relative image paths resolve against ``image_root`` when given, else against the JSONL file's folder.
+  A row may carry ``"text"`` instead of (or beside) ``"image"``: a description standing in for the image,
+  or a document. The model then reads the text wherever it would see the image (identifier generation,
+  memorisation); a text-only row needs an ``"id"``: ``{"id": "doc-1", "text": "...", "captions": [...],
+  "split": "test"}``.
 
-Every item's image path is made absolute, so the rows built from it (and the identifier index built
-from the generation results of those rows) name each image the same way. Pure module: no torch, no
-ms-swift.
+Every item has one key, :attr:`CollectionItem.image`: the absolute image path of a row with an image (an
+``id`` beside it is not used), else the row's ``id`` verbatim. Rows, the identifier index, run files and
+metrics all name items by this key, so they work alike for images and texts. Text is whitespace-normalised
+like captions (one line). Pure module: no torch, no ms-swift.
 """
 
 from __future__ import annotations
@@ -36,19 +41,35 @@ TRAIN_SPLITS = frozenset({"train", "restval"})
 
 @dataclass(frozen=True)
 class CollectionItem:
-    """One image of a collection.
+    """One item (an image, or a text) of a collection.
 
     Attributes:
-        image: Absolute path of the image file.
+        image: The item's key: the absolute path of its image file, or the ``id`` of a text-only row.
         captions: Its captions (at least one, none blank), whitespace-normalised.
         split: ``train``, ``restval``, ``val`` or ``test`` (``restval`` counts as training data).
         where: Where the item was read from (``file:line`` or ``file images[i]``), for error messages.
+        text: The text the model reads in place of the image (a description or a document), or None.
+        has_image: False for a text-only row (its key names no file).
     """
 
     image: str
     captions: tuple[str, ...]
     split: str
     where: str = ""
+    text: str | None = None
+    has_image: bool = True
+
+    @property
+    def id(self) -> str:
+        """The item's key (:attr:`image`): its absolute image path, or a text-only row's ``id``."""
+        return self.image
+
+    def to_row(self) -> dict:
+        """The item as a collection ``.jsonl`` row (absolute image path; ``id`` and ``text`` for text rows)."""
+        row: dict = {"image": self.image} if self.has_image else {"id": self.image}
+        if self.text is not None:
+            row["text"] = self.text
+        return {**row, "captions": list(self.captions), "split": self.split}
 
 
 def load_collection(path: str | os.PathLike, image_root: str | os.PathLike | None = None) -> list[CollectionItem]:
@@ -110,7 +131,7 @@ def read_rows(
         return _read_karpathy(path, image_root, on_error)
     raise ValueError(
         f"collection file {path}: unknown format {suffix!r}; use a Karpathy-split .json file or a "
-        '.jsonl file with one {"image", "captions", "split"} object a line'
+        '.jsonl file with one {"image" or "id" + "text", "captions", "split"} object a line'
     )
 
 
@@ -166,8 +187,8 @@ def _collect(
 ) -> list[CollectionItem]:
     """Items from ``(where, row, read error)`` triples; a bad row raises, or goes to ``on_error`` when given.
 
-    ``on_error`` receives ``where``, the row's image (``image_key`` resolved against ``base``, None when the row
-    names none) and the message.
+    ``on_error`` receives ``where``, the row's key (``image_key`` resolved against ``base``, else its ``id``;
+    None when the row names neither) and the message.
     """
     items = []
     for where, row, error in rows:
@@ -179,7 +200,10 @@ def _collect(
             if on_error is None:
                 raise
             image = row.get(image_key) if isinstance(row, dict) else None
-            on_error(where, _resolve(image, base) if isinstance(image, str) and image else None, str(e))
+            key = row.get("id") if isinstance(row, dict) else None
+            if isinstance(image, str) and image:
+                key = _resolve(image, base)
+            on_error(where, key if isinstance(key, str) and key else None, str(e))
     return items
 
 
@@ -217,21 +241,38 @@ def _read_jsonl(path: Path, image_root: str | os.PathLike | None, on_error: OnEr
 
 def _jsonl_item(row: dict, where: str, base: Path) -> CollectionItem:
     """One collection ``.jsonl`` row as an item, or raise ValueError naming ``where``."""
-    image = row.get("image")
-    if not isinstance(image, str) or not image:
+    image, text, key = row.get("image"), row.get("text"), row.get("id")
+    if image is None and text is None:
+        raise ValueError(
+            f"{where}: the row has neither 'image' nor 'text' (keys: {sorted(row)}); write "
+            '{"image": "path/to.jpg", "captions": ["..."], "split": "test"} or '
+            '{"id": "doc-1", "text": "...", "captions": ["..."], "split": "test"}'
+        )
+    if image is not None and (not isinstance(image, str) or not image):
         raise ValueError(
             f"{where}: 'image' must be a non-empty path string, got {image!r}; write "
             '{"image": "path/to.jpg", "captions": ["..."], "split": "test"}'
         )
-    split = _check_split(row.get("split"), f"{where} ({image})")
+    if text is not None:
+        if not isinstance(text, str) or not text.split():
+            raise ValueError(f"{where}: 'text' must be a non-empty string, got {text!r:.80}; write the text or drop it")
+        text = " ".join(text.split())
+    if image is None and (not isinstance(key, str) or not key.strip()):
+        raise ValueError(
+            f"{where}: a text row without 'image' needs an 'id' (a non-empty string naming it in the index and "
+            f'the runs), got {key!r}; add e.g. "id": "doc-{where.rsplit(":", 1)[-1]}"'
+        )
+    label = f"{where} ({image if image is not None else key})"
+    split = _check_split(row.get("split"), label)
     captions = row.get("captions")
     if isinstance(captions, str) or not isinstance(captions, list) or not captions:
         raise ValueError(
-            f"{where} ({image}): 'captions' must be a non-empty list of strings, got "
-            f"{captions!r:.80}; give the image at least one caption"
+            f"{label}: 'captions' must be a non-empty list of strings, got "
+            f"{captions!r:.80}; give the {'image' if image is not None else 'text'} at least one caption"
         )
-    normed = tuple(_norm_caption(c, f"{where} ({image})", k) for k, c in enumerate(captions))
-    return CollectionItem(image=_resolve(image, base), captions=normed, split=split, where=where)
+    normed = tuple(_norm_caption(c, label, k) for k, c in enumerate(captions))
+    key = _resolve(image, base) if image is not None else key
+    return CollectionItem(image=key, captions=normed, split=split, where=where, text=text, has_image=image is not None)
 
 
 def _check_unique(items: list[CollectionItem]) -> None:
@@ -239,16 +280,17 @@ def _check_unique(items: list[CollectionItem]) -> None:
     seen: dict[str, str] = {}
     for item in items:
         if item.image in seen:
+            what = "image" if item.has_image else "id"
             raise ValueError(
-                f"{item.where}: image {item.image} is already listed at {seen[item.image]}; list each "
-                "image once with all its captions"
+                f"{item.where}: {what} {item.image} is already listed at {seen[item.image]}; list each "
+                f"{'image' if item.has_image else 'text'} once with all its captions"
             )
         seen[item.image] = item.where
 
 
 def _check_images_exist(items: list[CollectionItem], path: Path, image_root: str | os.PathLike | None) -> None:
     """Raise FileNotFoundError listing the first rows whose image file is missing."""
-    missing = [item for item in items if not os.path.isfile(item.image)]
+    missing = [item for item in items if item.has_image and not os.path.isfile(item.image)]
     if not missing:
         return
     prefix = str(path)

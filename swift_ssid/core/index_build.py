@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from swift_ssid.core.index import (
 )
 from swift_ssid.core.jsonl import iter_jsonl
 from swift_ssid.core.prompt import render_prompt
+from swift_ssid.core.rows import result_key
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +61,8 @@ def _image_path(row: dict) -> str:
     raise ValueError(f"image entry must be a path string or {{'path': ...}}, got {item!r}")
 
 
-def _regenerate_row(row: dict, image: str) -> dict:
-    """Return a ``swift infer`` dataset row that asks again for this image's identifier."""
+def _regenerate_row(row: dict, image: str, text_item: bool = False) -> dict:
+    """Return a ``swift infer`` dataset row that asks again for this image's identifier (a text item: no image)."""
     messages = row.get("messages")
     if isinstance(messages, list):
         last_user = max(
@@ -72,7 +74,7 @@ def _regenerate_row(row: dict, image: str) -> dict:
                 for m in messages[: last_user + 1]
                 if isinstance(m, dict) and m.get("role") in ("system", "user") and isinstance(m.get("content"), str)
             ]
-            return {"messages": kept, "images": [image]}
+            return {"messages": kept} if text_item else {"messages": kept, "images": [image]}
     caption = row.get("caption") if isinstance(row.get("caption"), str) else None
     return {"messages": [{"role": "user", "content": "<image>" + render_prompt(caption)}], "images": [image]}
 
@@ -143,6 +145,7 @@ def build_index(
     collisions: CollisionPolicy = "shared",
     check_images: bool = True,
     image_root: str | os.PathLike | None = None,
+    text_keys: Mapping[str, str] | None = None,
 ) -> IndexBuildStats:
     """Parse a ``swift infer --result_path`` file into the identifier index and write it to ``out_dir``.
 
@@ -161,6 +164,8 @@ def build_index(
         check_images: Whether each image file must exist (URLs are not checked).
         image_root: Directory that relative image paths are checked against (default: the current
             directory). Paths are stored as given.
+        text_keys: For text collections (:func:`swift_ssid.core.rows.generate_keys`): stage-1 prompt -> item id;
+            a result row without an image is the item whose prompt it answers, and ids name no file to check.
 
     Returns:
         The stats written to ``stats.json``.
@@ -176,6 +181,7 @@ def build_index(
         raise ValueError(f"image root {root} is not a directory; pass the folder the image paths are relative to")
 
     errors: list[dict] = []
+    text_ids = set((text_keys or {}).values())
     chosen: dict[str, tuple[IndexEntry, dict]] = {}
     rows_read = duplicates = 0
 
@@ -200,12 +206,15 @@ def build_index(
         if not isinstance(response, str):
             fail(lineno, f"{where}: 'response' must be a string, got {type(response).__name__}; {_RESULT_FIX}")
             continue
+        text_key = result_key(row, text_keys) if text_keys and not row.get("images") else None
         try:
-            image = _image_path(row)
+            image = text_key or _image_path(row)
         except ValueError as e:
-            fail(lineno, f"{where}: {e}")
+            fail(lineno, f"{where}: {e}" + ("" if text_keys else "; for a text collection pass --collection"))
             continue
-        if check_images and not image.startswith(_URL_PREFIXES):
+        if text_keys and image in text_ids:
+            text_key = image
+        if check_images and text_key is None and not image.startswith(_URL_PREFIXES):
             resolved = Path(image) if Path(image).is_absolute() else root / image
             if not resolved.is_file():
                 fail(
@@ -237,7 +246,11 @@ def build_index(
         raise ValueError(f"{results_path}: no usable row among {rows_read} ({len(errors)} errors, first: {shown})")
 
     index = IdentifierIndex([entry for entry, _ in chosen.values()], policy=collisions)
-    regenerate = [_regenerate_row(row, entry.image) for entry, row in chosen.values() if entry.status == "invalid"]
+    regenerate = [
+        _regenerate_row(row, entry.image, entry.image in text_ids)
+        for entry, row in chosen.values()
+        if entry.status == "invalid"
+    ]
 
     stats = IndexBuildStats(
         results_path=str(results_path),

@@ -1,6 +1,7 @@
 """Dataset rows for the four stages, built from a collection and an identifier index (pure: no torch, no ms-swift).
 
-Rows are ms-swift's standard format (``{"messages": [...], "images": [path]}``), one builder per dataset;
+Rows are ms-swift's standard format (``{"messages": [...], "images": [path]}``), one builder per dataset; a text
+item of the collection (:attr:`CollectionItem.text`) gives text-only rows, the text standing where the image would;
 :mod:`swift_ssid.integration.datasets` registers them with ms-swift under :data:`DATASET_NAMES` and reads the
 collection, index and protocol from the settings. The protocol (``standard`` or ``zeroshot``) and the training size
 select the images of each role (:func:`split_collection`).
@@ -18,7 +19,13 @@ from typing import TYPE_CHECKING
 from swift_ssid.core.answers import format_target
 from swift_ssid.core.collection import TRAIN_SPLITS, CollectionItem
 from swift_ssid.core.errors import MAX_LISTED
-from swift_ssid.core.prompt import MEMORIZE_PROMPT, render_prompt, retrieve_prompt
+from swift_ssid.core.prompt import (
+    MEMORIZE_PROMPT,
+    memorize_text_prompt,
+    render_prompt,
+    render_text_prompt,
+    retrieve_prompt,
+)
 
 if TYPE_CHECKING:
     from swift_ssid.core.index import IdentifierIndex, IndexEntry
@@ -136,25 +143,87 @@ def _entries_for(index: IdentifierIndex, items: Iterable[CollectionItem], with_r
     return found
 
 
+def generate_prompt(item: CollectionItem, with_caption: bool = True) -> str:
+    """The stage-1 user turn of one item: the paper's prompt (``<image>`` first), or our text variant for a text item.
+
+    Args:
+        item: The item.
+        with_caption: Fill the prompt's ``caption:`` line with the item's first caption.
+    """
+    caption = item.captions[0] if with_caption else None
+    if item.text is not None:
+        return render_text_prompt(item.text, caption)
+    return "<image>" + render_prompt(caption)
+
+
 def generate_rows(collection: Iterable[CollectionItem], with_caption: bool = True) -> list[dict]:
     """Stage-1 rows: the paper's prompt for each image, optionally conditioned on its first caption.
 
     Args:
-        collection: The images to generate identifiers for.
-        with_caption: Fill the prompt's ``caption:`` line with the image's first caption.
+        collection: The images (and texts) to generate identifiers for.
+        with_caption: Fill the prompt's ``caption:`` line with the item's first caption.
 
     Returns:
-        ``{"messages": [user], "images": [path]}`` rows (no assistant turn), in input order.
+        ``{"messages": [user], "images": [path]}`` rows (no assistant turn), in input order; a text item's row
+        is ``{"messages": [user]}`` with the text in the prompt (:func:`generate_prompt`), and its results are
+        matched back to the item by that prompt (:func:`generate_keys`).
     """
-    return [
-        {
+    rows = []
+    for item in collection:
+        row: dict = {"messages": [{"role": "user", "content": generate_prompt(item, with_caption)}]}
+        if item.text is None:
+            row["images"] = [item.image]
+        rows.append(row)
+    return rows
+
+
+def generate_keys(collection: Iterable[CollectionItem]) -> dict[str, str]:
+    """Stage-1 user turn -> item key, for the text items (whose ``swift infer`` results carry no image).
+
+    Both prompt variants (with and without the caption) are mapped, so results of either dataset find their item.
+
+    Raises:
+        ValueError: When two text items ask the same prompt (same text and caption), naming both rows.
+    """
+    keys: dict[str, str] = {}
+    where: dict[str, str] = {}
+    for item in collection:
+        if item.text is None:
+            continue
+        for prompt in dict.fromkeys((generate_prompt(item, True), generate_prompt(item, False))):
+            if prompt in keys and keys[prompt] != item.image:
+                raise ValueError(
+                    f"{item.where} ({item.image}): its text and first caption are those of {where[prompt]} "
+                    f"({keys[prompt]}), so their stage-1 answers cannot be told apart; merge the two rows or make "
+                    "their texts differ"
+                )
+            keys.setdefault(prompt, item.image)
+            where.setdefault(prompt, item.where)
+    return keys
+
+
+def result_key(row: dict, keys: dict[str, str]) -> str | None:
+    """The item key of a ``swift infer`` result row without an image (its last user turn in ``keys``), or None."""
+    messages = row.get("messages")
+    if not isinstance(messages, list):
+        return None
+    users = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    return keys.get(users[-1]) if users and isinstance(users[-1], str) else None
+
+
+def _memorize_row(item: CollectionItem, target: str) -> dict:
+    """One memorise row: the image (or the item's text) -> the target."""
+    if item.text is not None:
+        return {
             "messages": [
-                {"role": "user", "content": "<image>" + render_prompt(item.captions[0] if with_caption else None)}
-            ],
-            "images": [item.image],
+                {"role": "user", "content": memorize_text_prompt(item.text)},
+                {"role": "assistant", "content": target},
+            ]
         }
-        for item in collection
-    ]
+    return {
+        "messages": [{"role": "user", "content": MEMORIZE_PROMPT}, {"role": "assistant", "content": target}],
+        "images": [item.image],
+    }
 
 
 def memorize_rows(
@@ -165,7 +234,7 @@ def memorize_rows(
     train_size: int | None = None,
     with_reason: bool = True,
 ) -> list[dict]:
-    """Memorise rows: image -> its identifier (and reason), one per memorised image.
+    """Memorise rows: image (or a text item's text) -> its identifier (and reason), one per memorised item.
 
     Args:
         index: The identifier index (or its directory).
@@ -175,7 +244,8 @@ def memorize_rows(
         with_reason: False for the no-reason ablation target.
 
     Returns:
-        ``{"messages": [user, assistant], "images": [path]}`` rows in collection order.
+        ``{"messages": [user, assistant], "images": [path]}`` rows in collection order; a text item's row has no
+        ``images`` and its user turn is :func:`~swift_ssid.core.prompt.memorize_text_prompt` of its text.
 
     Raises:
         ValueError: When a memorised image has no valid identifier (or no reason, when needed).
@@ -183,13 +253,7 @@ def memorize_rows(
     items = split_collection(collection, protocol, train_size).memorize
     entries = _entries_for(as_index(index), items, with_reason)
     rows = [
-        {
-            "messages": [
-                {"role": "user", "content": MEMORIZE_PROMPT},
-                {"role": "assistant", "content": format_target(entry.identifier, entry.reason, with_reason)},
-            ],
-            "images": [item.image],
-        }
+        _memorize_row(item, format_target(entry.identifier, entry.reason, with_reason))
         for item, entry in zip(items, entries, strict=True)
     ]
     logger.info("memorise rows: %d (protocol %s)", len(rows), protocol)
@@ -235,8 +299,9 @@ def retrieve_rows(
 
 
 def _query_ids(items: Sequence[CollectionItem]) -> list[str]:
-    """Return one id stem per image: the file stem (Flickr's ``1000092795``), or the full path if stems repeat."""
-    stems = [Path(item.image).stem for item in items]
+    """Return one id stem per item: the image file stem (Flickr's ``1000092795``) or a text item's id, or the full
+    key if they repeat."""
+    stems = [Path(item.image).stem if item.has_image else item.image for item in items]
     return stems if len(set(stems)) == len(stems) else [item.image for item in items]
 
 

@@ -10,6 +10,10 @@ Two metrics are shown, labelled: the image-level hit rate (:func:`swift_ssid.cor
 the paper's R@K) and, for contrast only, the identifier-level hit rate, which overstates R@K when
 identifiers are shared by several images.
 
+Items of a text collection (a description standing in for an image, or a document) have no image: given their
+texts (``texts``: item id -> text), the report shows each one's text, cut at :data:`MAX_TEXT_CHARS`, where an image
+would have its thumbnail.
+
 Pure module: no torch, no ms-swift; needs Pillow and matplotlib.
 """
 
@@ -19,7 +23,7 @@ import base64
 import html
 import io
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +44,7 @@ from swift_ssid.core.runs import RunRow
 from swift_ssid.reporting.tables import format_percent
 
 MAX_THUMBS_PER_IDENTIFIER = 8
+MAX_TEXT_CHARS = 240
 
 
 class ReportIndex(Protocol):
@@ -94,7 +99,12 @@ class _Images:
     """Image id -> path and index entry; thumbnails made once per image and cached."""
 
     def __init__(
-        self, index: Any, image_root: str | os.PathLike | None, thumb_size: int, alpha_background: str | None = None
+        self,
+        index: Any,
+        image_root: str | os.PathLike | None,
+        thumb_size: int,
+        alpha_background: str | None = None,
+        texts: Mapping[str, str] | None = None,
     ):
         entries = getattr(index, "entries", None) or []
         if isinstance(entries, dict):
@@ -105,6 +115,7 @@ class _Images:
         self.alpha_background = alpha_background
         self.cache: dict[str, str | None] = {}
         self.missing: set[str] = set()
+        self.texts = dict(texts or {})
 
     def entry(self, image: str) -> Any:
         return self.entries.get(image)
@@ -211,7 +222,9 @@ code.identifier{font-weight:600;color:#123}.score{color:#888;font-size:85%;margi
 .thumbs{display:flex;flex-wrap:wrap;gap:6px;margin-top:3px}
 figure.thumb{margin:0;text-align:center;font-size:75%;color:#555}
 figure.thumb img,.missing{display:block;border:3px solid transparent;border-radius:3px;max-width:128px;max-height:128px}
-figure.thumb.is-gold img,figure.thumb.is-gold .missing{border-color:#1b7f3b}
+figure.thumb.is-gold img,figure.thumb.is-gold .missing,figure.thumb.is-gold .text-item{border-color:#1b7f3b}
+.text-item{display:block;width:200px;max-height:128px;overflow:hidden;border:3px solid #ddd;border-radius:3px;
+padding:3px;font-size:85%;text-align:left;background:#fff;color:#222}
 figure.thumb.beyond{opacity:.45}
 .missing{width:96px;height:72px;background:repeating-linear-gradient(45deg,#eee,#eee 6px,#ddd 6px,#ddd 12px);
 color:#a33;font-size:11px;display:flex;align-items:center;justify-content:center;text-align:center;overflow:hidden;
@@ -232,6 +245,11 @@ window.addEventListener('load', function () {
 
 
 def _thumb_html(images: _Images, image: str, caption: str, classes: str = "") -> str:
+    text = images.texts.get(image)
+    if text is not None:  # a text item: its text where the thumbnail would be
+        shown = text if len(text) <= MAX_TEXT_CHARS else text[: MAX_TEXT_CHARS - 1] + "\u2026"
+        body = f'<div class="text-item" title="{_esc(image)}">{_esc(shown)}</div>'
+        return f'<figure class="thumb {classes}">{body}<figcaption>{caption}</figcaption></figure>'
     uri = images.thumbnail(image)
     if uri is None:
         body = f'<div class="missing" title="{_esc(images.path(image))}">image missing<br>{_esc(image)}</div>'
@@ -350,6 +368,7 @@ def render_report(
     quality: Any = None,
     comparison: Sequence[tuple[str, Sequence[RunRow]]] = (),
     alpha_background: str | None = None,
+    texts: Mapping[str, str] | None = None,
 ) -> tuple[str, ReportStats]:
     """Render the report of a run as one self-contained HTML page.
 
@@ -371,6 +390,7 @@ def render_report(
             "Comparison" section with their R@K next to this run's and one R@K-against-K curve each.
         alpha_background: colour transparent image areas are composited onto (None: white, the default the
             SSID templates use; see :mod:`swift_ssid.core.images`).
+        texts: item id -> text for the items of a text collection, shown in place of their thumbnails.
 
     Returns:
         ``(html, stats)``.
@@ -400,7 +420,7 @@ def render_report(
         rank = first_relevant_rank(row.images, row.gold_images)
         (hits if rank is not None and rank <= k else misses).append(row)
     shown_hits, shown_misses = _select_cases(hits, misses, max_cases)
-    images = _Images(index, image_root, thumb_size, alpha_background)
+    images = _Images(index, image_root, thumb_size, alpha_background, texts)
     hit_html = "\n".join(_case_html(row, index, images, k) for row in shown_hits)
     miss_html = "\n".join(_case_html(row, index, images, k) for row in shown_misses)
 

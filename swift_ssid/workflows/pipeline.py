@@ -44,6 +44,7 @@ from swift_ssid.core.collection import TRAIN_SPLITS, CollectionItem
 from swift_ssid.core.images import DEFAULT_BACKGROUND, parse_background
 from swift_ssid.core.index import read_stats
 from swift_ssid.core.jsonl import iter_jsonl, read_json, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from swift_ssid.core.rows import result_key
 from swift_ssid.integration.checkpoints import last_checkpoint
 from swift_ssid.integration.settings import ENV_KEYS, SSIDSettings
 
@@ -254,10 +255,7 @@ class Pipeline:
             "skipped": len(report.problems),
             "skipped_file": str(skipped) if report.problems else None,
         }
-        text = "".join(
-            json.dumps({"image": it.image, "captions": list(it.captions), "split": it.split}, ensure_ascii=False) + "\n"
-            for it in report.items
-        )
+        text = "".join(json.dumps(it.to_row(), ensure_ascii=False) + "\n" for it in report.items)
         if not self.collection_file.is_file() or self.collection_file.read_text(encoding="utf-8") != text:
             write_text_atomic(self.collection_file, text)
         return report.items
@@ -279,7 +277,7 @@ class Pipeline:
     # ------------------------------------------------------------------ stages
     def generate(self) -> None:
         """Stage 1: the model answers the paper's prompt for every image (``swift infer``)."""
-        from swift_ssid.core.rows import generate_rows
+        from swift_ssid.core.rows import generate_keys, generate_rows
 
         items = self.check()
         raw = self.work / "generate" / "results.jsonl"
@@ -289,9 +287,9 @@ class Pipeline:
         partial = self.work / "generate" / "results.partial.jsonl"
 
         def run() -> dict:
-            rows = generate_rows(items)
-            done = _answered_images(partial)
-            todo = [row for row in rows if row["images"][0] not in done]
+            rows, keys = generate_rows(items), generate_keys(items)  # keys: text items' results carry no image
+            done = _answered_images(partial, keys)
+            todo = [row for row, it in zip(rows, items, strict=True) if it.image not in done]
             if done:
                 logger.info("%s: %d of %d images answered before; %d to go", partial, len(done), len(rows), len(todo))
             if todo:
@@ -301,14 +299,14 @@ class Pipeline:
                 args += ["--val_dataset", str(rows_path), "--result_path", str(partial)]
                 args += ["--max_new_tokens", str(self.cfg.generate_max_new_tokens), "--temperature", "0"]
                 self._swift("infer", args, "1_generate.log", **self._settings_env())
-            missing = [row["images"][0] for row in rows if row["images"][0] not in _answered_images(partial)]
+            missing = [it.image for it in items if it.image not in _answered_images(partial, keys)]
             if missing:
                 raise StageError(
                     f"swift infer left {len(missing)} of {len(rows)} images without an answer in {partial} "
                     f"(first: {missing[0]}); see {self.logs / '1_generate.log'} and re-run to resume"
                 )
             partial.replace(raw)
-            return {"images": len(rows), "answered_before": len(done & {row["images"][0] for row in rows})}
+            return {"images": len(rows), "answered_before": len(done & {it.image for it in items})}
 
         self._stage("generate", [raw], run)
 
@@ -322,12 +320,15 @@ class Pipeline:
             self._use_prebuilt_index(items)
             return
 
+        collection = ["--collection", str(self.collection_file)]  # text rows' results are matched by their prompt
+
         def run() -> dict:
             info: dict = {}
             if self.cfg.identifier_source != "caption-derived":
                 raw = self.work / "generate" / "results.jsonl"
                 self._ssid(
-                    ["build-index", str(raw), "--out", str(model_index), "--min-usable", "0"], "2_build_index_model.log"
+                    ["build-index", str(raw), "--out", str(model_index), "--min-usable", "0", *collection],
+                    "2_build_index_model.log",
                 )
                 stats = read_stats(model_index)  # verified against the index's manifest
                 share = stats["valid"] / max(stats["images"], 1)
@@ -346,7 +347,9 @@ class Pipeline:
                 )
             results = self.work / "index_caption" / "results.jsonl"
             write_caption_results(((it.image, it.captions[0]) for it in items), results)
-            self._ssid(["build-index", str(results), "--out", str(self.index_dir)], "2_build_index_caption.log")
+            self._ssid(
+                ["build-index", str(results), "--out", str(self.index_dir), *collection], "2_build_index_caption.log"
+            )
             info["source"] = SOURCE_LABEL
             return info
 
@@ -491,6 +494,7 @@ class Pipeline:
             what = "test captions" if not suffix else "memorisation check: training captions"
             title = f"SSID retrieval, {what} ({source} identifiers)"
             report_args = ["report", str(run_file), "--index", str(self.index_dir), "--out", str(report)]
+            report_args += ["--collection", str(self.collection_file)]
             report_args += ["--title", title, "--alpha-background", self.cfg.alpha_background]
             self._ssid(report_args, f"5_report{suffix}.log")
             metrics = json.loads(metrics_file.read_text())
@@ -546,8 +550,9 @@ def _previous_stages(summary_path: Path) -> dict:
     return stages if isinstance(stages, dict) else {}
 
 
-def _answered_images(results: Path) -> set[str]:
-    """Images that have a result row in a (possibly partial) ``swift infer`` result file.
+def _answered_images(results: Path, text_keys: dict[str, str] | None = None) -> set[str]:
+    """Images (and text items, found by their prompt in ``text_keys``) with a result row in a (possibly partial)
+    ``swift infer`` result file.
 
     A killed writer can leave a broken last line; the file is rewritten without it, since ``swift infer``
     appends the next rows right after it.
@@ -556,7 +561,7 @@ def _answered_images(results: Path) -> set[str]:
         return set()
     rows, broken = [], 0
     for _, row, error in iter_jsonl(results):
-        if error is None and isinstance(row.get("response"), str) and isinstance(row.get("images"), list):
+        if error is None and isinstance(row.get("response"), str) and isinstance(row.get("images") or [], list):
             rows.append(row)
         else:
             broken += 1
@@ -565,8 +570,10 @@ def _answered_images(results: Path) -> set[str]:
         write_jsonl_atomic(results, rows)
     images = set()
     for row in rows:
-        first = row["images"][0] if row["images"] else None
+        first = row["images"][0] if row.get("images") else None
         path = first.get("path") if isinstance(first, dict) else first
+        if first is None and text_keys:
+            path = result_key(row, text_keys)
         if isinstance(path, str):
             images.add(path)
     return images
