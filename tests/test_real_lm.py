@@ -145,13 +145,32 @@ def test_a_text_collection_trains_and_retrieves_with_the_real_lm(real_lm_dir, fl
     model = ["--model", str(real_lm_dir), "--model_type", "llama", "--template", "ssid_chatml"]
     flags = list(SFT_CPU_FLAGS)
     flags[flags.index("--tuner_type") + 1] = "lora"
-    sft = [*model, "--dataset", "ssid-memorize", "ssid-retrieve", "--output_dir", str(tmp_path / "sft"), *flags]
+    sft = [
+        *model,
+        "--dataset",
+        "ssid-memorize-noreason",
+        "ssid-retrieve-noreason",
+        "--output_dir",
+        str(tmp_path / "sft"),
+        *flags,
+    ]
     sft += ["--max_steps", "2", "--save_steps", "2", "--per_device_train_batch_size", "2", "--max_length", "256"]
     swift("sft", sft, tmp_path / "sft.log", **env)
     queries = write_jsonl(tmp_path / "queries.jsonl", query_rows(load_collection(collection)))
     run = tmp_path / "run.jsonl"
     retrieve = ["retrieve", *model[:2], "--adapters", str(last_checkpoint(tmp_path / "sft")), *model[2:]]
-    retrieve += ["--index", str(index), "--queries", str(queries), "--k", "3", "--out", str(run)]
+    retrieve += [
+        "--index",
+        str(index),
+        "--queries",
+        str(queries),
+        "--k",
+        "3",
+        "--out",
+        str(run),
+        "--target",
+        "noreason",
+    ]
     swift_ssid(retrieve, tmp_path / "retrieve.log", **env)
     ix = IdentifierIndex.load(index)
     ranked = read_run(run)
