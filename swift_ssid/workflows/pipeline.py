@@ -650,9 +650,14 @@ def _answered_images(results: Path) -> set[str]:
 
 
 def _recall_line(metrics: dict, chance: dict) -> str:
-    """``R@1 0.850 (chance 0.083) / R@5 ...`` for the R@K keys of ``metrics``."""
+    """``R@1 85.0% (chance 8.3%) / R@5 ...`` for the R@K keys of ``metrics`` (percent, as every command prints R@K)."""
+    from swift_ssid.reporting.tables import format_percent
+
+    def percent(value: float | None) -> str:
+        return "?" if value is None else f"{format_percent(value)}%"
+
     keys = [k for k in metrics if k.startswith("R@")]
-    return " / ".join(f"{k} {metrics[k]:.3f} (chance {chance.get(k, float('nan')):.3f})" for k in keys)
+    return " / ".join(f"{k} {percent(metrics[k])} (chance {percent(chance.get(k))})" for k in keys)
 
 
 def format_summary(summary: dict, title: str) -> str:
