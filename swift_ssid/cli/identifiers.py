@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 from swift_ssid.core.errors import check_output_dir
 from swift_ssid.core.kinds import BUILDABLE
@@ -49,7 +48,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from swift_ssid.workflows.kinds import build_identifiers
-
     from swift_ssid.workflows.pipeline import check_rows, write_checked
 
     spec = kind_options(args)

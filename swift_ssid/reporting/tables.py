@@ -54,7 +54,7 @@ def format_percent(fraction: float) -> str:
 
 
 def format_metrics(metrics: RunMetrics, run: str, note: str | None = None) -> str:
-    """The metrics of one run as aligned text lines (``R@1    47.3%``: percent, one decimal, as in the paper's tables)."""
+    """The metrics of one run as aligned text lines (``R@1    47.3%``: percent, one decimal, as the paper)."""
     lines = [f"run: {run}", f"metric: {metrics.metric}", f"queries: {metrics.n_queries}"]
     if note:
         lines.append(f"note: {note}")

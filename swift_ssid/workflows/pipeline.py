@@ -52,7 +52,12 @@ logger = logging.getLogger(__name__)
 PLUGIN_FILE = Path(__file__).resolve().parents[1] / "plugin.py"
 IDENTIFIER_SOURCES: tuple[str, ...] = ("auto", "model", "caption-derived", "index")
 MAX_PROBLEMS_SHOWN = 20
-DATASETS = {"reason": ["ssid-memorize", "ssid-retrieve"], "noreason": ["ssid-memorize-noreason", "ssid-retrieve-noreason"]}
+PROGRESS_EVERY_S = 10.0
+"""How often a running stage's progress (its log's latest line) is logged."""
+DATASETS = {
+    "reason": ["ssid-memorize", "ssid-retrieve"],
+    "noreason": ["ssid-memorize-noreason", "ssid-retrieve-noreason"],
+}
 """The ``swift sft`` datasets of each training target."""
 
 
@@ -137,14 +142,50 @@ def write_checked(items: Sequence[CollectionItem], path: Path) -> Path:
     return path
 
 
-def run_logged(cmd: Sequence[str], log_path: Path, env: dict[str, str], cwd: Path | None = None) -> float:
-    """Run ``cmd``, output to ``log_path``; return its wall time or raise :class:`StageError` with the log's end."""
+def last_log_line(log_path: Path, tail_bytes: int = 4096) -> str:
+    """The last non-empty line of a log, a progress bar's latest state included (the text after its last ``\\r``)."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - tail_bytes))
+            tail = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [part.strip() for line in tail.splitlines() for part in line.split("\r") if part.strip()]
+    return lines[-1][:160] if lines else ""
+
+
+def run_logged(
+    cmd: Sequence[str],
+    log_path: Path,
+    env: dict[str, str],
+    cwd: Path | None = None,
+    heartbeat_s: float = PROGRESS_EVERY_S,
+) -> float:
+    """Run ``cmd``, output to ``log_path``; return its wall time or raise :class:`StageError` with the log's end.
+
+    While it runs, every ``heartbeat_s`` seconds the log's latest line (a progress bar, a loss) is logged when
+    it changed, so no stage is silent for long.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
         log.write("$ " + shlex.join(cmd) + "\n")
         log.flush()
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, check=False)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        shown = ""
+        while True:
+            try:
+                proc.wait(timeout=heartbeat_s)
+                break
+            except subprocess.TimeoutExpired:
+                line = last_log_line(log_path)
+                if line and line != shown:
+                    logger.info("  %s (%.0f s): %s", log_path.stem, time.perf_counter() - start, line)
+                    shown = line
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         tail = "".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-40:])
@@ -467,6 +508,10 @@ class Pipeline:
             args = ["--model", self.cfg.model, *self.cfg.model_flags, "--template", self.cfg.template]
             args += ["--dataset", *DATASETS[self.target()], "--dataset_shuffle", "true"]
             args += ["--output_dir", str(out), *self.cfg.sft_flags]
+            if "--check_model" not in self.cfg.sft_flags:
+                # ms-swift's default asks the ModelScope hub whether a local model is its latest version, ignoring
+                # MODELSCOPE_OFFLINE (three retries, ~7 s offline); every command of the pipeline runs offline.
+                args += ["--check_model", "false"]
             self._swift("sft", args, "3_sft.log", **self._settings_env())
             try:
                 checkpoint = last_checkpoint(out)
@@ -540,9 +585,13 @@ class Pipeline:
             return {"queries": len(query_ids), "skipped": True}
         stamp_file.unlink(missing_ok=True)
         start = time.perf_counter()
+        what = "test captions" if name == "test" else f"{name} check: training captions"
+        logger.info("[retrieve] %s: %d queries -> %s (log %s)", what, len(query_ids), run_file, self.logs)
         self._ssid(args, f"4_retrieve{suffix}.log", **self._settings_env())
         write_json_atomic(stamp_file, stamp)
-        return {"queries": len(query_ids), "seconds": round(time.perf_counter() - start, 1)}
+        seconds = round(time.perf_counter() - start, 1)
+        logger.info("[retrieve] %s: finished in %.1f s", what, seconds)
+        return {"queries": len(query_ids), "seconds": seconds}
 
     def evaluate(self) -> dict:
         """Stage 5: R@1/5/10 (``swift-ssid evaluate``) with chance levels, and the HTML reports (``swift-ssid report``).
@@ -555,6 +604,7 @@ class Pipeline:
         from swift_ssid.core.runs import read_run
 
         self.check()
+        logger.info("[evaluate] running (metrics and HTML reports)")
         start = time.perf_counter()
         n_images = sum(1 for e in IdentifierIndex.load(self.index_dir).entries if e.identifier is not None)
         source = self.summary.get("identifier_source", "unknown")
