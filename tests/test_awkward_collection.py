@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_helpers import read_jsonl, subprocess_env, write_jsonl
+from e2e_helpers import SSID_KEYS, read_jsonl, subprocess_env, write_jsonl
 from PIL import Image
 
 from swift_ssid.core.kinds import BUILDABLE
@@ -45,7 +45,7 @@ def draw_collection(root: Path) -> Path:
     la.paste((90, 255), (10, 5, 30, 25))
     la.save(images / "la.png")
     palette = Image.new("P", (32, 32), 0)
-    palette.putpalette([255, 255, 255, 0, 0, 200] + [0] * 762)
+    palette.putpalette([0, 0, 0, 0, 0, 200] + [0] * 762)  # the transparent colour is black
     palette.paste(1, (8, 8, 24, 24))
     palette.save(images / "palette.png", transparency=0)
     captions = {
@@ -142,6 +142,46 @@ def test_a_kind_index_trains_and_retrieves_without_reasons(collection: Path, tmp
             assert recipe["dataset"] == ["ssid-memorize-noreason", "ssid-retrieve-noreason"]
 
 
+def test_stage_1_by_recipe_composites_transparency_as_documented(collection: Path, tmp_path: Path) -> None:
+    """The written generate recipe's stock template drops alpha (transparent turns black); the documented route,
+    the same recipe with ``--template ssid_<its template>``, composites onto white, pixel by pixel."""
+    import os
+    from unittest import mock
+
+    from swift.model import get_processor
+    from swift.template import get_template
+
+    import swift_ssid.integration.register  # noqa: F401
+    from swift_ssid.testing.tiny_models import build_tiny_llava_next
+
+    out = tmp_path / "generate.yaml"
+    assert cli("recipe", "generate_llava1_6_vicuna", "--collection", str(collection), "--out", str(out)).returncode == 0
+    recipe = yaml.safe_load(out.read_text())
+    assert "SSID_INDEX" not in recipe["ENV"]  # no index yet: the SSID template generates unconstrained
+    processor = get_processor(str(build_tiny_llava_next(tmp_path / "tiny")), model_type=recipe["model_type"])
+    images = collection.parent / "stamps"
+    messages = [{"role": "user", "content": "<image>x"}, {"role": "assistant", "content": "y"}]
+
+    def pixels(template_type: str, image: Path):
+        template = get_template(processor, template_type=template_type)
+        return template.encode({"messages": messages, "images": [str(image)]})["pixel_values"]
+
+    with mock.patch.dict(os.environ, {k: str(v) for k, v in recipe["ENV"].items()}):
+        for name in ("rgba", "la", "palette"):
+            source = Image.open(images / f"{name}.png")
+            white = Image.new("RGBA", source.size, (255, 255, 255, 255))
+            flat = tmp_path / f"{name}_on_white.png"
+            Image.alpha_composite(white, source.convert("RGBA")).convert("RGB").save(flat)
+            dropped = tmp_path / f"{name}_dropped.png"
+            source.convert("RGB").save(dropped)  # what ms-swift's own loading makes of it
+            assert (pixels(recipe["template"], images / f"{name}.png") == pixels(recipe["template"], dropped)).all()
+            assert (
+                pixels(f"ssid_{recipe['template']}", images / f"{name}.png")
+                == pixels("ssid_" + recipe["template"], flat)
+            ).all()
+            assert not (pixels(recipe["template"], dropped) == pixels(recipe["template"], flat)).all()
+
+
 def test_progress_is_the_log_s_latest_line(tmp_path: Path) -> None:
     from swift_ssid.reporting.tables import format_metrics
     from swift_ssid.workflows.pipeline import last_log_line, run_logged
@@ -164,25 +204,35 @@ def test_progress_is_the_log_s_latest_line(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", BUILDABLE)
-def test_every_kind_goes_through_run_index_end_to_end(kind: str, collection: Path, tiny: dict, tmp_path: Path) -> None:
-    """``swift-ssid identifiers KIND --skip-invalid`` then ``swift-ssid run --index DIR --skip-invalid``."""
+def test_every_kind_goes_through_run_index_end_to_end(
+    kind: str, collection: Path, tiny: dict, tmp_path: Path, capsys, caplog, monkeypatch
+) -> None:
+    """``swift-ssid identifiers KIND --skip-invalid`` then ``swift-ssid run --index DIR --skip-invalid`` (in-process;
+    ``swift sft`` and ``swift-ssid retrieve`` are the pipeline's subprocesses)."""
+    from swift_ssid.cli.main import main
+
+    for key in SSID_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    for key, value in subprocess_env().items():
+        monkeypatch.setenv(key, value)
     index = tmp_path / "index"
     extra = ["--encoder", str(tiny["clip"]), "--cluster-k", "2", "--cluster-c", "3", "--n-init", "1"]
     args = ["identifiers", kind, "--collection", str(collection), "--out", str(index), "--skip-invalid"]
-    proc = cli(*args, *(extra if kind == "structured" else []))
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert main([*args, *(extra if kind == "structured" else [])]) == 0, capsys.readouterr().err[-2000:]
     work = tmp_path / "work"
-    proc = cli("run", str(collection), "--config", str(tiny["config"]), "--index", str(index), "--out", str(work),
-               "--skip-invalid")  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    caplog.set_level("INFO", logger="swift_ssid.workflows.pipeline")
+    code = main(["run", str(collection), "--config", str(tiny["config"]), "--index", str(index), "--out", str(work),
+                 "--skip-invalid"])  # fmt: skip
+    printed = capsys.readouterr()
+    assert code == 0, printed.out[-3000:] + printed.err[-3000:]
     summary = json.loads((work / "summary.json").read_text())
     assert summary["target"] == "noreason" and summary["stages"]["train"]["datasets"][0] == "ssid-memorize-noreason"
-    assert "training target     : identifier only" in proc.stdout and "%" in proc.stdout
+    assert "training target     : identifier only" in printed.out and "%" in printed.out
     assert all(row["setting"]["reason"] == "none" for row in read_jsonl(work / "run.jsonl"))
     sft_log = (work / "logs" / "3_sft.log").read_text()
     assert "--check_model false" in sft_log.splitlines()[0]
     assert "Retrying" not in sft_log and "modelscope.cn" not in sft_log  # no hub call offline
-    assert "4_retrieve" in proc.stderr or "[retrieve]" in proc.stderr  # retrieval shows progress
+    assert "[retrieve] test captions: 2 queries" in caplog.text  # retrieval says what it does
 
 
 @pytest.fixture(scope="module")
