@@ -189,7 +189,7 @@ def test_report_command_end_to_end(example, capsys):
     argv = ["report", str(root / "run.jsonl"), "--index", str(root / "index"), "--out", str(out)]
     assert main([*argv, "--image-root", str(root), "--max-cases", "3"]) == 0
     printed = capsys.readouterr().out
-    assert "5 queries, R@1 20.0, R@5 60.0, R@10 60.0 (image-level)" in printed
+    assert "5 queries, R@1 20.0%, R@5 60.0%, R@10 60.0% (image-level)" in printed
     assert "2/3 successes, 1/2 failures shown, 2 omitted; missing images: 0" in printed  # q3 is not shown
     page = out.read_text(encoding="utf-8")
     assert metrics_rows(page)["paper"] == ["20.0", "60.0", "60.0"]

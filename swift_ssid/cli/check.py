@@ -15,7 +15,7 @@ from pathlib import Path
 
 from swift_ssid.core.checks import check_collection
 from swift_ssid.core.errors import UserError, check_output_dir
-from swift_ssid.core.jsonl import write_jsonl_atomic
+from swift_ssid.workflows.pipeline import write_checked
 
 MAX_PRINTED = 50
 
@@ -38,13 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "OUT/collection.jsonl (absolute image paths)",
     )
     parser.add_argument("--out", default="checked", help="folder for the --skip-invalid files (default: checked)")
-
-
-def write_checked(items: list, path: Path) -> Path:
-    """Write usable items as a collection ``.jsonl`` with absolute image paths."""
-    rows = [it.to_row() for it in items]
-    write_jsonl_atomic(path, rows)
-    return path
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,12 +8,17 @@ Examples:
     swift-ssid identifiers atomic --collection ... --out runs/flickr30k/index_atomic   # + new_tokens.txt
 
 ``ssid`` indexes come from ``swift-ssid build-index`` (stage-1 answers of an MLLM); see docs/identifier-kinds.md.
+
+The collection is checked first, as by ``swift-ssid check`` and ``swift-ssid run``: a problem row stops the command
+with one line per problem, or, with ``--skip-invalid``, is listed in ``OUT/skipped.jsonl`` and left out (the usable
+rows are indexed from ``OUT/collection.jsonl``).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Any
 
 from swift_ssid.core.errors import check_output_dir
@@ -32,16 +37,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="model or tokenizer folder: adds tokens per identifier, trie nodes and fan-out to stats.json",
     )
+    parser.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="leave out the rows `swift-ssid check` flags (listed in OUT/skipped.jsonl) instead of stopping",
+    )
     add_kind_arguments(parser, aliases=True)
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from swift_ssid.workflows.kinds import build_identifiers
+    from swift_ssid.workflows.pipeline import check_rows, write_checked
 
     spec = kind_options(args)
-    check_output_dir(args.out, "--out")
-    stats = build_identifiers(spec, args.collection, args.out, args.image_root, args.tokenizer)
+    out = check_output_dir(args.out, "--out")
+    report = check_rows(
+        args.collection, args.image_root, skip_invalid=args.skip_invalid, skipped=Path(out) / "skipped.jsonl"
+    )
+    collection, image_root = args.collection, args.image_root
+    if report.problems:  # index the usable rows only
+        collection, image_root = write_checked(report.items, Path(out) / "collection.jsonl"), None
+        print(f"{report.summary()}; skipped rows: {Path(out) / 'skipped.jsonl'}")
+    stats = build_identifiers(spec, collection, args.out, image_root, args.tokenizer)
     print(summary_text(stats))
     return 0
 

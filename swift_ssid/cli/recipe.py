@@ -7,7 +7,10 @@ paths and Flickr30K paths in their ``ENV:`` block. The recipe this command write
 * the ``ENV:`` block names every path setting with your values (absolute), nothing from Flickr30K:
   ``SSID_COLLECTION``, ``SSID_IMAGE_ROOT`` (blank: the collection's folder), ``SSID_INDEX`` where the stage
   needs one, ``SSID_SKIP_INVALID``, ``SSID_ALPHA_BACKGROUND``; the recipe's target and protocol settings are kept;
-* output paths (``result_path``, ``output_dir``) go under ``--runs`` (default ``runs/<collection name>/<family>``).
+* output paths (``result_path``, ``output_dir``) go under ``--runs`` (default ``runs/<collection name>/<family>``);
+* ``--torch-dtype`` and ``--max-pixels`` replace the recipe's ``torch_dtype`` and ``max_pixels``;
+* given an ``--index`` without reasons (``swift-ssid identifiers KIND``), a train recipe trains the ``-noreason``
+  datasets and a retrieve recipe sets ``SSID_TARGET: noreason`` (the command says so).
 
 A variable already set in your shell still wins over the ``ENV:`` block (ms-swift's rule, it logs a warning).
 
@@ -25,6 +28,8 @@ from typing import Any
 
 from swift_ssid.core.errors import UserError, check_output_file
 from swift_ssid.core.jsonl import write_text_atomic
+from swift_ssid.workflows.pipeline import DATASETS, index_target
+from swift_ssid.workflows.run import DTYPES
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "data" / "recipes"  # package data; recipes/ links here
 _RUNS = re.compile(r"^runs/flickr30k/([\w.]+)/?")
@@ -52,6 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model folder or hub id instead of the recipe's")
     parser.add_argument("--skip-invalid", action="store_true", help="leave out the rows `swift-ssid check` flags")
     parser.add_argument("--alpha-background", help="colour transparency is composited onto (default white)")
+    parser.add_argument("--torch-dtype", "--torch_dtype", choices=DTYPES, help="instead of the recipe's torch_dtype")
+    parser.add_argument(
+        "--max-pixels", "--max_pixels", type=int, help="image size cap in pixels instead of the recipe's max_pixels"
+    )
     parser.add_argument("--out", help="the recipe file to write (required)")
     parser.add_argument("--list", action="store_true", help="list the shipped recipes and exit")
 
@@ -100,10 +109,45 @@ def fill_recipe(config: dict[str, Any], args: argparse.Namespace, plugin: Path) 
     out["custom_register_path"] = [str(plugin)]
     if args.model:
         out["model"] = args.model
+    if getattr(args, "torch_dtype", None):
+        out["torch_dtype"] = args.torch_dtype
+    if getattr(args, "max_pixels", None):
+        if args.max_pixels < 1:
+            raise UserError(f"--max-pixels {args.max_pixels}: must be a positive number of pixels")
+        out["max_pixels"] = args.max_pixels
     for key, value in out.items():
         if isinstance(value, str) and _RUNS.match(value):
             out[key] = str(runs / _RUNS.sub("", value)) if _RUNS.sub("", value) else str(runs)
     return {"ENV": env, **out}
+
+
+def match_index_target(filled: dict[str, Any], index: str | None) -> str | None:
+    """Switch ``filled`` to the identifier-only target when ``index`` has no reasons; return a note, or None.
+
+    A train recipe then trains the ``-noreason`` datasets, a retrieve recipe retrieves with ``SSID_TARGET: noreason``
+    (kind indexes of ``swift-ssid identifiers`` carry no reasons, and the reason datasets need one per image).
+    """
+    from swift_ssid.integration.settings import SSIDSettings
+
+    if not index or not (Path(index) / "index.jsonl").is_file() or index_target(index) == "reason":
+        return None
+    env = filled["ENV"]
+    reason, noreason = DATASETS["reason"], DATASETS["noreason"]
+    switched = False
+    datasets = filled.get("dataset")
+    if isinstance(datasets, list) and any(d in reason for d in datasets):
+        filled["dataset"] = [noreason[reason.index(d)] if d in reason else d for d in datasets]
+        switched = True
+    if SSIDSettings.env_var("index_dir") in env and (switched or "val_dataset" in filled):
+        env[SSIDSettings.env_var("target")] = "noreason"
+        env.pop(SSIDSettings.env_var("infer_reason"), None)
+        switched = True
+    if not switched:
+        return None
+    return (
+        f"index {index} has no reasons: this recipe uses the identifier-only target "
+        f"({' '.join(noreason) if filled.get('dataset') else SSIDSettings.env_var('target') + ': noreason'})"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
     config = yaml.safe_load(source.read_text(encoding="utf-8"))
     plugin = Path(__file__).resolve().parents[1] / "plugin.py"
     filled = fill_recipe(config, args, plugin)
+    note = match_index_target(filled, args.index)
     head = []
     for line in source.read_text(encoding="utf-8").splitlines():  # the recipe's leading comment block
         if not line.startswith("#"):
@@ -140,6 +185,8 @@ def run(args: argparse.Namespace) -> int:
         + yaml.safe_dump(filled, sort_keys=False, allow_unicode=True)
     )
     write_text_atomic(out, text)
+    if note:
+        print(note)
     command = "sft" if source.stem.startswith("train") else "infer"
     print(f"wrote {out}; run: swift {command} {out}")
     return 0

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         alpha_background=args.alpha_background or _background_from_env(),
         texts=_texts(args.collection, args.image_root),
     )
-    metrics = ", ".join(f"R@{k} {format_percent(stats.metrics.r_at(k))}" for k in stats.metrics.ks)
+    metrics = ", ".join(f"R@{k} {format_percent(stats.metrics.r_at(k))}%" for k in stats.metrics.ks)
     print(f"wrote {args.out} ({stats.size_bytes / 1e6:.1f} MB): {stats.n_queries} queries, {metrics} (image-level)")
     print(
         f"cases: {stats.shown_successes}/{stats.n_successes} successes, {stats.shown_failures}/{stats.n_failures} "

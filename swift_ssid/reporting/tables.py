@@ -54,11 +54,11 @@ def format_percent(fraction: float) -> str:
 
 
 def format_metrics(metrics: RunMetrics, run: str, note: str | None = None) -> str:
-    """The metrics of one run as aligned text lines (percent, one decimal, as in the paper's tables)."""
+    """The metrics of one run as aligned text lines (``R@1    47.3%``: percent, one decimal, as the paper)."""
     lines = [f"run: {run}", f"metric: {metrics.metric}", f"queries: {metrics.n_queries}"]
     if note:
         lines.append(f"note: {note}")
-    lines += [f"{f'R@{k}':<6}{format_percent(metrics.r_at(k)):>6}" for k in metrics.ks]
+    lines += [f"{f'R@{k}':<6}{format_percent(metrics.r_at(k)):>6}%" for k in metrics.ks]
     lines.append(f"unknown identifiers: {format_percent(metrics.unknown_identifier_rate or 0.0)}%")
     return "\n".join(lines)
 

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from swift_ssid.core.checks import check_collection
+from swift_ssid.core.checks import CheckReport, check_collection
 from swift_ssid.core.collection import TRAIN_SPLITS, CollectionItem
 from swift_ssid.core.images import DEFAULT_BACKGROUND, parse_background
 from swift_ssid.core.index import read_stats
@@ -53,6 +53,26 @@ logger = logging.getLogger(__name__)
 PLUGIN_FILE = Path(__file__).resolve().parents[1] / "plugin.py"
 IDENTIFIER_SOURCES: tuple[str, ...] = ("auto", "model", "caption-derived", "index")
 MAX_PROBLEMS_SHOWN = 20
+PROGRESS_EVERY_S = 10.0
+"""How often a running stage's progress (its log's latest line) is logged."""
+DATASETS = {
+    "reason": ["ssid-memorize", "ssid-retrieve"],
+    "noreason": ["ssid-memorize-noreason", "ssid-retrieve-noreason"],
+}
+"""The ``swift sft`` datasets of each training target."""
+
+
+def index_target(index_dir: str | os.PathLike) -> str:
+    """The training target an index supports: ``reason`` when every usable entry has a reason, else ``noreason``.
+
+    Indexes of ``swift-ssid identifiers KIND`` carry no reasons; only ``swift-ssid build-index`` on stage-1
+    answers writes them.
+    """
+    from swift_ssid.core.index import IdentifierIndex
+
+    entries = [e for e in IdentifierIndex.load(index_dir).entries if e.identifier is not None]
+    has_reason = bool(entries) and all(e.reason is not None and e.reason.strip() for e in entries)
+    return "reason" if has_reason else "noreason"
 
 
 def swift_executable() -> str:
@@ -71,14 +91,99 @@ class CollectionError(StageError):
     """The collection check found problem rows (and ``skip_invalid`` is off); the message lists them."""
 
 
-def run_logged(cmd: Sequence[str], log_path: Path, env: dict[str, str], cwd: Path | None = None) -> float:
-    """Run ``cmd``, output to ``log_path``; return its wall time or raise :class:`StageError` with the log's end."""
+def check_rows(
+    collection: str | os.PathLike,
+    image_root: str | os.PathLike | None,
+    *,
+    skip_invalid: bool,
+    skipped: Path,
+    cache: Path | None = None,
+    announce: bool = True,
+) -> CheckReport:
+    """The collection check every command that reads a collection runs first (``run``, ``identifiers``, ...).
+
+    Problem rows stop the command with one line per problem (``file:line: [code] what; fix``, as ``swift-ssid
+    check`` prints them), or, with ``skip_invalid``, are listed in ``skipped`` (JSON Lines) and left out.
+
+    Returns:
+        The report; its ``items`` are the usable rows.
+
+    Raises:
+        CollectionError: a row has a problem and ``skip_invalid`` is off, or no row is usable.
+    """
+    report = check_collection(collection, image_root, cache=cache)
+    if not report.problems:
+        skipped.unlink(missing_ok=True)
+        return report
+    shown = [p.line() for p in report.problems[:MAX_PROBLEMS_SHOWN]]
+    if len(report.problems) > MAX_PROBLEMS_SHOWN:
+        shown.append(f"... and {len(report.problems) - MAX_PROBLEMS_SHOWN} more (`swift-ssid check` lists all)")
+    listing = "\n".join(shown)
+    if not skip_invalid:
+        raise CollectionError(
+            f"{report.summary()}:\n{listing}\nfix these rows, or pass --skip-invalid to leave them out "
+            f"(they are then listed in {skipped})"
+        )
+    report.write_skipped(skipped)
+    if not report.items:
+        raise CollectionError(f"{report.summary()}: no usable row left; fix the collection:\n{listing}")
+    if announce:
+        logger.warning("%s; left out (listed in %s):\n%s", report.summary(), skipped, listing)
+    return report
+
+
+def write_checked(items: Sequence[CollectionItem], path: Path) -> Path:
+    """Write usable items as a collection ``.jsonl`` (absolute image paths), unless it already holds exactly them."""
+    text = "".join(json.dumps(it.to_row(), ensure_ascii=False) + "\n" for it in items)
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        write_text_atomic(path, text)
+    return path
+
+
+def last_log_line(log_path: Path, tail_bytes: int = 4096) -> str:
+    """The last non-empty line of a log, a progress bar's latest state included (the text after its last ``\\r``)."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - tail_bytes))
+            tail = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [part.strip() for line in tail.splitlines() for part in line.split("\r") if part.strip()]
+    return lines[-1][:160] if lines else ""
+
+
+def run_logged(
+    cmd: Sequence[str],
+    log_path: Path,
+    env: dict[str, str],
+    cwd: Path | None = None,
+    heartbeat_s: float = PROGRESS_EVERY_S,
+) -> float:
+    """Run ``cmd``, output to ``log_path``; return its wall time or raise :class:`StageError` with the log's end.
+
+    While it runs, every ``heartbeat_s`` seconds the log's latest line (a progress bar, a loss) is logged when
+    it changed, so no stage is silent for long.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
         log.write("$ " + shlex.join(cmd) + "\n")
         log.flush()
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, check=False)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        shown = ""
+        while True:
+            try:
+                proc.wait(timeout=heartbeat_s)
+                break
+            except subprocess.TimeoutExpired:
+                line = last_log_line(log_path)
+                if line and line != shown:
+                    logger.info("  %s (%.0f s): %s", log_path.stem, time.perf_counter() - start, line)
+                    shown = line
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         tail = "".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-40:])
@@ -230,34 +335,22 @@ class Pipeline:
             CollectionError: a row has a problem and ``skip_invalid`` is off (the message lists the problems),
                 or no row is usable.
         """
-        report = check_collection(self.cfg.collection, self.cfg.image_root, cache=self.work / "check_cache.json")
         skipped = self.work / "skipped.jsonl"
-        if report.problems:
-            shown = [p.line() for p in report.problems[:MAX_PROBLEMS_SHOWN]]
-            if len(report.problems) > MAX_PROBLEMS_SHOWN:
-                shown.append(f"... and {len(report.problems) - MAX_PROBLEMS_SHOWN} more (`swift-ssid check` lists all)")
-            listing = "\n".join(shown)
-            if not self.cfg.skip_invalid:
-                raise CollectionError(
-                    f"{report.summary()}:\n{listing}\nfix these rows, or pass --skip-invalid to leave them out "
-                    "(they are then listed in WORK/skipped.jsonl)"
-                )
-            report.write_skipped(skipped)
-            if not report.items:
-                raise CollectionError(f"{report.summary()}: no usable row left; fix the collection:\n{listing}")
-            if "collection_check" not in self.summary:
-                logger.warning("%s; left out (listed in %s):\n%s", report.summary(), skipped, listing)
-        else:
-            skipped.unlink(missing_ok=True)
+        report = check_rows(
+            self.cfg.collection,
+            self.cfg.image_root,
+            skip_invalid=self.cfg.skip_invalid,
+            skipped=skipped,
+            cache=self.work / "check_cache.json",
+            announce="collection_check" not in self.summary,
+        )
         self.summary["collection_check"] = {
             "rows": report.rows,
             "usable": len(report.items),
             "skipped": len(report.problems),
             "skipped_file": str(skipped) if report.problems else None,
         }
-        text = "".join(json.dumps(it.to_row(), ensure_ascii=False) + "\n" for it in report.items)
-        if not self.collection_file.is_file() or self.collection_file.read_text(encoding="utf-8") != text:
-            write_text_atomic(self.collection_file, text)
+        write_checked(report.items, self.collection_file)
         return report.items
 
     @property
@@ -266,13 +359,36 @@ class Pipeline:
         return self.work / "collection.jsonl"
 
     def _settings_env(self) -> dict[str, str]:
-        """The ``SSID_*`` environment of the datasets and templates (checked collection, background)."""
+        """The ``SSID_*`` environment of the datasets and templates (checked collection, background, target)."""
+        has_index = (self.index_dir / "index.jsonl").is_file()
         return SSIDSettings(
-            index_dir=self.index_dir if (self.index_dir / "index.jsonl").is_file() else None,
+            index_dir=self.index_dir if has_index else None,
             collection=str(self.collection_file),
             protocol=self.cfg.protocol,
             alpha_background=self.cfg.alpha_background,
+            target=self.target() if has_index else "reason",  # type: ignore[arg-type]
         ).to_env()
+
+    def target(self) -> str:
+        """The training target: ``noreason`` when the index has no reasons (kind indexes) or ``SSID_TARGET`` says so.
+
+        Recorded in the summary (``target``, ``target_why``) and logged once.
+        """
+        if "target" not in self.summary:
+            wanted = (self._env().get(SSIDSettings.env_var("target")) or "").strip().lower()
+            if wanted == "noreason":
+                target, why = "noreason", f"{SSIDSettings.env_var('target')}=noreason"
+            else:
+                target = index_target(self.index_dir)
+                why = "the index has a reason for every image" if target == "reason" else "the index has no reasons"
+            self.summary["target"], self.summary["target_why"] = target, why
+            if target == "noreason":
+                logger.warning(
+                    "training target: identifier only (%s): training %s and retrieving with --target noreason",
+                    why,
+                    " ".join(DATASETS[target]),
+                )
+        return self.summary["target"]
 
     # ------------------------------------------------------------------ stages
     def generate(self) -> None:
@@ -393,15 +509,19 @@ class Pipeline:
 
         def run() -> dict:
             args = ["--model", self.cfg.model, *self.cfg.model_flags, "--template", self.cfg.template]
-            args += ["--dataset", "ssid-memorize", "ssid-retrieve", "--dataset_shuffle", "true"]
+            args += ["--dataset", *DATASETS[self.target()], "--dataset_shuffle", "true"]
             args += ["--output_dir", str(out), *self.cfg.sft_flags]
+            if "--check_model" not in self.cfg.sft_flags:
+                # ms-swift's default asks the ModelScope hub whether a local model is its latest version, ignoring
+                # MODELSCOPE_OFFLINE (three retries, ~7 s offline); every command of the pipeline runs offline.
+                args += ["--check_model", "false"]
             self._swift("sft", args, "3_sft.log", **self._settings_env())
             try:
                 checkpoint = last_checkpoint(out)
             except FileNotFoundError as e:
                 raise StageError(f"{e}; see {self.logs / '3_sft.log'}") from None
             (out / "last_checkpoint.txt").write_text(str(checkpoint))
-            return {"checkpoint": str(checkpoint)}
+            return {"checkpoint": str(checkpoint), "datasets": DATASETS[self.target()]}
 
         self._stage("train", [out / "last_checkpoint.txt"], run)
 
@@ -454,6 +574,8 @@ class Pipeline:
         dtype = _flag(self.cfg.model_flags, "--torch_dtype")
         if dtype:
             args += ["--torch-dtype", dtype]
+        if self.target() == "noreason":
+            args += ["--target", "noreason"]
         # Invoked unless an earlier call with the same command and SSID_* settings left every query in the run
         # file (loading the model only to find nothing to do costs minutes for a 7B model); otherwise retrieve
         # itself skips the queries already in the run file.
@@ -466,9 +588,13 @@ class Pipeline:
             return {"queries": len(query_ids), "skipped": True}
         stamp_file.unlink(missing_ok=True)
         start = time.perf_counter()
+        what = "test captions" if name == "test" else f"{name} check: training captions"
+        logger.info("[retrieve] %s: %d queries -> %s (log %s)", what, len(query_ids), run_file, self.logs)
         self._ssid(args, f"4_retrieve{suffix}.log", **self._settings_env())
         write_json_atomic(stamp_file, stamp)
-        return {"queries": len(query_ids), "seconds": round(time.perf_counter() - start, 1)}
+        seconds = round(time.perf_counter() - start, 1)
+        logger.info("[retrieve] %s: finished in %.1f s", what, seconds)
+        return {"queries": len(query_ids), "seconds": seconds}
 
     def evaluate(self) -> dict:
         """Stage 5: R@1/5/10 (``swift-ssid evaluate``) with chance levels, and the HTML reports (``swift-ssid report``).
@@ -481,6 +607,7 @@ class Pipeline:
         from swift_ssid.core.runs import read_run
 
         self.check()
+        logger.info("[evaluate] running (metrics and HTML reports)")
         start = time.perf_counter()
         n_images = sum(1 for e in IdentifierIndex.load(self.index_dir).entries if e.identifier is not None)
         source = self.summary.get("identifier_source", "unknown")
@@ -580,15 +707,22 @@ def _answered_images(results: Path, text_keys: dict[str, str] | None = None) -> 
 
 
 def _recall_line(metrics: dict, chance: dict) -> str:
-    """``R@1 0.850 (chance 0.083) / R@5 ...`` for the R@K keys of ``metrics``."""
+    """``R@1 85.0% (chance 8.3%) / R@5 ...`` for the R@K keys of ``metrics`` (percent, as every command prints R@K)."""
+    from swift_ssid.reporting.tables import format_percent
+
+    def percent(value: float | None) -> str:
+        return "?" if value is None else f"{format_percent(value)}%"
+
     keys = [k for k in metrics if k.startswith("R@")]
-    return " / ".join(f"{k} {metrics[k]:.3f} (chance {chance.get(k, float('nan')):.3f})" for k in keys)
+    return " / ".join(f"{k} {percent(metrics[k])} (chance {percent(chance.get(k))})" for k in keys)
 
 
 def format_summary(summary: dict, title: str) -> str:
     """The block a run prints at the end: source, both R@K lines beside chance, distinct lists, report paths."""
     rule = "=" * 88
     lines = ["", rule, title, f"identifier source   : {summary.get('identifier_source', 'unknown')}"]
+    if summary.get("target") == "noreason":
+        lines.append(f"training target     : identifier only, the -noreason datasets ({summary.get('target_why')})")
     gen = summary.get("stages", {}).get("index", {}).get("model_answers")
     if gen:
         lines.append(f"model answers       : {gen['valid']} of {gen['images']} usable as identifiers")
