@@ -231,6 +231,12 @@ def test_every_kind_goes_through_run_index_end_to_end(
     assert all(row["setting"]["reason"] == "none" for row in read_jsonl(work / "run.jsonl"))
     sft_log = (work / "logs" / "3_sft.log").read_text()
     assert "--check_model false" in sft_log.splitlines()[0]
+    # atomic identifiers are new tokens: ms-swift adds them to the tokenizer and the checkpoint remembers them
+    assert ("--new_special_tokens" in sft_log.splitlines()[0]) == (kind == "atomic")
+    if kind == "atomic":
+        args_json = json.loads((Path(summary["stages"]["train"]["checkpoint"]) / "args.json").read_text())
+        tokens = (index / "new_tokens.txt").read_text().split()
+        assert tokens and args_json["new_special_tokens"] == tokens
     assert "Retrying" not in sft_log and "modelscope.cn" not in sft_log  # no hub call offline
     assert "[retrieve] test captions: 2 queries" in caplog.text  # retrieval says what it does
 

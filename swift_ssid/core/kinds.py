@@ -465,6 +465,21 @@ def index_new_tokens(index_dir: str | os.PathLike) -> list[str]:
     return read_companion(index_dir, name).split() if name else []
 
 
+NEW_TOKEN_TRAINABLE = ("--modules_to_save", "embed_tokens", "lm_head")
+"""With LoRA, the resized embedding and output layers stay trainable and are saved, so new tokens are learnt."""
+
+
+def new_token_sft_flags(index_dir: str | os.PathLike) -> list[str]:
+    """The ``swift sft`` flags an index's new tokens need (atomic): ``[]`` for an index without any.
+
+    >>> new_token_sft_flags("/no/such/index")
+    []
+    """
+    if not index_new_tokens(index_dir):
+        return []
+    return ["--new_special_tokens", str(Path(index_dir) / NEW_TOKENS_FILE), *NEW_TOKEN_TRAINABLE]
+
+
 __all__ = [
     "ATOMIC_PREFIX",
     "BUILDABLE",
@@ -477,6 +492,7 @@ __all__ = [
     "hierarchical_kmeans",
     "index_kind",
     "index_new_tokens",
+    "new_token_sft_flags",
     "indexed_items",
     "numeric_identifiers",
     "semantic_identifiers",

@@ -44,6 +44,7 @@ from swift_ssid.core.collection import TRAIN_SPLITS, CollectionItem
 from swift_ssid.core.images import DEFAULT_BACKGROUND, parse_background
 from swift_ssid.core.index import read_stats
 from swift_ssid.core.jsonl import iter_jsonl, read_json, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from swift_ssid.core.kinds import new_token_sft_flags
 from swift_ssid.core.rows import result_key
 from swift_ssid.integration.checkpoints import last_checkpoint
 from swift_ssid.integration.settings import ENV_KEYS, SSIDSettings
@@ -511,6 +512,8 @@ class Pipeline:
             args = ["--model", self.cfg.model, *self.cfg.model_flags, "--template", self.cfg.template]
             args += ["--dataset", *DATASETS[self.target()], "--dataset_shuffle", "true"]
             args += ["--output_dir", str(out), *self.cfg.sft_flags]
+            if (self.index_dir / "index.jsonl").is_file():  # atomic identifiers: the tokens the index names
+                args += new_token_sft_flags(self.index_dir)
             if "--check_model" not in self.cfg.sft_flags:
                 # ms-swift's default asks the ModelScope hub whether a local model is its latest version, ignoring
                 # MODELSCOPE_OFFLINE (three retries, ~7 s offline); every command of the pipeline runs offline.

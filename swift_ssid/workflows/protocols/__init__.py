@@ -28,7 +28,6 @@ parts. The label and query checks they use live with queries and runs (:mod:`swi
 
 from swift_ssid.workflows.protocols.ablation import REASON_RUN_STEMS, REASON_SETTINGS, run_ablation
 from swift_ssid.workflows.protocols.identifiers import (
-    ATOMIC_SFT_FLAGS,
     IDENTIFIER_KINDS,
     KindOptions,
     build_kind_index,
@@ -48,7 +47,6 @@ from swift_ssid.workflows.protocols.runner import (
 from swift_ssid.workflows.protocols.zeroshot import run_zeroshot, train_zeroshot
 
 __all__ = [
-    "ATOMIC_SFT_FLAGS",
     "IDENTIFIER_KINDS",
     "REASON_RUN_STEMS",
     "REASON_SETTINGS",

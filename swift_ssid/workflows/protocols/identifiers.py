@@ -25,8 +25,6 @@ logger = logging.getLogger(__name__)
 
 IDENTIFIER_KINDS: tuple[str, ...] = ("numeric", "string", "semantic", "structured", "atomic")
 """GRACE's kinds the ``identifiers`` protocol runs by default (``ssid`` joins when ``--ssid-index`` is given)."""
-ATOMIC_SFT_FLAGS = ("--modules_to_save", "embed_tokens", "lm_head")
-"""LoRA keeps the (resized) embedding and output layers trainable and saved, so the new tokens are learnt."""
 
 
 def build_kind_index(
@@ -74,11 +72,9 @@ def train_kind(
     Returns:
         The checkpoint it wrote (recorded in ``<output_dir>/ssid_protocol.json``).
     """
-    from swift_ssid.core.kinds import NEW_TOKENS_FILE, index_new_tokens
+    from swift_ssid.core.kinds import new_token_sft_flags
 
-    extra = [*training.sft_args]
-    if index_new_tokens(index):
-        extra += ["--new_special_tokens", str(index / NEW_TOKENS_FILE), *ATOMIC_SFT_FLAGS]
+    extra = [*training.sft_args, *new_token_sft_flags(index)]
     record = {"protocol": "identifiers", "kind": kind}
     return train_once(training.recipe, opts, training.settings(index), output_dir, log, record, extra)
 
