@@ -181,3 +181,38 @@ def test_the_cli_prints_the_new_version_and_index_versions_lists_it(split, tmp_p
     assert main(["index", "versions", str(d)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and lines[-1].startswith("*    3") and "11 images" in lines[-1]
+
+
+# ---------------------------------------------------------------- continued training: the rows and the command
+
+
+def test_update_rows_replay_old_pairs_at_the_ratio_and_never_a_removed_image(split, tmp_path):
+    from swift_ssid.workflows.update import continued_training_command, update_rows
+
+    old, new, new_items = split
+    d = tmp_path / "index"
+    _build("caption-derived", old, d)
+    add_images(d, new)
+    old_items = load_collection(old)
+    remove_images(d, [old_items[0].image])
+    rows = update_rows(d, new_items, old_items, replay_ratio=0.5, seed=1)
+    n_new = sum(1 for it in new_items if it.split in ("train", "restval", "test")) + sum(
+        len(it.captions) for it in new_items if it.split in ("train", "restval")
+    )
+    assert len(rows.new) == n_new and len(rows.replay) == round(0.5 * n_new) and not rows.with_reason
+    replayed_images = {r["images"][0] for r in rows.replay if "images" in r}
+    assert old_items[0].image not in replayed_images and not replayed_images & {it.image for it in new_items}
+    gone_caption = old_items[0].captions[0]
+    assert all(gone_caption not in r["messages"][0]["content"] for r in rows.replay)
+    assert update_rows(d, new_items, old_items, replay_ratio=0).replay == []
+    assert (
+        update_rows(d, new_items, old_items, replay_ratio=1, seed=1).replay
+        == update_rows(d, new_items, old_items, replay_ratio=1, seed=1).replay
+    )  # seeded
+    everything = update_rows(d, new_items, old_items, replay_ratio=1000)
+    assert len(everything.replay) == len(update_rows(d, old_items[1:], [], replay_ratio=0).new)  # at most all old
+    with pytest.raises(ValueError, match="add` the new images first"):
+        update_rows(d, [old_items[0]], [], replay_ratio=0)
+    args = continued_training_command("M", "T", "ckpt", "rows.jsonl", "out", d, ["--max_steps", "3"])
+    assert args[args.index("--resume_from_checkpoint") + 1] == "ckpt"
+    assert args[args.index("--resume_only_model") + 1] == "true" and args[-2:] == ["--max_steps", "3"]

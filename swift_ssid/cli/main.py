@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "identifiers": ("swift_ssid.cli.identifiers", "GRACE's identifier kinds (numeric, string, ...) as an index"),
     "add": ("swift_ssid.cli.add", "add images to an index: identifiers for the new images only, a new version"),
     "remove": ("swift_ssid.cli.remove", "remove images from an index: a new version that can never return them"),
+    "update": ("swift_ssid.cli.update", "continue training on added images plus a replay of old ones"),
     "index": ("swift_ssid.cli.index", "list (versions) or prune the versions of an index folder"),
     "retrieve": ("swift_ssid.cli.retrieve", "trie-constrained top-K retrieval for a query file"),
     "evaluate": ("swift_ssid.cli.evaluate", "image-level R@K of a run file"),

@@ -415,3 +415,154 @@ def swift_stage1(
         return results
 
     return run
+
+
+# ---------------------------------------------------------------- continued training (swift-ssid update)
+
+DEFAULT_REPLAY_RATIO = 1.0
+"""Replayed old pairs per new pair. Provisional (DSI++ replays old pseudo-queries; the share is not yet measured
+here): the benchmark of issue 18 item 5 is to choose it."""
+
+
+@dataclass
+class UpdateRows:
+    """The rows of one continued-training run: the new images' pairs and the replayed old ones.
+
+    Attributes:
+        new: memorise + retrieve rows of the new images.
+        replay: a seeded sample of the old images' memorise + retrieve rows (images still in the index only).
+        with_reason: whether the targets carry the reason line.
+    """
+
+    new: list[dict]
+    replay: list[dict]
+    with_reason: bool
+
+    @property
+    def rows(self) -> list[dict]:
+        """Every training row, new first (``swift sft --dataset_shuffle`` mixes them)."""
+        return [*self.new, *self.replay]
+
+
+def update_rows(
+    index_dir: str | os.PathLike,
+    new: Sequence[Any],
+    old: Sequence[Any],
+    replay_ratio: float = DEFAULT_REPLAY_RATIO,
+    seed: int = 0,
+    with_reason: bool | None = None,
+) -> UpdateRows:
+    """Training rows for continued training: the new images' pairs plus ``replay_ratio`` x as many old pairs.
+
+    Args:
+        index_dir: The index (its current version, after ``add``).
+        new: The added images (collection items).
+        old: The images trained before (collection items); those no longer in the index are never replayed.
+        replay_ratio: Old pairs per new pair (0: no replay); at most every old pair.
+        seed: Seed of the replay sample.
+        with_reason: Train the reason line (None: when every trained image has a reason in the index).
+
+    Raises:
+        UserError: a negative ratio, or a new image that has no identifier in the index (run ``add`` first).
+    """
+    import random
+
+    from swift_ssid.core.rows import memorize_rows, retrieve_rows
+
+    if replay_ratio < 0:
+        raise UserError(f"--replay-ratio {replay_ratio}: give 0 (no replay) or more old pairs per new pair")
+    index = load_index(index_dir)
+    known = _stored(index)
+    missing = [item.image for item in new if _match(known, item.image) is None]
+    if missing:
+        raise UserError(f"{missing[0]}: not in the index {index_dir}; `swift-ssid add` the new images first")
+    old = [item for item in old if _match(known, item.image) is not None]
+    if with_reason is None:
+        by_image = {e.image: e for e in index.entries}
+        with_reason = all((by_image.get(_match(known, it.image)) or IndexEntry("x", None, "invalid")).reason
+                          for it in [*new, *old])  # fmt: skip
+
+    def pairs(items: Sequence[Any]) -> list[dict]:
+        if not items:
+            return []
+        return [
+            *memorize_rows(index, items, with_reason=with_reason),
+            *retrieve_rows(index, items, with_reason=with_reason),
+        ]
+
+    new_rows = pairs(new)
+    old_rows = pairs(old)
+    k = min(len(old_rows), round(replay_ratio * len(new_rows)))
+    replay = random.Random(seed).sample(old_rows, k) if k else []
+    return UpdateRows(new_rows, replay, with_reason)
+
+
+def continued_training_command(
+    model: str,
+    template: str,
+    checkpoint: str | os.PathLike,
+    dataset: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    index_dir: str | os.PathLike,
+    sft_flags: Sequence[str] = (),
+) -> list[str]:
+    """The ``swift sft`` arguments that continue training from ``checkpoint`` on ``dataset`` (no ``swift sft``).
+
+    ``--resume_from_checkpoint CKPT --resume_only_model true --ignore_data_skip true`` loads the checkpoint's
+    weights (LoRA adapters stay trainable; a full checkpoint is the model) and starts a fresh optimizer over the new
+    rows. An atomic index adds its (grown) ``new_tokens.txt``.
+    """
+    from swift_ssid.core.kinds import NEW_TOKENS_FILE, index_new_tokens
+
+    args = ["--model", model, "--template", template, "--resume_from_checkpoint", str(checkpoint)]
+    args += ["--resume_only_model", "true", "--ignore_data_skip", "true", "--dataset", str(dataset)]
+    args += ["--dataset_shuffle", "true", "--output_dir", str(output_dir), "--add_version", "false", *sft_flags]
+    if index_new_tokens(index_dir):
+        args += ["--new_special_tokens", str(Path(index_dir) / NEW_TOKENS_FILE)]
+    return args
+
+
+def continue_training(
+    *,
+    model: str,
+    template: str,
+    checkpoint: str | os.PathLike,
+    index_dir: str | os.PathLike,
+    new: Sequence[Any],
+    old: Sequence[Any],
+    output_dir: str | os.PathLike,
+    replay_ratio: float = DEFAULT_REPLAY_RATIO,
+    seed: int = 0,
+    sft_flags: Sequence[str] = (),
+    with_reason: bool | None = None,
+) -> dict[str, Any]:
+    """Continue training from ``checkpoint`` on the new images' pairs plus a replay of old ones (``swift sft``).
+
+    Returns:
+        ``checkpoint`` (the new one), ``new_rows``, ``replay_rows``, ``with_reason``, ``seconds``, ``dataset``.
+    """
+    import time
+
+    from swift_ssid.core.jsonl import write_jsonl_atomic
+    from swift_ssid.integration.checkpoints import last_checkpoint
+    from swift_ssid.integration.settings import SSIDSettings
+    from swift_ssid.workflows.pipeline import PLUGIN_FILE, run_logged, swift_executable
+
+    rows = update_rows(index_dir, new, old, replay_ratio, seed, with_reason)
+    out = Path(output_dir)
+    dataset = out / "update_train.jsonl"
+    write_jsonl_atomic(dataset, rows.rows)
+    args = continued_training_command(model, template, checkpoint, dataset, out, index_dir, sft_flags)
+    cmd = [swift_executable(), "sft", "--custom_register_path", str(PLUGIN_FILE), *args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    start = time.perf_counter()
+    run_logged(cmd, out / "update_sft.log", {**env, **SSIDSettings().to_env()})
+    seconds = round(time.perf_counter() - start, 1)
+    return {
+        "checkpoint": str(last_checkpoint(out)),
+        "new_rows": len(rows.new),
+        "replay_rows": len(rows.replay),
+        "with_reason": rows.with_reason,
+        "seconds": seconds,
+        "dataset": str(dataset),
+    }
