@@ -399,7 +399,6 @@ def swift_stage1(
     """
     from swift_ssid.core.jsonl import write_jsonl_atomic
     from swift_ssid.core.rows import generate_rows
-    from swift_ssid.integration.settings import SSIDSettings
     from swift_ssid.workflows.pipeline import PLUGIN_FILE, run_logged, swift_executable
 
     def run(items: list[Any]) -> Path:
@@ -410,8 +409,7 @@ def swift_stage1(
         cmd = [swift_executable(), "infer", "--custom_register_path", str(PLUGIN_FILE), "--model", model]
         cmd += [*model_flags, "--template", template, "--val_dataset", str(rows), "--result_path", str(results)]
         cmd += ["--max_new_tokens", str(max_new_tokens), "--temperature", "0"]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        run_logged(cmd, work_dir / "add_generate.log", {**env, **SSIDSettings().to_env()})
+        run_logged(cmd, work_dir / "add_generate.log", _swift_env())
         return results
 
     return run
@@ -545,7 +543,6 @@ def continue_training(
 
     from swift_ssid.core.jsonl import write_jsonl_atomic
     from swift_ssid.integration.checkpoints import last_checkpoint
-    from swift_ssid.integration.settings import SSIDSettings
     from swift_ssid.workflows.pipeline import PLUGIN_FILE, run_logged, swift_executable
 
     rows = update_rows(index_dir, new, old, replay_ratio, seed, with_reason)
@@ -554,9 +551,8 @@ def continue_training(
     write_jsonl_atomic(dataset, rows.rows)
     args = continued_training_command(model, template, checkpoint, dataset, out, index_dir, sft_flags)
     cmd = [swift_executable(), "sft", "--custom_register_path", str(PLUGIN_FILE), *args]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     start = time.perf_counter()
-    run_logged(cmd, out / "update_sft.log", {**env, **SSIDSettings().to_env()})
+    run_logged(cmd, out / "update_sft.log", _swift_env())
     seconds = round(time.perf_counter() - start, 1)
     return {
         "checkpoint": str(last_checkpoint(out)),
@@ -566,3 +562,11 @@ def continue_training(
         "seconds": seconds,
         "dataset": str(dataset),
     }
+
+
+def _swift_env() -> dict[str, str]:
+    """The environment of a ``swift`` command run here: offline, and no ``SSID_*`` setting of the caller's."""
+    from swift_ssid.integration.settings import SSIDSettings
+
+    offline = {"HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return {**os.environ, **offline, **SSIDSettings().to_env()}
