@@ -161,6 +161,9 @@ class Retriever:
         max_new_tokens: generation budget per response (identifier line plus reason).
         labels: extra ``setting`` entries written into every run row (e.g. ``{"language": "zh"}``,
             ``{"protocol": "zeroshot", "n_train": 1000}``); a resumed run file must hold the same ones.
+
+    Every row records the index's version (``index_version``); a run file of another version is not resumed
+    (refused, naming both versions).
     """
 
     def __init__(
