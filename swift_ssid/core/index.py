@@ -437,10 +437,11 @@ def prune_versions(directory: str | os.PathLike, keep: int = 1) -> list[int]:
     directory = Path(directory)
     if not (directory / CURRENT_LINK).is_symlink():
         return []  # a flat folder of before: one version
+    versions = directory / VERSIONS_DIR
+    _clear_staging(versions)  # and what a killed prune left
     current = index_version(directory)
     others = [n for n in list_versions(directory) if n != current]
     doomed = others[: max(0, len(others) - (keep - 1))]
-    versions = directory / VERSIONS_DIR
     for number in doomed:
         gone = versions / f"{_PRUNING}{number:04d}-{os.getpid()}"
         os.rename(versions / _version_name(number), gone)
