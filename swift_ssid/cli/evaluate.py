@@ -7,6 +7,9 @@ Two inputs:
   from, ``--index`` the identifier index): ``swift infer`` keeps only the top beam, so only **R@1** is
   defined and reported (labelled so); R@5/10 need ``swift-ssid retrieve``. Result rows are matched to queries by
   position and checked by their user turn.
+
+With a run file, ``--index DIR`` checks that the run was made with the index's current version (refused otherwise,
+naming both versions).
 """
 
 from __future__ import annotations
@@ -35,7 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="with a `swift infer` result file: the ssid-query.jsonl the results were generated from",
     )
-    parser.add_argument("--index", metavar="DIR", help="with a `swift infer` result file: the identifier index")
+    parser.add_argument(
+        "--index",
+        metavar="DIR",
+        help="the identifier index: needed with a `swift infer` result file; with a run file, refuse a run made with "
+        "another version of it",
+    )
 
 
 def _is_infer_results(path: str) -> bool:
@@ -103,7 +111,13 @@ def run(args: argparse.Namespace) -> int:
         metrics = evaluate_run(infer_results_to_run(args.run, args.queries, args.index), ks=[1])
         note = INFER_NOTE
     else:
-        metrics = evaluate_run(read_run(args.run), ks=args.ks)
+        rows = read_run(args.run)
+        if args.index:
+            from swift_ssid.core.index import index_version
+            from swift_ssid.core.runs import check_run_version
+
+            check_run_version(rows, index_version(args.index), args.index, args.run)
+        metrics = evaluate_run(rows, ks=args.ks)
     print(format_metrics(metrics, args.run, note))
     if args.json:
         out = {"run": args.run, **metrics.to_dict(), **({"note": note} if note else {})}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from swift_ssid.core.errors import UserError, check_output_file
-from swift_ssid.core.runs import check_run_index, read_run
+from swift_ssid.core.runs import check_run_index, check_run_version, read_run
 from swift_ssid.reporting.report import write_report
 from swift_ssid.reporting.tables import format_percent
 
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from swift_ssid.core.fusion import ImageLevelIndex, is_image_level
-    from swift_ssid.core.index import IdentifierIndex
+    from swift_ssid.core.index import IdentifierIndex, index_version
     from swift_ssid.core.quality import QualityReport
 
     check_output_file(args.out, "--out")
@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     image_level = all(is_image_level(row) for row in rows)
     if args.index:
         index = IdentifierIndex.load(args.index)
+        check_run_version(rows, index_version(args.index), args.index, args.run)  # another version: refused
         if not image_level:
             check_run_index(rows, index, args.run)  # refuses a run made with another index
     elif image_level:

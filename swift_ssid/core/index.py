@@ -11,8 +11,18 @@ policy. Every index folder (``swift-ssid build-index``, every kind of ``swift-ss
   (one word count: :func:`swift_ssid.core.answers.identifier_words`), the builder adds its own;
 * ``regenerate.jsonl``: images without a usable identifier as ``swift infer`` dataset rows; other companion files
   a builder names (``new_tokens.txt``);
-* ``index_meta.json``, the manifest, written last: format version, collision policy, counts, the builder's extra
-  keys (``kind``, ``params``) and the SHA-256 of every other file, so a folder mixing two builds is refused.
+* ``index_meta.json``, the manifest, written last: format version, collision policy, counts, the index version
+  (``index_version``), the builder's extra keys (``kind``, ``params``) and the SHA-256 of every other file, so a
+  folder mixing two builds is refused.
+
+Index versions: every write adds a version. ``versions/NNNN/`` holds each version as a complete folder of the files
+above; ``current`` is a relative symlink to the current one, switched with one ``os.replace``, so a kill at any
+moment leaves the index wholly old or wholly new. The files above also sit at the top of the folder as symlinks
+through ``current`` (``index.jsonl -> current/index.jsonl``), so every path that named them still does; readers
+resolve ``current`` once and read that version. A folder in the flat layout of before (regular files, no
+``current``) is version 1 and loads as it is; the first write into it copies it to ``versions/0001`` (the same
+bytes), points ``current`` there, turns the top-level files into links one by one (each still the same bytes), and
+only then adds version 2. Old versions stay until :func:`prune_versions` (``swift-ssid index prune``).
 
 Collision policies (two images, one identifier):
 
@@ -30,6 +40,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -53,6 +65,11 @@ STATS_FILE = "stats.json"
 REGENERATE_FILE = "regenerate.jsonl"
 INDEX_FORMAT = "swift_ssid.identifier_index"
 INDEX_VERSION = 1
+VERSIONS_DIR = "versions"
+CURRENT_LINK = "current"
+VERSION_KEY = "index_version"
+"""The manifest key of the index version (1, 2, ...); a manifest without it (written before versions) is version 1."""
+_VERSION_NAME = re.compile(r"\d{4,}")
 REBUILD = "rebuild the index with `swift-ssid build-index` (a kind's index: `swift-ssid identifiers`)"
 
 
@@ -213,6 +230,54 @@ class IdentifierIndex:
     def __repr__(self) -> str:
         return f"IdentifierIndex({len(self._entries)} images, {len(self)} identifiers, policy={self._policy!r})"
 
+    def with_added(self, entries: Iterable[IndexEntry]) -> IdentifierIndex:
+        """A new index: these entries after the existing ones, whose identifiers never change.
+
+        Each new identifier is resolved against the existing ones with the index's policy: under ``shared`` it
+        joins the images that already have it; under ``disambiguate`` it gets the first free `` - N`` suffix.
+
+        Raises:
+            ValueError: an image already in the index or listed twice, or a bad entry (see the constructor).
+        """
+        entries = list(entries)
+        known = [e.image for e in entries if e.image in self._by_image]
+        if known:
+            raise ValueError(f"image {known[0]!r} is already in the index; remove it first to replace its identifier")
+        fresh = self._resolve(entries, "shared")  # checks the entries, canonical raw identifiers
+        taken = set(self._by_identifier) | {e.raw_identifier for e in self._entries if e.raw_identifier}
+        taken |= {e.raw_identifier for e in fresh if e.raw_identifier}
+        out = []
+        for entry in fresh:
+            final = entry.raw_identifier
+            if (
+                final is not None
+                and self._policy == "disambiguate"
+                and (final in self._by_identifier or final in {e.identifier for e in out})
+            ):
+                n = 2
+                while f"{final} - {n}" in taken:
+                    n += 1
+                final = f"{final} - {n}"
+                taken.add(final)
+            out.append(replace(entry, identifier=final))
+        index = IdentifierIndex.__new__(IdentifierIndex)
+        index._setup([*self._entries, *out], self._policy)
+        return index
+
+    def without(self, images: Iterable[str]) -> IdentifierIndex:
+        """A new index without these images; every other entry keeps its identifier.
+
+        Raises:
+            ValueError: an image that is not in the index.
+        """
+        images = set(images)
+        missing = sorted(images - set(self._by_image))
+        if missing:
+            raise ValueError(f"image {missing[0]!r} is not in the index; list the paths as index.jsonl stores them")
+        index = IdentifierIndex.__new__(IdentifierIndex)
+        index._setup([e for e in self._entries if e.image not in images], self._policy)
+        return index
+
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the index alone into ``directory`` (no stats): :func:`write_index` with nothing else.
 
@@ -239,14 +304,15 @@ def write_index(
     texts: Mapping[str, str] | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write an index folder: the companions first, then ``index.jsonl``, then the manifest, each atomically.
+    """Write a new version of an index folder and make it the current one with one ``os.replace``.
 
-    The manifest (``index_meta.json``), written last, holds the SHA-256 of ``index.jsonl`` and of every companion
-    written here. :func:`load_index` and :func:`read_stats` verify them, so a build killed between two files is
-    refused, never read as a mix of two builds.
+    The version is written whole into a hidden staging folder (the companions, then ``index.jsonl``, then the
+    manifest), renamed to ``versions/NNNN``, and only then does ``current`` point to it (see the module docstring),
+    so a kill at any moment leaves the folder's current version wholly old or wholly new. The manifest holds the
+    SHA-256 of every file, so a hand-mixed folder is still refused on load.
 
     Args:
-        directory: The index directory; created when missing.
+        directory: The index directory; created when missing (a flat folder of before is adopted as version 1).
         index: The index.
         stats: The ``stats.json`` object (None: no stats file is written).
         regenerate: Rows of ``regenerate.jsonl`` (None: not written).
@@ -254,32 +320,205 @@ def write_index(
         meta: Extra manifest keys (``kind``, ``params``, ``new_tokens_file``), after the standard ones.
 
     Returns:
-        The path of ``index.jsonl``.
+        The path of ``index.jsonl`` (at the top of the folder, a link into the new version).
     """
     directory = Path(directory)
+    versions = directory / VERSIONS_DIR
+    versions.mkdir(parents=True, exist_ok=True)
+    _clear_staging(versions)
+    _adopt_flat(directory)
+    number = max(list_versions(directory), default=0) + 1
+    staging = versions / f"{_STAGING}{number:04d}-{os.getpid()}"
+    staging.mkdir()
     companions: list[str] = []
     if regenerate is not None:
-        write_jsonl_atomic(directory / REGENERATE_FILE, regenerate)
+        write_jsonl_atomic(staging / REGENERATE_FILE, regenerate)
         companions.append(REGENERATE_FILE)
     for name, text in (texts or {}).items():
-        write_text_atomic(directory / name, text)
+        write_text_atomic(staging / name, text)
         companions.append(name)
     if stats is not None:
-        write_json_atomic(directory / STATS_FILE, dict(stats))
+        write_json_atomic(staging / STATS_FILE, dict(stats))
         companions.insert(0, STATS_FILE)
-    path = directory / INDEX_FILE
-    write_jsonl_atomic(path, (entry.to_dict() for entry in index.entries))
+    write_jsonl_atomic(staging / INDEX_FILE, (entry.to_dict() for entry in index.entries))
     manifest = {
         "format": INDEX_FORMAT,
         "version": INDEX_VERSION,
         "policy": index.policy,
         "images": len(index.entries),
         "identifiers": len(index),
-        "sha256": {name: file_sha256(directory / name) for name in (INDEX_FILE, *companions)},
+        VERSION_KEY: number,
+        "sha256": {name: file_sha256(staging / name) for name in (INDEX_FILE, *companions)},
         **(meta or {}),
     }
-    write_json_atomic(directory / META_FILE, manifest)
-    return path
+    write_json_atomic(staging / META_FILE, manifest)
+    os.rename(staging, versions / _version_name(number))  # fails, rather than mixing, if another writer took it
+    _switch(directory, number, [INDEX_FILE, META_FILE, *companions])
+    return directory / INDEX_FILE
+
+
+# ---------------------------------------------------------------- versions: the pointer, the links, the list
+
+_STAGING = ".staging-"
+_PRUNING = ".pruning-"
+
+
+def _version_name(number: int) -> str:
+    return f"{number:04d}"
+
+
+def version_dir(directory: str | os.PathLike) -> Path:
+    """The folder holding the current version's files, read once (a reader then sees one version throughout).
+
+    ``current``'s target when the top-level manifest is a link through it; else the folder itself (a flat folder of
+    before, a ``versions/NNNN`` folder given directly, or a folder whose top-level manifest was replaced by hand).
+    """
+    directory = Path(directory)
+    pointer = directory / CURRENT_LINK
+    if (directory / META_FILE).is_symlink() and pointer.is_symlink():
+        return directory / os.readlink(pointer)
+    return directory
+
+
+def index_version(directory: str | os.PathLike) -> int:
+    """The version of an index folder's current index (1 for a folder written before versions)."""
+    return int(read_manifest(directory).get(VERSION_KEY, 1))
+
+
+def list_versions(directory: str | os.PathLike) -> list[int]:
+    """The numbers of the versions kept under ``versions/``, ascending (``[]`` for a flat folder of before)."""
+    versions = Path(directory) / VERSIONS_DIR
+    if not versions.is_dir():
+        return []
+    return sorted(int(p.name) for p in versions.iterdir() if _VERSION_NAME.fullmatch(p.name) and p.is_dir())
+
+
+def describe_versions(directory: str | os.PathLike) -> list[dict[str, Any]]:
+    """One row per version (``swift-ssid index versions``): number, current or not, images, identifiers, kind.
+
+    A flat folder of before is one row, version 1. A version whose manifest cannot be read says why in ``error``.
+    """
+    directory = Path(directory)
+    if not (directory / CURRENT_LINK).is_symlink():
+        meta = read_manifest(directory)
+        return [_version_row(1, True, directory, meta)]
+    current = index_version(directory)
+    rows = []
+    for number in list_versions(directory):
+        folder = directory / VERSIONS_DIR / _version_name(number)
+        try:
+            rows.append(_version_row(number, number == current, folder, read_manifest(folder)))
+        except (OSError, ValueError) as e:
+            rows.append({"version": number, "current": number == current, "path": str(folder), "error": str(e)})
+    return rows
+
+
+def _version_row(number: int, current: bool, folder: Path, meta: dict) -> dict[str, Any]:
+    return {
+        "version": int(meta.get(VERSION_KEY, number)),
+        "current": current,
+        "path": str(folder),
+        "kind": str(meta.get("kind") or "ssid"),
+        "images": meta.get("images"),
+        "identifiers": meta.get("identifiers"),
+    }
+
+
+def prune_versions(directory: str | os.PathLike, keep: int = 1) -> list[int]:
+    """Delete all versions but the current one and the ``keep - 1`` newest others; return the numbers deleted.
+
+    Each version is first renamed to a hidden name, then deleted, so a kill leaves no half-deleted version behind.
+
+    Raises:
+        ValueError: ``keep`` below 1.
+    """
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"keep must be a whole number >= 1 (the current version is always kept), got {keep!r}")
+    directory = Path(directory)
+    if not (directory / CURRENT_LINK).is_symlink():
+        return []  # a flat folder of before: one version
+    versions = directory / VERSIONS_DIR
+    _clear_staging(versions)  # and what a killed prune left
+    current = index_version(directory)
+    others = [n for n in list_versions(directory) if n != current]
+    doomed = others[: max(0, len(others) - (keep - 1))]
+    for number in doomed:
+        gone = versions / f"{_PRUNING}{number:04d}-{os.getpid()}"
+        os.rename(versions / _version_name(number), gone)
+        shutil.rmtree(gone)
+    return doomed
+
+
+def _clear_staging(versions: Path) -> None:
+    """Delete the staging and pruning folders that killed writers left (never a live process' own)."""
+    for path in versions.iterdir():
+        if not path.name.startswith((_STAGING, _PRUNING)):
+            continue
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _adopt_flat(directory: Path) -> None:
+    """Turn a flat folder of before into ``versions/0001`` + ``current`` + links, the same bytes at every step."""
+    pointer = directory / CURRENT_LINK
+    if pointer.is_symlink():
+        return
+    if pointer.exists():
+        raise ValueError(
+            f"{pointer}: a folder, not the link swift-ssid writes (was the index copied without its links?); "
+            "copy index folders with `cp -a`, or write to a new folder"
+        )
+    try:
+        meta = read_manifest(directory)
+    except (OSError, ValueError):
+        return  # nothing readable to keep: the folder's first version is the one being written
+    number = int(meta.get(VERSION_KEY, 1))
+    sums = meta.get("sha256") if isinstance(meta.get("sha256"), dict) else {}
+    names = [n for n in dict.fromkeys([INDEX_FILE, *sums, STATS_FILE, REGENERATE_FILE]) if (directory / n).is_file()]
+    versions = directory / VERSIONS_DIR
+    final = versions / _version_name(number)
+    if final.exists():
+        shutil.rmtree(final)  # an adoption killed before it pointed ``current`` there: nothing reads it
+    staging = versions / f"{_STAGING}{number:04d}-{os.getpid()}"
+    staging.mkdir()
+    for name in [*names, META_FILE]:
+        shutil.copy2(directory / name, staging / name)
+    os.rename(staging, final)
+    _switch(directory, number, [*names, META_FILE])
+
+
+def _switch(directory: Path, number: int, names: Iterable[str]) -> None:
+    """Link ``names`` at the top through ``current``, point ``current`` at version ``number``, drop stale links."""
+    names = list(names)
+    for name in names:
+        _link(directory / name, f"{CURRENT_LINK}/{name}")
+    _link(directory / CURRENT_LINK, f"{VERSIONS_DIR}/{_version_name(number)}")  # the one switch
+    for path in directory.iterdir():
+        if path.is_symlink() and path.name not in names and os.readlink(path).startswith(f"{CURRENT_LINK}/"):
+            if not path.exists():
+                path.unlink()  # a file the current version does not have
+
+
+def _link(path: Path, target: str) -> None:
+    """Make ``path`` a symlink to ``target`` with one ``os.replace`` (nothing when it already is one)."""
+    if path.is_symlink() and os.readlink(path) == target:
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, path)
 
 
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
@@ -291,7 +530,7 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
         FileNotFoundError: The folder has no manifest.
         ValueError: The manifest is not JSON, or of another format, version or policy; the message says to rebuild.
     """
-    meta_path = Path(directory) / META_FILE
+    meta_path = version_dir(directory) / META_FILE
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path}: missing; {REBUILD}")
     try:
@@ -330,7 +569,7 @@ def load_index(directory: str | os.PathLike) -> IdentifierIndex:
         ValueError: For a malformed row or meta file, naming the file, the line and the fix; also for
             an image listed twice or, under ``disambiguate``, an identifier given to two images.
     """
-    directory = Path(directory)
+    directory = version_dir(directory)
     meta_path = directory / META_FILE
     meta = read_manifest(directory)
     policy = meta["policy"]
@@ -399,7 +638,7 @@ def read_stats(directory: str | os.PathLike) -> dict:
         FileNotFoundError: the folder has no manifest.
         ValueError: the stats are missing, or belong to another build than the manifest; the message says to rebuild.
     """
-    directory = Path(directory)
+    directory = version_dir(directory)
     _verify_part(directory, read_manifest(directory), STATS_FILE)
     stats = read_json(directory / STATS_FILE)
     if not isinstance(stats, dict):
@@ -414,7 +653,7 @@ def read_companion(directory: str | os.PathLike, name: str) -> str:
         FileNotFoundError: the folder has no manifest, or the file is missing.
         ValueError: the file belongs to another build than the manifest; the message says to rebuild.
     """
-    directory = Path(directory)
+    directory = version_dir(directory)
     _verify_part(directory, read_manifest(directory), name)
     path = directory / name
     if not path.is_file():

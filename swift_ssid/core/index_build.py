@@ -61,7 +61,7 @@ def _image_path(row: dict) -> str:
     raise ValueError(f"image entry must be a path string or {{'path': ...}}, got {item!r}")
 
 
-def _regenerate_row(row: dict, image: str, text_item: bool = False) -> dict:
+def regenerate_row(row: dict, image: str, text_item: bool = False) -> dict:
     """Return a ``swift infer`` dataset row that asks again for this image's identifier (a text item: no image)."""
     messages = row.get("messages")
     if isinstance(messages, list):
@@ -139,51 +139,53 @@ class IndexBuildStats:
         return out
 
 
-def build_index(
+@dataclass
+class ParsedResults:
+    """The answers of a ``swift infer`` result file, one per image (:func:`parse_results`).
+
+    Attributes:
+        chosen: image -> (its entry, its result row), in first-seen order.
+        errors: ``{"line", "error"}`` per skipped row.
+        rows: rows read.
+        duplicates: rows of an image seen before.
+    """
+
+    chosen: dict[str, tuple[IndexEntry, dict]]
+    errors: list[dict]
+    rows: int
+    duplicates: int
+    text_ids: frozenset[str] = frozenset()
+
+    def regenerate(self) -> list[dict]:
+        """``swift infer`` dataset rows for the images without a usable identifier."""
+        return [
+            regenerate_row(row, entry.image, entry.image in self.text_ids)
+            for entry, row in self.chosen.values()
+            if entry.status == "invalid"
+        ]
+
+
+def parse_results(
     results_path: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    collisions: CollisionPolicy = "shared",
     check_images: bool = True,
     image_root: str | os.PathLike | None = None,
     text_keys: Mapping[str, str] | None = None,
-) -> IndexBuildStats:
-    """Parse a ``swift infer --result_path`` file into the identifier index and write it to ``out_dir``.
-
-    Each result row needs a ``response`` string and exactly one image (``images: [{"path": ...}]`` or
-    ``images: ["..."]``). A bad row (not JSON, no response, not one image, missing image file) is
-    skipped, logged and listed in ``stats.input_errors``; the other rows still count. When an
-    image appears in several rows, its first valid row wins (so regenerated results can be
-    appended to the original file), else its last row (the latest answer, so
-    the stats after a retry describe the latest answers).
-
-    Args:
-        results_path: The JSON Lines file ``swift infer`` wrote.
-        out_dir: The index directory to write (``index.jsonl``, ``index_meta.json``, ``stats.json``,
-            ``regenerate.jsonl``).
-        collisions: ``shared`` or ``disambiguate``.
-        check_images: Whether each image file must exist (URLs are not checked).
-        image_root: Directory that relative image paths are checked against (default: the current
-            directory). Paths are stored as given.
-        text_keys: For text collections (:func:`swift_ssid.core.rows.generate_keys`): stage-1 prompt -> item id;
-            a result row without an image is the item whose prompt it answers, and ids name no file to check.
-
-    Returns:
-        The stats written to ``stats.json``.
+) -> ParsedResults:
+    """Parse a ``swift infer`` result file into one entry per image (the rules of :func:`build_index`).
 
     Raises:
         FileNotFoundError: When ``results_path`` does not exist.
-        ValueError: For an unknown policy, an empty file, or a file without a single usable row.
+        ValueError: An empty file, a file without a single usable row, or an image root that is not a folder.
     """
-    check_policy(collisions)
-    results_path, out_dir = Path(results_path), Path(out_dir)
+    results_path = Path(results_path)
     root = Path(image_root) if image_root is not None else Path.cwd()
     if image_root is not None and check_images and not root.is_dir():
         raise ValueError(f"image root {root} is not a directory; pass the folder the image paths are relative to")
 
     errors: list[dict] = []
-    text_ids = set((text_keys or {}).values())
     chosen: dict[str, tuple[IndexEntry, dict]] = {}
     rows_read = duplicates = 0
+    text_ids = frozenset((text_keys or {}).values())
 
     def fail(lineno: int, message: str) -> None:
         errors.append({"line": lineno, "error": message})
@@ -244,13 +246,50 @@ def build_index(
     if not chosen:
         shown = "; ".join(e["error"] for e in errors[:3])
         raise ValueError(f"{results_path}: no usable row among {rows_read} ({len(errors)} errors, first: {shown})")
+    return ParsedResults(chosen, errors, rows_read, duplicates, text_ids)
 
+
+def build_index(
+    results_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    collisions: CollisionPolicy = "shared",
+    check_images: bool = True,
+    image_root: str | os.PathLike | None = None,
+    text_keys: Mapping[str, str] | None = None,
+) -> IndexBuildStats:
+    """Parse a ``swift infer --result_path`` file into the identifier index and write it to ``out_dir``.
+
+    Each result row needs a ``response`` string and exactly one image (``images: [{"path": ...}]`` or
+    ``images: ["..."]``). A bad row (not JSON, no response, not one image, missing image file) is
+    skipped, logged and listed in ``stats.input_errors``; the other rows still count. When an
+    image appears in several rows, its first valid row wins (so regenerated results can be
+    appended to the original file), else its last row (the latest answer, so
+    the stats after a retry describe the latest answers).
+
+    Args:
+        results_path: The JSON Lines file ``swift infer`` wrote.
+        out_dir: The index directory to write (``index.jsonl``, ``index_meta.json``, ``stats.json``,
+            ``regenerate.jsonl``).
+        collisions: ``shared`` or ``disambiguate``.
+        check_images: Whether each image file must exist (URLs are not checked).
+        image_root: Directory that relative image paths are checked against (default: the current
+            directory). Paths are stored as given.
+        text_keys: For text collections (:func:`swift_ssid.core.rows.generate_keys`): stage-1 prompt -> item id;
+            a result row without an image is the item whose prompt it answers, and ids name no file to check.
+
+    Returns:
+        The stats written to ``stats.json``.
+
+    Raises:
+        FileNotFoundError: When ``results_path`` does not exist.
+        ValueError: For an unknown policy, an empty file, or a file without a single usable row.
+    """
+    check_policy(collisions)
+    out_dir = Path(out_dir)
+    parsed = parse_results(results_path, check_images, image_root, text_keys)
+    chosen, errors, rows_read, duplicates = parsed.chosen, parsed.errors, parsed.rows, parsed.duplicates
     index = IdentifierIndex([entry for entry, _ in chosen.values()], policy=collisions)
-    regenerate = [
-        _regenerate_row(row, entry.image, entry.image in text_ids)
-        for entry, row in chosen.values()
-        if entry.status == "invalid"
-    ]
+    regenerate = parsed.regenerate()
 
     stats = IndexBuildStats(
         results_path=str(results_path),

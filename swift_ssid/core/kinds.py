@@ -184,25 +184,41 @@ def indexed_items(collection: Sequence[CollectionItem]) -> list[CollectionItem]:
     return items
 
 
-def numeric_identifiers(n: int) -> list[str]:
-    """GRACE's numeric identifiers: ``0`` .. ``n-1`` with the digits separated by spaces (``"1 2"`` for 12)."""
-    return [" ".join(str(i)) for i in range(n)]
+def numeric_identifiers(n: int, start: int = 0) -> list[str]:
+    """GRACE's numeric identifiers: ``start`` .. ``start+n-1`` with the digits separated by spaces (``"1 2"`` for 12).
+
+    ``start`` continues the numbering of an index (``swift-ssid add``).
+    """
+    return [" ".join(str(i)) for i in range(start, start + n)]
 
 
-def string_identifiers(n: int) -> list[str]:
-    """GRACE's string identifiers: ``"0"`` .. ``str(n-1)``, one string each (the tokenizer may merge digits)."""
-    return [str(i) for i in range(n)]
+def string_identifiers(n: int, start: int = 0) -> list[str]:
+    """GRACE's string identifiers: ``str(start)`` .. ``str(start+n-1)``, one string each (the tokenizer may merge)."""
+    return [str(i) for i in range(start, start + n)]
 
 
-def atomic_tokens(n: int, width: int | None = None) -> list[str]:
+def atomic_tokens(n: int, width: int | None = None, start: int = 0) -> list[str]:
     """One token per image: ``img_000000`` .. (zero-padded to ``width``, default ``max(6, digits of n-1)``).
+
+    ``start`` continues the numbering of an index (``swift-ssid add``): tokens ``start`` .. ``start+n-1``.
 
     The tokens are lower-case and bare (no ``<...>``): the index stores identifiers in canonical form
     (:func:`swift_ssid.core.answers.canonical_identifier` lower-cases and strips enclosing ``<>``), and the token
     must be exactly the stored identifier so the trie, training targets and parsing all see one token.
     """
     width = width if width is not None else max(6, len(str(max(n - 1, 0))))
-    return [f"{ATOMIC_PREFIX}{i:0{width}d}" for i in range(n)]
+    return [f"{ATOMIC_PREFIX}{i:0{width}d}" for i in range(start, start + n)]
+
+
+NUMBERED_KINDS = ("numeric", "string", "atomic")
+"""Kinds whose identifiers count images: ``swift-ssid add`` continues the count, never reusing a number."""
+
+
+def next_number(index: IdentifierIndex, params: dict[str, Any]) -> int:
+    """The number the next image of a numbered kind gets: ``params["next_number"]`` (recorded by ``add`` and
+    ``remove``), else the image count (a freshly built index numbers its images 0 .. n-1)."""
+    recorded = params.get("next_number")
+    return int(recorded) if isinstance(recorded, int) and not isinstance(recorded, bool) else len(index.entries)
 
 
 def semantic_identifiers(
@@ -398,7 +414,6 @@ def write_kind_index(
     }
     if tokens is not None:
         stats["tokens"] = tokens(index)
-    (out_dir / NEW_TOKENS_FILE).unlink(missing_ok=True)  # a stale list from an atomic build before
     write_index(
         out_dir,
         index,
@@ -487,6 +502,7 @@ __all__ = [
     "KINDS",
     "NEW_TOKENS_FILE",
     "KindInfo",
+    "NUMBERED_KINDS",
     "atomic_tokens",
     "caption_derived_identifiers",
     "hierarchical_kmeans",
@@ -494,6 +510,7 @@ __all__ = [
     "index_new_tokens",
     "new_token_sft_flags",
     "indexed_items",
+    "next_number",
     "numeric_identifiers",
     "semantic_identifiers",
     "string_identifiers",

@@ -11,8 +11,12 @@ and ``report``. One row per query::
      "reasons": ["Both men stand outside ...", null],                     # one per identifier, null if none
      "images": ["1000092795.jpg", "2398605966.jpg", "36979.jpg"],         # identifiers expanded, repeats dropped
      "unknown_identifiers": [],                                           # identifiers that map to no image
-     "setting": {"reason": "train+infer", "language": "en"}}              # optional, free-form
+     "setting": {"reason": "train+infer", "language": "en"},              # optional, free-form
+     "index_version": 2}                                                  # optional: the index version used
 
+``index_version`` is the version of the identifier index the row was retrieved with (see
+:mod:`swift_ssid.core.index`); a row without it was written before index versions and counts as version 1, the
+version every index folder of that time loads as. :func:`check_run_version` refuses rows of another version.
 ``images`` is what R@K is computed on (see :func:`swift_ssid.core.metrics.evaluate_run`); build it with
 :func:`expand_identifiers`. Pure module: no torch, no ms-swift.
 """
@@ -32,7 +36,7 @@ from swift_ssid.core.jsonl import iter_jsonl, write_text_atomic
 from swift_ssid.core.queries import claim_query_id
 
 REQUIRED_KEYS = ("query_id", "query", "gold_images", "identifiers", "scores", "reasons", "images")
-OPTIONAL_KEYS = ("unknown_identifiers", "setting")
+OPTIONAL_KEYS = ("unknown_identifiers", "setting", "index_version")
 RESERVED_SETTING_KEYS: tuple[str, ...] = ("reason", "k")
 """Setting keys the retriever itself writes; labels may not override them."""
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
@@ -69,6 +73,7 @@ class RunRow:
         images: the identifiers expanded to images in beam order, repeats dropped.
         unknown_identifiers: identifiers that map to no image in the index.
         setting: free-form description of the experimental setting (used by ``swift-ssid table --by``).
+        index_version: the version of the identifier index the row was made with; None: not recorded (version 1).
         extra: any other keys found in the file, kept so that reading and writing a run loses nothing.
     """
 
@@ -81,6 +86,7 @@ class RunRow:
     images: list[str]
     unknown_identifiers: list[str] = field(default_factory=list)
     setting: dict[str, Any] = field(default_factory=dict)
+    index_version: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -125,6 +131,10 @@ class RunRow:
             raise ValueError(f"'extra' must not hold the row's own keys, got {clash}; set those fields directly")
         if not isinstance(self.setting, dict):
             raise ValueError(f"'setting' must be a JSON object, got {type(self.setting).__name__} {self.setting!r:.80}")
+        if self.index_version is not None and (
+            isinstance(self.index_version, bool) or not isinstance(self.index_version, int) or self.index_version < 1
+        ):
+            raise ValueError(f"'index_version' must be a whole number >= 1 or null, got {self.index_version!r:.80}")
 
     def to_dict(self) -> dict[str, Any]:
         """The row as a JSON-ready dict, keys in the documented order."""
@@ -138,6 +148,7 @@ class RunRow:
             "images": list(self.images),
             "unknown_identifiers": list(self.unknown_identifiers),
             "setting": dict(self.setting),
+            **({"index_version": self.index_version} if self.index_version is not None else {}),
             **self.extra,
         }
 
@@ -159,6 +170,7 @@ class RunRow:
             images=data["images"],
             unknown_identifiers=data.get("unknown_identifiers", []),
             setting=data.get("setting") or {},
+            index_version=data.get("index_version"),
             extra={k: v for k, v in data.items() if k not in REQUIRED_KEYS and k not in OPTIONAL_KEYS},
         )
 
@@ -329,6 +341,32 @@ def check_run_index(rows: Sequence[RunRow], index: ImagesFor, source: str | os.P
                 f"{source}: query {row.query_id!r}: the run lists images {row.images[:5]!r:.200} but this index "
                 f"expands its identifiers to {images[:5]!r:.200}: the run was made with another index; use the "
                 "index the run was made with (--index), or rerun `swift-ssid retrieve` with this one"
+            )
+
+
+def row_version(row: RunRow | dict[str, Any]) -> int:
+    """The index version a run row was made with (a row without one predates versions: 1)."""
+    version = row.get("index_version") if isinstance(row, dict) else row.index_version
+    return 1 if version is None else version
+
+
+def check_run_version(rows: Iterable[RunRow | dict[str, Any]], version: int, index: Any, source: Any = "run") -> None:
+    """Raise ``ValueError`` when a row was made with another version of the index than ``version``, naming both.
+
+    Args:
+        rows: run rows (or their dicts).
+        version: the index's version (:func:`swift_ssid.core.index.index_version`).
+        index: the index folder, for the message.
+        source: the run file, for the message.
+    """
+    for row in rows:
+        made = row_version(row)
+        if made != version:
+            query_id = row.get("query_id") if isinstance(row, dict) else row.query_id
+            raise ValueError(
+                f"{source}: query {query_id!r} was retrieved with version {made} of the index {index}, which is now "
+                f"at version {version}; pass --index {Path(index) / 'versions' / f'{made:04d}'} (kept until "
+                "`swift-ssid index prune`), or rerun `swift-ssid retrieve` into a new run file"
             )
 
 

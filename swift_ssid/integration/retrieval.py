@@ -20,27 +20,33 @@ from typing import Any
 
 from swift_ssid.core.jsonl import append_jsonl, iter_jsonl, write_jsonl_atomic
 from swift_ssid.core.queries import Query
-from swift_ssid.core.runs import RESERVED_SETTING_KEYS, RunRow, row_from_answers
+from swift_ssid.core.runs import RESERVED_SETTING_KEYS, RunRow, check_run_version, row_from_answers
 from swift_ssid.integration.settings import SSIDSettings
 
 logger = logging.getLogger(__name__)
 
 
-def done_query_ids(out: str | os.PathLike, setting: dict[str, Any], repair: bool = True) -> set[str]:
+def done_query_ids(
+    out: str | os.PathLike, setting: dict[str, Any], repair: bool = True, index: tuple[Any, int] | None = None
+) -> set[str]:
     """Query ids already in a run file (or a rank's partial file), ignoring broken lines (a killed writer's).
 
     Args:
         out: the run file.
         setting: the run's ``setting``; rows made with another one are refused.
         repair: rewrite the file without its broken lines (only the file's own writer may do this).
+        index: ``(index folder, its version)``: rows made with another version are refused (None: not checked).
 
     Raises:
-        ValueError: the file holds rows made with another ``setting`` (a different K or reason mode).
+        ValueError: the file holds rows made with another ``setting`` (a different K or reason mode) or another
+            version of the index.
     """
-    return set(_good_rows(out, setting, repair))
+    return set(_good_rows(out, setting, repair, index))
 
 
-def _good_rows(path: str | os.PathLike, setting: dict[str, Any], repair: bool) -> dict[str, dict[str, Any]]:
+def _good_rows(
+    path: str | os.PathLike, setting: dict[str, Any], repair: bool, index: tuple[Any, int] | None = None
+) -> dict[str, dict[str, Any]]:
     """The well-formed rows of a run file by query id (see :func:`done_query_ids`)."""
     path = Path(path)
     if not path.is_file():
@@ -56,6 +62,8 @@ def _good_rows(path: str | os.PathLike, setting: dict[str, Any], repair: bool) -
                 f"{path}: holds rows made with setting {row.get('setting')!r}, not {setting!r}; "
                 "write this run to another file or delete the old one"
             )
+        if index is not None:
+            check_run_version([row], index[1], index[0], path)
         good.setdefault(row["query_id"], row)
     if bad and repair:
         logger.warning("%s: dropping %d broken line(s) before resuming", path, bad)
@@ -114,7 +122,9 @@ def shard_span(n_queries: int, batch_size: int, rank: int, world_size: int) -> r
     return range(min(first * batch_size, n_queries), min(last * batch_size, n_queries))
 
 
-def merge_partials(out: str | os.PathLike, queries: Sequence[Query], setting: dict[str, Any]) -> int:
+def merge_partials(
+    out: str | os.PathLike, queries: Sequence[Query], setting: dict[str, Any], index: tuple[Any, int] | None = None
+) -> int:
     """Merge the run file and every rank's partial file into the run file, in query order; delete the partials.
 
     Rows for the queries come in the queries' order; rows of other queries already in the run file (an
@@ -124,10 +134,10 @@ def merge_partials(out: str | os.PathLike, queries: Sequence[Query], setting: di
     Returns:
         The number of rows in the merged run file.
     """
-    rows = _good_rows(out, setting, repair=False)
+    rows = _good_rows(out, setting, repair=False, index=index)
     partials = partial_files(out)
     for path in partials.values():
-        for query_id, row in _good_rows(path, setting, repair=False).items():
+        for query_id, row in _good_rows(path, setting, repair=False, index=index).items():
             rows.setdefault(query_id, row)
     ordered = [rows.pop(q.query_id) for q in queries if q.query_id in rows]
     count = write_jsonl_atomic(out, ordered + list(rows.values()))
@@ -151,6 +161,9 @@ class Retriever:
         max_new_tokens: generation budget per response (identifier line plus reason).
         labels: extra ``setting`` entries written into every run row (e.g. ``{"language": "zh"}``,
             ``{"protocol": "zeroshot", "n_train": 1000}``); a resumed run file must hold the same ones.
+
+    Every row records the index's version (``index_version``); a run file of another version is not resumed
+    (refused, naming both versions).
     """
 
     def __init__(
@@ -161,7 +174,7 @@ class Retriever:
         max_new_tokens: int = 64,
         labels: Mapping[str, Any] | None = None,
     ):
-        from swift_ssid.core.index import IdentifierIndex
+        from swift_ssid.core.index import IdentifierIndex, index_version
         from swift_ssid.integration.templates import SSIDTemplateMixin
 
         if not isinstance(engine.template, SSIDTemplateMixin):
@@ -188,6 +201,7 @@ class Retriever:
         self.k = k
         self.max_new_tokens = max_new_tokens
         self.index = IdentifierIndex.load(settings.index_dir)
+        self.index_version = index_version(settings.index_dir)
         if k > len(self.index):
             logger.warning(
                 "k=%d exceeds the %d identifiers in the index: queries get fewer choices", k, len(self.index)
@@ -237,7 +251,9 @@ class Retriever:
             logger.warning("query %s: dropping choices that have no beam score", query.query_id)
         answers = [choice.message.content or "" for choice in choices]
         scores = [None] * len(answers) if scores is None else scores
-        return row_from_answers(query, answers, self.index.images_for, scores=scores, setting=self.setting)
+        row = row_from_answers(query, answers, self.index.images_for, scores=scores, setting=self.setting)
+        row.index_version = self.index_version
+        return row
 
     def run(
         self,
@@ -276,9 +292,11 @@ class Retriever:
         partials = partial_files(out)
         own = Path(out) if world_size == 1 else partial_path(out, rank)
         # Each file is repaired only by its writer: the run file and stale partials by rank 0, a rank's own by it.
-        done = done_query_ids(out, self.setting, repair=rank == 0)
+        version = (self.settings.index_dir, self.index_version)
+        done = done_query_ids(out, self.setting, repair=rank == 0, index=version)
         for r, path in partials.items():
-            done |= done_query_ids(path, self.setting, repair=(r == rank) or (rank == 0 and r >= world_size))
+            repair = (r == rank) or (rank == 0 and r >= world_size)
+            done |= done_query_ids(path, self.setting, repair=repair, index=version)
         span = shard_span(len(queries), batch_size, rank, world_size)
         # The batches of a fresh single-process run, less the queries already done: a resumed run keeps the
         # batch boundaries (so the padding and the scores) of every batch that was not cut short by the kill.
@@ -304,7 +322,7 @@ class Retriever:
         if world_size > 1:
             barrier()
         if rank == 0 and (world_size > 1 or partials):
-            merge_partials(out, queries, self.setting)
+            merge_partials(out, queries, self.setting, version)
         if world_size > 1:
             barrier()  # no rank reads the run file before it is complete
         return pending
