@@ -98,6 +98,33 @@ def test_check_and_identifiers_list_the_same_problems(collection: Path, tmp_path
     assert [row["code"] for row in read_jsonl(out / "skipped.jsonl")] == list(PROBLEMS.values())
 
 
+def test_dense_fuse_and_quality_apply_the_same_check(collection: Path, tmp_path: Path) -> None:
+    """Every command that reads a collection stops on the rows `check` flags, with the same lines, before any work."""
+    lines = problem_lines(collection, cli("check", str(collection)).stdout)
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"query_id": "q", "query": "a stamp", "gold_images": ["x"]}\n')
+    run = tmp_path / "run.jsonl"
+    run.write_text(
+        '{"query_id": "q", "query": "a stamp", "gold_images": ["x"], "identifiers": ["x"], "scores": [0.0], '
+        '"reasons": [null], "images": ["x"]}\n'
+    )
+    commands = {
+        "dense": ["dense", "--encoder", str(tmp_path / "no-encoder"), "--queries", str(queries)],
+        "fuse": ["fuse", str(run), "--rerank", "--encoder", str(tmp_path / "no-encoder")],
+        "quality": ["quality", str(tmp_path / "index")],
+    }
+    index = cli(
+        "identifiers", "numeric", "--collection", str(collection), "--out", str(tmp_path / "index"), "--skip-invalid"
+    )
+    assert index.returncode == 0, index.stderr[-2000:]
+    for name, args in commands.items():
+        out = tmp_path / f"{name}.json"
+        stopped = cli(*args, "--collection", str(collection), "--out", str(out))
+        assert stopped.returncode == 2 and "Traceback" not in stopped.stderr, (name, stopped.stderr[-2000:])
+        assert problem_lines(collection, stopped.stderr) == lines and "--skip-invalid" in stopped.stderr, name
+        assert not out.exists() and not out.with_suffix(".skipped.jsonl").exists(), name
+
+
 def test_a_kind_index_trains_and_retrieves_without_reasons(collection: Path, tmp_path: Path, monkeypatch) -> None:
     """The pipeline and the written recipes switch to the -noreason datasets; sft runs with --check_model false."""
     from swift_ssid.workflows.pipeline import Pipeline, PipelineConfig, format_summary, index_target

@@ -190,8 +190,10 @@ def test_quality_command_with_tokenizer_and_errors(tmp_path, capsys):
             for img, caps in CAPTIONS.items()
         )
     )
-    for img in [*CAPTIONS, "e.jpg"]:
-        (tmp_path / img).write_bytes(b"")
+    from PIL import Image
+
+    for shade, img in enumerate([*CAPTIONS, "e.jpg"]):  # real, distinct images: quality runs the collection check
+        Image.new("RGB", (8, 8), (40 * shade, 0, 0)).save(tmp_path / img, format="JPEG")
     out = tmp_path / "q.json"
     argv = ["quality", str(index_dir), "--out", str(out), "--collection", str(collection)]
     assert main([*argv, "--tokenizer", str(QWEN2_TOKENIZER_DIR)]) == 0

@@ -19,6 +19,7 @@ from pathlib import Path
 from swift_ssid.core.collection import SPLITS
 from swift_ssid.core.errors import UserError, check_output_file
 from swift_ssid.reporting.tables import format_metrics
+from swift_ssid.workflows.pipeline import add_skip_invalid_argument, checked_items
 from swift_ssid.workflows.run import DTYPES
 
 OPTIONAL_EXTRA = "embed"  # a missing library is reported with this extra (swift_ssid.cli.main)
@@ -29,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", required=True, metavar="DIR", help="transformers dual encoder folder (CLIP...)")
     parser.add_argument("--collection", required=True, metavar="FILE", help="Karpathy JSON or collection .jsonl")
     parser.add_argument("--image-root", metavar="DIR", help="folder the collection's image paths are relative to")
+    add_skip_invalid_argument(parser, "<out>.skipped.jsonl")
     parser.add_argument("--queries", required=True, metavar="Q.jsonl", help="queries (the ssid-query rows)")
     parser.add_argument("--k", type=int, default=10, help="images per query (default 10)")
     parser.add_argument("--out", required=True, metavar="RUN.jsonl", help="run file to write")
@@ -59,7 +61,6 @@ def candidate_images(items, split: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from swift_ssid.core.collection import load_collection
     from swift_ssid.core.metrics import evaluate_run
     from swift_ssid.core.queries import load_queries
     from swift_ssid.core.runs import parse_labels, write_run
@@ -68,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise UserError(f"--k {args.k} must be at least 1")
     labels = parse_labels(args.setting)
-    items = load_collection(args.collection, image_root=args.image_root)
+    skipped = Path(args.out).with_suffix(".skipped.jsonl")
+    items = checked_items(args.collection, args.image_root, args.skip_invalid, skipped)
     images = candidate_images(items, args.split)
     if not images:
         raise UserError(f"{args.collection}: no image in split {args.split!r}; pick another --split")

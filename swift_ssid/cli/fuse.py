@@ -16,6 +16,7 @@ from pathlib import Path
 from swift_ssid.core.errors import UserError, check_output_file
 from swift_ssid.core.fusion import METHODS, NORMS
 from swift_ssid.reporting.tables import format_metrics
+from swift_ssid.workflows.pipeline import add_skip_invalid_argument, checked_items
 
 OPTIONAL_EXTRA = "embed"  # a missing library is reported with this extra (swift_ssid.cli.main)
 
@@ -35,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rerank.add_argument("--rerank", action="store_true", help="order the run's images by dense similarity")
     rerank.add_argument("--encoder", metavar="DIR", help="dual encoder folder for --rerank")
     rerank.add_argument("--collection", metavar="FILE", help="the collection the run's images come from")
+    add_skip_invalid_argument(rerank, "<out>.skipped.jsonl")
     rerank.add_argument("--image-root", metavar="DIR", help="folder the collection's image paths are relative to")
     rerank.add_argument("--cache", metavar="DIR", help="image embedding cache (default: <out folder>/.dense_cache)")
     rerank.add_argument("--storage", choices=("float32", "float16"), default="float32", help="stored embedding dtype")
@@ -56,14 +58,14 @@ def _params(items: list[str]) -> dict:
 
 
 def _rerank(args: argparse.Namespace, rows: list) -> list:
-    from swift_ssid.core.collection import load_collection
     from swift_ssid.core.fusion import rerank_rows
     from swift_ssid.encoders.dense_retrieval import image_embeddings
     from swift_ssid.encoders.dual_encoder import DualEncoder
 
     if not args.encoder or not args.collection:
         raise UserError("--rerank needs --encoder DIR and --collection FILE (the images' collection)")
-    items = load_collection(args.collection, image_root=args.image_root)
+    skipped = Path(args.out).with_suffix(".skipped.jsonl")
+    items = checked_items(args.collection, args.image_root, args.skip_invalid, skipped)
     images = [item.image for item in items]
     position = {image: i for i, image in enumerate(images)}
     unknown = sorted({image for row in rows for image in row.images if image not in position})

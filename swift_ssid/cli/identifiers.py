@@ -24,6 +24,7 @@ from typing import Any
 from swift_ssid.core.errors import check_output_dir
 from swift_ssid.core.kinds import BUILDABLE
 from swift_ssid.workflows.kinds import add_kind_arguments, kind_options
+from swift_ssid.workflows.pipeline import add_skip_invalid_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,11 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="model or tokenizer folder: adds tokens per identifier, trie nodes and fan-out to stats.json",
     )
-    parser.add_argument(
-        "--skip-invalid",
-        action="store_true",
-        help="leave out the rows `swift-ssid check` flags (listed in OUT/skipped.jsonl) instead of stopping",
-    )
+    add_skip_invalid_argument(parser, "OUT/skipped.jsonl")
     add_kind_arguments(parser, aliases=True)
 
 

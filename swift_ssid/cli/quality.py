@@ -16,6 +16,7 @@ from pathlib import Path
 
 from swift_ssid.core.errors import UserError, check_output_file
 from swift_ssid.core.metrics import DEFAULT_KS
+from swift_ssid.workflows.pipeline import add_skip_invalid_argument, checked_items
 
 OPTIONAL_EXTRA = "embed"  # a missing library is reported with this extra (swift_ssid.cli.main)
 
@@ -27,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--collection", metavar="FILE", help="captions per image (Karpathy JSON or .jsonl); default: the index's"
     )
     parser.add_argument("--image-root", metavar="DIR", help="folder the collection's image paths are relative to")
+    add_skip_invalid_argument(parser, "<out>.skipped.jsonl")
     parser.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder: token lengths and the trie's shape")
     parser.add_argument(
         "--end",
@@ -96,7 +98,6 @@ def summary(report) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from swift_ssid.core.collection import load_collection
     from swift_ssid.core.index import IdentifierIndex
     from swift_ssid.core.quality import measure_quality
 
@@ -104,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
     index = IdentifierIndex.load(args.index)
     collection = None
     if args.collection:
-        items = load_collection(args.collection, image_root=args.image_root)
+        skipped = Path(args.out).with_suffix(".skipped.jsonl")
+        items = checked_items(args.collection, args.image_root, args.skip_invalid, skipped)
         collection = {item.image: list(item.captions) for item in items}
     token_lengths = trie = tokenizer = None
     if args.tokenizer:

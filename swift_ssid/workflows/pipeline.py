@@ -28,6 +28,7 @@ directory and the recipes' settings it is the same sequence the recipes document
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -131,6 +132,25 @@ def check_rows(
     if announce:
         logger.warning("%s; left out (listed in %s):\n%s", report.summary(), skipped, listing)
     return report
+
+
+def add_skip_invalid_argument(parser: argparse._ActionsContainer, listed_in: str) -> None:
+    """Add ``--skip-invalid`` (the flag of every command that reads a collection) to ``parser``."""
+    parser.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help=f"leave out the rows `swift-ssid check` flags (listed in {listed_in}) instead of stopping",
+    )
+
+
+def checked_items(
+    collection: str | os.PathLike, image_root: str | os.PathLike | None, skip_invalid: bool, skipped: Path
+) -> list[CollectionItem]:
+    """The usable items of a collection after :func:`check_rows` (for commands that need no collection file)."""
+    report = check_rows(collection, image_root, skip_invalid=skip_invalid, skipped=skipped)
+    if report.problems:
+        print(f"{report.summary()}; skipped rows: {skipped}")
+    return report.items
 
 
 def write_checked(items: Sequence[CollectionItem], path: Path) -> Path:
