@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build-index": ("swift_ssid.cli.build_index", "parse `swift infer` results into the identifier index"),
     "identifiers": ("swift_ssid.cli.identifiers", "GRACE's identifier kinds (numeric, string, ...) as an index"),
     "retrieve": ("swift_ssid.cli.retrieve", "trie-constrained top-K retrieval for a query file"),
+    "search": ("swift_ssid.cli.search", "one-shot search: ranked images for a query text, as a table or JSON"),
+    "serve": ("swift_ssid.cli.serve", "search service: HTTP API, thumbnails and a search page over an index"),
     "evaluate": ("swift_ssid.cli.evaluate", "image-level R@K of a run file"),
     "table": ("swift_ssid.cli.table", "tabulate run files in the paper's layout (Markdown and CSV)"),
     "report": ("swift_ssid.cli.report", "self-contained HTML report of a run"),
