@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import threading
 from importlib import resources
 from typing import Any
 
@@ -167,11 +169,22 @@ def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, on_ready
                 on_ready()
 
         server.startup = _startup  # type: ignore[method-assign]
+
+    def _interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    # uvicorn shuts down gracefully on SIGINT / SIGTERM, then re-raises the signal under the handler found before.
+    previous = (
+        signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
+    )
     try:
-        server.run()  # returns after a graceful shutdown; uvicorn then re-raises the captured SIGINT
+        server.run()
     except KeyboardInterrupt:
         pass
     except SystemExit:  # uvicorn exits when it cannot bind
         pass
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if not server.started:
         raise OSError(f"could not listen on {host}:{port} (in use? see the message above); pass another --port")
