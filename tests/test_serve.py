@@ -228,7 +228,7 @@ def test_the_search_page_in_headless_chromium(setup, width, tmp_path):
     assert body.get("data-state") == "done", dom[-2000:]
     assert body["data-results"] == str(K) and body["data-images-ok"] == body["data-images-total"] == str(K)
     assert dom.count('class="hit"') == K and "12 images, 12 identifiers" in dom
-    shot = Path(os.environ.get("SSID_SHOTS", tmp_path)) / f"search-{width}.png"
+    shot = Path(os.environ.get("SERVE_TEST_SCREENSHOTS", tmp_path)) / f"search-{width}.png"
     subprocess.run([*base, f"--screenshot={shot}", url], capture_output=True, timeout=180, check=True)
     from PIL import Image
 
