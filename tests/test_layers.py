@@ -5,7 +5,8 @@ decoding    torch + transformers, no ms-swift or evalscope; only core below it
 encoders    torch + transformers (dual encoders), no ms-swift or evalscope; core and decoding below it
 integration anything below; never workflows, reporting or cli
 reporting   no torch, transformers, ms-swift; core only
-workflows   anything but cli
+workflows   anything but cli and service
+service     the search service (HTTP): anything but cli, and no layer but cli uses it (HTTP stays out of the rest)
 cli         anything; but a command (a module under cli/ other than main.py) imports no other cli module
 testing     tiny models built from config and the offline assets (real tokenizers): product code, since
             ``swift-ssid demo`` and ``fetch-assets`` run it; torch + transformers, no ms-swift or evalscope;
@@ -27,7 +28,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "swift_ssid"
 HEAVY = ("torch", "transformers", "swift", "evalscope", "peft", "trl", "accelerate")
-LAYERS = ("core", "decoding", "encoders", "integration", "reporting", "workflows", "cli", "testing")
+LAYERS = ("core", "decoding", "encoders", "integration", "reporting", "workflows", "service", "cli", "testing")
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "core": (*HEAVY, *(f"swift_ssid.{layer}" for layer in LAYERS if layer != "core")),
     "decoding": (
@@ -40,7 +41,13 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "evalscope",
         *(f"swift_ssid.{layer}" for layer in LAYERS if layer not in ("core", "decoding", "encoders")),
     ),
-    "integration": ("swift_ssid.workflows", "swift_ssid.reporting", "swift_ssid.cli", "swift_ssid.testing"),
+    "integration": (
+        "swift_ssid.workflows",
+        "swift_ssid.reporting",
+        "swift_ssid.service",
+        "swift_ssid.cli",
+        "swift_ssid.testing",
+    ),
     "reporting": (
         "torch",
         "transformers",
@@ -48,10 +55,12 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "evalscope",
         "swift_ssid.integration",
         "swift_ssid.workflows",
+        "swift_ssid.service",
         "swift_ssid.cli",
         "swift_ssid.decoding",
     ),
-    "workflows": ("swift_ssid.cli",),
+    "workflows": ("swift_ssid.cli", "swift_ssid.service"),
+    "service": ("swift_ssid.cli", "swift_ssid.testing"),
     "testing": (
         "swift",
         "evalscope",

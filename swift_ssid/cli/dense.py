@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--setting", nargs="+", default=[], metavar="KEY=VALUE", help="extra labels for every row's setting"
     )
+    parser.add_argument("--clip-benchmark", metavar="RESULT.json", help="also write the R@K as a LAION clip_benchmark "
+                        "zeroshot_retrieval result (`clip_benchmark build` merges it with CLIP rows)")  # fmt: skip
+    parser.add_argument("--dataset", help="the clip_benchmark dataset name (default: the queries file's name)")
 
 
 def candidate_images(items, split: str) -> list[str]:
@@ -66,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from swift_ssid.core.runs import parse_labels, write_run
 
     check_output_file(args.out, "--out")
+    if args.clip_benchmark:
+        check_output_file(args.clip_benchmark, "--clip-benchmark")
     if args.k < 1:
         raise UserError(f"--k {args.k} must be at least 1")
     labels = parse_labels(args.setting)
@@ -103,5 +108,10 @@ def run(args: argparse.Namespace) -> int:
     if outside:
         print(f"warning: {len(outside)} of {len(queries)} queries have no gold image among the candidates")
     print(f"dense: {len(queries)} queries over {len(images)} images ({args.storage} embeddings in {cache})")
-    print(format_metrics(evaluate_run(rows), args.out))
+    metrics = evaluate_run(rows)
+    print(format_metrics(metrics, args.out))
+    if args.clip_benchmark:
+        from swift_ssid.reporting.clip_benchmark import write_run_result
+
+        print(write_run_result(args.clip_benchmark, rows, metrics, args.dataset or Path(args.queries).stem))
     return 0

@@ -44,6 +44,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the identifier index: needed with a `swift infer` result file; with a run file, refuse a run made with "
         "another version of it",
     )
+    add_clip_benchmark_arguments(parser)
+
+
+def add_clip_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--format clip_benchmark --out RESULT.json`` and the names of its row (``docs/search.md``)."""
+    group = parser.add_argument_group("clip_benchmark result (beside CLIP rows in `clip_benchmark build`)")
+    group.add_argument("--format", choices=("text", "clip_benchmark"), default="text", help="clip_benchmark: also "
+                       "write LAION clip_benchmark's zeroshot_retrieval result JSON to --out")  # fmt: skip
+    group.add_argument("--out", metavar="RESULT.json", help="with --format clip_benchmark: the result file")
+    group.add_argument("--dataset", help="its dataset name (default: the run file's name), e.g. flickr30k")
+    group.add_argument("--model-name", help="its model (default: swift_ssid-<kind>, or a dense run's encoder)")
+    group.add_argument("--pretrained", help="its pretrained column (default: the run's setting)")
 
 
 def _is_infer_results(path: str) -> bool:
@@ -102,13 +114,18 @@ def run(args: argparse.Namespace) -> int:
     note = None
     if args.json:
         check_output_file(args.json, "--json")
+    if args.format == "clip_benchmark":
+        if not args.out:
+            raise UserError("--format clip_benchmark needs --out RESULT.json (the file clip_benchmark build reads)")
+        check_output_file(args.out, "--out")
     if _is_infer_results(args.run):
         if not (args.queries and args.index):
             raise UserError(
                 f"{args.run} is a `swift infer` result file: pass --queries (the ssid-query.jsonl it was made "
                 "from: python -m swift_ssid.integration.datasets --out DIR ssid-query) and --index DIR"
             )
-        metrics = evaluate_run(infer_results_to_run(args.run, args.queries, args.index), ks=[1])
+        rows = infer_results_to_run(args.run, args.queries, args.index)
+        metrics = evaluate_run(rows, ks=[1])
         note = INFER_NOTE
     else:
         rows = read_run(args.run)
@@ -123,4 +140,9 @@ def run(args: argparse.Namespace) -> int:
         out = {"run": args.run, **metrics.to_dict(), **({"note": note} if note else {})}
         write_text_atomic(Path(args.json), json.dumps(out, indent=2, ensure_ascii=False) + "\n")
         print(f"wrote {args.json}")
+    if args.format == "clip_benchmark":
+        from swift_ssid.reporting.clip_benchmark import write_run_result
+
+        dataset = args.dataset or Path(args.run).stem
+        print(write_run_result(args.out, rows, metrics, dataset, args.model_name, args.pretrained))
     return 0

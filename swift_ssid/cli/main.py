@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "update": ("swift_ssid.cli.update", "continue training on added images plus a replay of old ones"),
     "index": ("swift_ssid.cli.index", "list (versions) or prune the versions of an index folder"),
     "retrieve": ("swift_ssid.cli.retrieve", "trie-constrained top-K retrieval for a query file"),
+    "search": ("swift_ssid.cli.search", "one-shot search: ranked images for a query text, as a table or JSON"),
+    "serve": ("swift_ssid.cli.serve", "search service: HTTP API, thumbnails and a search page over an index"),
     "evaluate": ("swift_ssid.cli.evaluate", "image-level R@K of a run file"),
     "table": ("swift_ssid.cli.table", "tabulate run files in the paper's layout (Markdown and CSV)"),
     "report": ("swift_ssid.cli.report", "self-contained HTML report of a run"),

@@ -1,0 +1,250 @@
+"""The search engine: model, index and trie loaded once; texts in, ranked images out.
+
+Every answer goes through :class:`swift_ssid.integration.retrieval.Retriever` (the code behind ``swift-ssid
+retrieve``), with one retriever per K (beams = K), so a query answered here ranks what ``swift-ssid retrieve --k K``
+writes for it: the same identifiers, images, scores and reasons. A search has no gold image; the hits are the run
+row's images (identifiers expanded in beam order, repeats dropped), the first K of them, each with the identifier,
+beam score and reason that brought it.
+
+Not thread-safe by design: one thread calls :meth:`SearchEngine.search` (the batching worker of
+:mod:`swift_ssid.service.batching`, or ``swift-ssid search``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from swift_ssid.core.errors import UserError
+from swift_ssid.core.prompt import retrieve_prompt
+from swift_ssid.core.queries import Query
+
+logger = logging.getLogger(__name__)
+
+NO_GOLD = "(search)"
+"""The stand-in gold image of a search query (a run row needs one; searches are not scored)."""
+MAX_QUERY_CHARS = 2000
+"""The longest query text accepted (a caption is a sentence or two)."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked image: its 1-based ``rank``, the ``identifier`` that named it, that beam's ``score``, ``reason``."""
+
+    rank: int
+    image: str
+    identifier: str
+    score: float
+    reason: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The answer to one query: the hits, best first, and the run ``setting`` they were made with."""
+
+    query: str
+    k: int
+    hits: list[Hit]
+    setting: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"query": self.query, "k": self.k, "hits": [h.to_dict() for h in self.hits], "setting": self.setting}
+
+
+def check_query(text: Any) -> str:
+    """The query text, stripped; ``UserError`` (one line) when it is not a non-empty string of sensible length."""
+    if not isinstance(text, str):
+        raise UserError(f"query must be a string, got {type(text).__name__}; send the caption text")
+    text = text.strip()
+    if not text:
+        raise UserError("query is empty; send a caption such as 'a tabby cat on a sofa'")
+    if len(text) > MAX_QUERY_CHARS:
+        raise UserError(f"query has {len(text)} characters, at most {MAX_QUERY_CHARS} are accepted; shorten it")
+    return text
+
+
+def search_query(text: str, position: int = 0) -> Query:
+    """The :class:`Query` for a search text: the retrieval prompt the model was trained with, as ``retrieve`` sends."""
+    return Query(f"search{position}", text, [NO_GOLD], [{"role": "user", "content": retrieve_prompt(text)}])
+
+
+def hits_from_row(row: Any, k: int, images_for: Callable[[str], Sequence[str]]) -> list[Hit]:
+    """The first ``k`` images of a run row, each with the identifier (its score and reason) that ranked it first.
+
+    Args:
+        row: a :class:`~swift_ssid.core.runs.RunRow`.
+        k: how many images.
+        images_for: identifier -> its images (``IdentifierIndex.images_for``), as the row was expanded with.
+    """
+    owner: dict[str, tuple[str, float, str | None]] = {}
+    for identifier, score, reason in zip(row.identifiers, row.scores, row.reasons, strict=True):
+        for image in images_for(identifier) if identifier not in row.unknown_identifiers else []:
+            owner.setdefault(image, (identifier, score, reason))
+    return [Hit(rank, image, *owner[image]) for rank, image in enumerate(row.images[:k], start=1)]
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model and index flags of ``swift-ssid search`` and ``serve``, spelt as ``swift-ssid retrieve`` has them."""
+    from swift_ssid.workflows.run import DTYPES
+
+    parser.add_argument("--model", required=True, help="model id or local directory (the base model with --adapters)")
+    parser.add_argument("--adapters", nargs="*", default=[], metavar="A", help="LoRA checkpoint(s) from swift sft")
+    parser.add_argument("--model_type", "--model-type", default=None, help="ms-swift model type (local dirs)")
+    parser.add_argument(
+        "--template", required=True, help="SSID template: ssid_<ms-swift template>, e.g. ssid_qwen2_5_vl"
+    )
+    parser.add_argument("--index", required=True, metavar="DIR", help="identifier index (swift-ssid build-index)")
+    parser.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=64, help="tokens per response")
+    parser.add_argument("--torch-dtype", "--torch_dtype", choices=DTYPES, default=None, help="default: the model's")
+    parser.add_argument(
+        "--target",
+        choices=("reason", "noreason"),
+        default=None,
+        help="the model's training target (default: the adapters' args.json, else the target setting, else reason)",
+    )
+    parser.add_argument("--no-reason", action="store_true", help="end each response after the identifier line")
+
+
+@dataclass
+class ModelSpec:
+    """What to load: the flags of :func:`add_model_arguments`."""
+
+    model: str
+    template: str
+    index: str
+    adapters: list[str] = field(default_factory=list)
+    model_type: str | None = None
+    torch_dtype: str | None = None
+    max_new_tokens: int = 64
+    target: str | None = None
+    no_reason: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ModelSpec:
+        return cls(
+            args.model, args.template, args.index, list(args.adapters), args.model_type, args.torch_dtype,
+            args.max_new_tokens, args.target, args.no_reason,
+        )  # fmt: skip
+
+    def check(self) -> None:
+        """Fail fast, before the model loads, on a bad template, index, adapter or budget (``UserError``)."""
+        from swift_ssid.core.index import IdentifierIndex
+        from swift_ssid.integration.templates import is_ssid_template
+
+        if not is_ssid_template(self.template):
+            raise UserError(f"--template {self.template!r} is not an SSID template; use ssid_<ms-swift template>")
+        if self.max_new_tokens < 1:
+            raise UserError(f"--max-new-tokens {self.max_new_tokens}: must be a positive integer")
+        if len(IdentifierIndex.load(self.index)) == 0:
+            raise UserError(
+                f"--index {self.index}: holds no valid identifier; rebuild it with `swift-ssid build-index`"
+            )
+        for adapter in self.adapters:
+            if not Path(adapter).is_dir():
+                raise UserError(f"--adapters {adapter}: no such checkpoint folder; pass a `swift sft` checkpoint")
+
+    def settings(self) -> Any:
+        """The :class:`SSIDSettings` of this model: the target as ``swift-ssid retrieve`` resolves it."""
+        from swift_ssid.integration.checkpoints import checkpoint_training_target
+        from swift_ssid.integration.settings import SSIDSettings
+
+        env = SSIDSettings.from_env(ignore=("index_dir",))
+        trained = {t for a in self.adapters if (t := checkpoint_training_target(a)) is not None}
+        explicit = self.target or (env.target if SSIDSettings.is_set("target") else None)
+        if len(trained) > 1 or (trained and explicit is not None and {explicit} != trained):
+            raise UserError(
+                f"--target {explicit} and the adapters' training targets {sorted(trained)} disagree; "
+                "drop --target or pass one ablation's adapter"
+            )
+        target = next(iter(trained), None) or explicit or env.target
+        return SSIDSettings(
+            index_dir=Path(self.index), target=target, infer_reason=not self.no_reason and env.infer_reason
+        )
+
+
+class SearchEngine:
+    """The loaded model and index: :meth:`search` answers texts with the ranked images of the index.
+
+    Args:
+        engine: an ms-swift ``TransformersEngine`` with an SSID template.
+        settings: its :class:`~swift_ssid.integration.settings.SSIDSettings` (the index).
+        max_new_tokens: generation budget per response.
+        info: what the page and ``/health`` show about the model (name, adapters, template).
+    """
+
+    def __init__(self, engine: Any, settings: Any, max_new_tokens: int = 64, info: dict[str, Any] | None = None):
+        from swift_ssid.core.index import index_kind, read_manifest
+
+        self.engine = engine
+        self.settings = settings
+        self.max_new_tokens = max_new_tokens
+        self._retrievers: dict[int, Any] = {}
+        first = self.retriever(1)  # validates the template, the index and the budget once, at start
+        self.index = first.index
+        manifest = read_manifest(settings.index_dir)
+        self.info = {
+            **(info or {}),
+            "index": {
+                "path": str(settings.index_dir),
+                "kind": index_kind(settings.index_dir),
+                "version": str(manifest.get("sha256", {}).get("index.jsonl", ""))[:12] or None,
+                "policy": self.index.policy,
+                "images": sum(1 for e in self.index.entries if e.identifier is not None),
+                "identifiers": len(self.index),
+            },
+        }
+
+    @classmethod
+    def open(cls, spec: ModelSpec, max_batch_size: int = 8) -> SearchEngine:
+        """Load ``spec``'s model once (as ``swift-ssid retrieve`` does) and its index and trie.
+
+        Raises:
+            UserError: a bad flag, or a model that ms-swift cannot load or match.
+        """
+        spec.check()
+        settings = spec.settings()
+        import torch
+        from swift.infer_engine import TransformersEngine
+
+        import swift_ssid.integration.register  # noqa: F401  (registers the SSID templates once)
+        from swift_ssid.core.kinds import index_new_tokens
+
+        new_tokens = index_new_tokens(spec.index)
+        try:
+            engine = TransformersEngine(
+                spec.model,
+                adapters=spec.adapters or None,
+                **({"new_special_tokens": new_tokens} if new_tokens else {}),
+                model_type=spec.model_type,
+                template_type=spec.template,
+                torch_dtype=getattr(torch, spec.torch_dtype) if spec.torch_dtype else None,
+                max_batch_size=max_batch_size,
+            )
+        except (OSError, ValueError) as e:
+            raise UserError(f"--model {spec.model}: {e}") from e
+        info = {"model": spec.model, "adapters": spec.adapters, "template": spec.template}
+        return cls(engine, settings, spec.max_new_tokens, info)
+
+    def retriever(self, k: int) -> Any:
+        """The retriever with ``k`` beams (made on first use, kept)."""
+        from swift_ssid.integration.retrieval import Retriever
+
+        if k not in self._retrievers:
+            self._retrievers[k] = Retriever(self.engine, self.settings, k=k, max_new_tokens=self.max_new_tokens)
+        return self._retrievers[k]
+
+    def search(self, texts: Sequence[str], k: int) -> list[SearchResult]:
+        """Answer ``texts`` (one engine batch) with the first ``k`` images each, as ``swift-ssid retrieve --k k``."""
+        retriever = self.retriever(k)
+        rows = retriever.retrieve_batch([search_query(t, i) for i, t in enumerate(texts)])
+        return [
+            SearchResult(text, k, hits_from_row(row, k, self.index.images_for), retriever.setting)
+            for text, row in zip(texts, rows, strict=True)
+        ]
