@@ -179,15 +179,12 @@ def run(args: argparse.Namespace) -> int:
         return subprocess.run(launch).returncode
 
     import torch
-    from swift.infer_engine import TransformersEngine
     from swift.utils import get_dist_setting, init_process_group, is_dist
     from tqdm import tqdm
 
-    import swift_ssid.integration.register  # noqa: F401  (registers the SSID templates once)
-    from swift_ssid.core.kinds import index_new_tokens
     from swift_ssid.core.metrics import evaluate_run
     from swift_ssid.core.runs import read_run
-    from swift_ssid.integration.retrieval import Retriever
+    from swift_ssid.integration.retrieval import Retriever, open_engine
     from swift_ssid.reporting.tables import format_metrics
 
     rank, world_size, barrier = 0, 1, None
@@ -196,21 +193,9 @@ def run(args: argparse.Namespace) -> int:
 
         init_process_group()  # nccl on GPUs, gloo on the CPU (as swift infer)
         rank, world_size, barrier = get_dist_setting()[0], dist.get_world_size(), dist.barrier
-    # An atomic index names one new token per image; the model gets them as `swift sft --new_special_tokens` did
-    # (same tokens, same order, so the same ids and the resized embeddings the checkpoint saved).
-    new_tokens = index_new_tokens(args.index)
-    try:
-        engine = TransformersEngine(
-            args.model,
-            adapters=args.adapters or None,
-            **({"new_special_tokens": new_tokens} if new_tokens else {}),
-            model_type=args.model_type,
-            template_type=args.template,
-            torch_dtype=getattr(torch, args.torch_dtype) if args.torch_dtype else None,
-            max_batch_size=args.batch_size,
-        )
-    except (OSError, ValueError) as e:  # ms-swift's own messages for a model it cannot load or match
-        raise UserError(f"--model {args.model}: {e}") from e
+    engine = open_engine(
+        args.model, args.template, args.index, args.adapters, args.model_type, args.torch_dtype, args.batch_size
+    )
     retriever = Retriever(engine, settings, k=args.k, max_new_tokens=args.max_new_tokens, labels=labels)
     if barrier is not None:
         barrier()  # time retrieval only, from when every rank has its model

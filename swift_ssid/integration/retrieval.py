@@ -151,6 +151,45 @@ def run_setting(settings: SSIDSettings, k: int, labels: Mapping[str, Any] | None
     return {"reason": settings.reason_label, "k": k, **(labels or {})}
 
 
+def open_engine(
+    model: str,
+    template: str,
+    index: str | os.PathLike,
+    adapters: Sequence[str] | None = None,
+    model_type: str | None = None,
+    torch_dtype: str | None = None,
+    max_batch_size: int = 8,
+) -> Any:
+    """ms-swift's ``TransformersEngine`` for retrieval over ``index`` (``swift-ssid retrieve``, ``search``, ``serve``).
+
+    An atomic index names one new token per image; the model gets them as ``swift sft --new_special_tokens`` did
+    (same tokens, same order, so the same ids and the resized embeddings the checkpoint saved).
+
+    Raises:
+        UserError: ms-swift cannot load the model or match it to the template (its message, with the model).
+    """
+    import torch
+    from swift.infer_engine import TransformersEngine
+
+    import swift_ssid.integration.register  # noqa: F401  (registers the SSID templates once)
+    from swift_ssid.core.errors import UserError
+    from swift_ssid.core.kinds import index_new_tokens
+
+    new_tokens = index_new_tokens(index)
+    try:
+        return TransformersEngine(
+            model,
+            adapters=list(adapters or []) or None,
+            **({"new_special_tokens": new_tokens} if new_tokens else {}),
+            model_type=model_type,
+            template_type=template,
+            torch_dtype=getattr(torch, torch_dtype) if torch_dtype else None,
+            max_batch_size=max_batch_size,
+        )
+    except (OSError, ValueError) as e:  # ms-swift's own messages for a model it cannot load or match
+        raise UserError(f"--model {model}: {e}") from e
+
+
 class Retriever:
     """Ranks identifiers for queries with trie-constrained beam search on a ``TransformersEngine``.
 

@@ -210,25 +210,11 @@ class SearchEngine:
         """
         spec.check()
         settings = spec.settings()
-        import torch
-        from swift.infer_engine import TransformersEngine
+        from swift_ssid.integration.retrieval import open_engine
 
-        import swift_ssid.integration.register  # noqa: F401  (registers the SSID templates once)
-        from swift_ssid.core.kinds import index_new_tokens
-
-        new_tokens = index_new_tokens(spec.index)
-        try:
-            engine = TransformersEngine(
-                spec.model,
-                adapters=spec.adapters or None,
-                **({"new_special_tokens": new_tokens} if new_tokens else {}),
-                model_type=spec.model_type,
-                template_type=spec.template,
-                torch_dtype=getattr(torch, spec.torch_dtype) if spec.torch_dtype else None,
-                max_batch_size=max_batch_size,
-            )
-        except (OSError, ValueError) as e:
-            raise UserError(f"--model {spec.model}: {e}") from e
+        engine = open_engine(
+            spec.model, spec.template, spec.index, spec.adapters, spec.model_type, spec.torch_dtype, max_batch_size
+        )
         info = {"model": spec.model, "adapters": spec.adapters, "template": spec.template}
         return cls(engine, settings, spec.max_new_tokens, info)
 
