@@ -81,7 +81,8 @@ def test_hits_bootstrap_and_paired_differences_by_hand():
 
 
 def test_the_training_answer_share_counts_first_answers_only():
-    run = [_row("a", "t1", ["tr1", "t1"]), _row("b", "t1", ["t1", "tr1"]), _row("c", "t2", []), _row("d", "t2", ["tr2"])]
+    run = [_row("a", "t1", ["tr1", "t1"]), _row("b", "t1", ["t1", "tr1"])]
+    run += [_row("c", "t2", []), _row("d", "t2", ["tr2"])]
     assert training_answer_share(run, {"tr1", "tr2"}) == pytest.approx(2 / 3)  # c has no answer: not counted
     assert training_answer_share([_row("c", "t2", [])], {"tr1"}) is None
 

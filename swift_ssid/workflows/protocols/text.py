@@ -41,7 +41,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -249,7 +249,7 @@ class TextProtocolOptions:
     max_steps: int = 300
     learning_rate: float = 5e-4
     batch_size: int = 8
-    max_length: int = 128
+    max_length: int = 256
     lora_rank: int = 16
     memorise_repeat: int = 4
     pseudo_queries: bool = True
@@ -336,6 +336,7 @@ class TextProtocol:
         self.collection = self.out / "collection.jsonl"
         self.descriptions = self.out / "descriptions.jsonl"
         self.queries = self.out / "queries.jsonl"
+        self._tokens: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------ data
     def prepare(self) -> None:
@@ -554,9 +555,10 @@ class TextProtocol:
         if query_ids <= done_query_ids(run_file, {"reason": reason, "k": self.o.k, **labels}) and timing.is_file():
             logger.info("%s: retrieved before (%s), skipping", row, run_file)
             return run_file
+        budget = max(self.o.max_new_tokens, int(self.token_stats(index)["max"]) + 8)  # prefix and line end
         start = time.perf_counter()
         retrieve(
-            self.o.retrieve_options(index),
+            replace(self.o.retrieve_options(index), max_new_tokens=budget),
             self.queries,
             run_file,
             labels,
@@ -659,7 +661,7 @@ class TextProtocol:
             elif row == "untrained":
                 index = self.kind_index("semantic")
                 runs[row] = self.generative(row, index, None, "noreason", {"kind": "untrained (semantic ids)"})
-                extras[row] = {"index": index, "note": "no training; semantic identifiers (descriptions)"}
+                extras[row] = {"index": index}
             else:
                 info: dict[str, Any] = {}
                 if row == "ssid":
@@ -677,21 +679,25 @@ class TextProtocol:
         results = self.write(rows, runs, extras, time.perf_counter() - wall, load_start)
         return results
 
-    def summarise(self, name: str, run_file: Path, extra: dict[str, Any]) -> RowResult:
+    def token_stats(self, index: Path) -> dict[str, Any]:
+        """Tokens per identifier of an index with the model's tokenizer (min/median/mean/max), computed once."""
         from swift_ssid.core.index import IdentifierIndex
+        from swift_ssid.core.kinds import index_new_tokens
+        from swift_ssid.workflows.kinds import token_stats
 
+        key = str(index)
+        if key not in self._tokens:
+            identifiers = IdentifierIndex.load(index).identifiers()
+            self._tokens[key] = token_stats(identifiers, self.o.model, index_new_tokens(index))["tokens_per_identifier"]
+        return self._tokens[key]
+
+    def summarise(self, name: str, run_file: Path, extra: dict[str, Any]) -> RowResult:
         run = read_run(run_file)
         metrics = evaluate_run(run, DEFAULT_KS)
         bounds = bootstrap_interval(hits_at(run), self.o.bootstrap, self.o.seed)
         tokens = None
         if "index" in extra:
-            from swift_ssid.core.kinds import index_new_tokens
-            from swift_ssid.workflows.kinds import token_stats
-
-            index = Path(extra["index"])
-            identifiers = IdentifierIndex.load(index).identifiers()
-            stats = token_stats(identifiers, self.o.model, index_new_tokens(index))
-            tokens = float(stats["tokens_per_identifier"]["mean"])
+            tokens = float(self.token_stats(Path(extra["index"]))["mean"])
         timing = read_json(self.out / f"row_{name}.json", {}) or {}
         per_query = timing.get("retrieve_s") / max(metrics.n_queries, 1) if timing.get("retrieve_s") else None
         trained = extra.get("trained") or {}
