@@ -117,12 +117,99 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_kind_arguments(p)
     p.add_argument("--tokenizer", metavar="DIR", help="tokenizer for the token statistics (default: --model if local)")
     p.add_argument("--model-label", default="this model", help="the model named in Table II")
+    _add_text(sub)
     for name, protocol in sub.choices.items():  # errors name the protocol: `swift-ssid protocol ablation: error: ...`
         protocol.set_defaults(command_name=f"protocol {name}")
 
 
+def _add_text(sub: argparse._SubParsersAction) -> None:
+    """``swift-ssid protocol text``: the text-side protocol on real captions (:mod:`.protocols.text`)."""
+    from swift_ssid.workflows.protocols.text import DEFAULT_CAPTIONS, ROWS, TextProtocolOptions
+
+    d = TextProtocolOptions(out=Path("."), model="")
+    p = sub.add_parser("text", help="kinds vs SSID vs BM25/dense on real captions, text side (Table I in miniature)")
+    p.add_argument("--out", required=True, metavar="DIR", help="everything goes here (resumable per row)")
+    p.add_argument("--captions", default=str(DEFAULT_CAPTIONS), help="5 captions per image, image order")
+    p.add_argument("--images", type=int, default=d.images, help="the first N images (default %(default)s)")
+    p.add_argument("--test-share", type=float, default=d.test_share, help="share of test images (%(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="split, training and bootstrap seed")
+    p.add_argument("--model", default=None, help="model folder (default: the real LM asset, fetch-assets --real-lm)")
+    p.add_argument("--model_type", "--model-type", default=d.model_type, help="ms-swift model type (%(default)s)")
+    p.add_argument("--template", default=d.template, help="SSID text template (%(default)s)")
+    p.add_argument("--torch-dtype", "--torch_dtype", choices=DTYPES, default=d.torch_dtype)
+    p.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS), help="rows to run (default: all)")
+    p.add_argument("--tuner", choices=("lora", "full"), default=d.tuner, help="fine-tuning (default %(default)s)")
+    p.add_argument("--max-steps", type=int, default=d.max_steps, help="steps per trained row (%(default)s)")
+    p.add_argument("--learning-rate", "--lr", type=float, default=d.learning_rate, help="(default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="training batch (%(default)s)")
+    p.add_argument("--max-length", type=int, default=d.max_length, help="training tokens per row (%(default)s)")
+    p.add_argument("--lora-rank", type=int, default=d.lora_rank, help="(default %(default)s)")
+    p.add_argument("--memorise-repeat", type=int, default=d.memorise_repeat, help="memorise rows x N (%(default)s)")
+    p.add_argument(
+        "--no-pseudo-queries",
+        dest="pseudo_queries",
+        action="store_false",
+        help="do not train description-as-query -> identifier (DSI-QG's pseudo-queries)",
+    )
+    p.add_argument("--sft-args", "--sft_args", default="", help="extra swift sft flags as one string")
+    p.add_argument("--k", type=int, default=d.k, help="beams = identifiers per query (%(default)s)")
+    p.add_argument("--retrieve-batch-size", type=int, default=d.retrieve_batch_size, help="queries per engine call")
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="retrieval budget (%(default)s)")
+    p.add_argument("--min-usable", type=float, default=d.min_usable, help="ssid: fallback below this usable share")
+    p.add_argument("--fuse", nargs="+", default=list(d.fuse), choices=ROWS[:-1], help="rows fused by RRF")
+    p.add_argument("--bootstrap", type=int, default=d.bootstrap, help="bootstrap resamples (%(default)s)")
+
+
+def _run_text(args: argparse.Namespace) -> int:
+    from swift_ssid.workflows.protocols.text import TextProtocolOptions, run_text_protocol
+
+    model, label = args.model, "this model"
+    if model is None:
+        from swift_ssid.testing.assets import REAL_LM_LABEL, real_lm_dir
+
+        model, label = str(real_lm_dir()), REAL_LM_LABEL
+    check_output_dir(args.out, "--out")
+    try:
+        options = TextProtocolOptions(
+            out=Path(args.out),
+            model=model,
+            captions=Path(args.captions),
+            images=args.images,
+            test_share=args.test_share,
+            seed=args.seed,
+            model_type=args.model_type,
+            template=args.template,
+            torch_dtype=args.torch_dtype,
+            rows=tuple(args.rows),
+            tuner=args.tuner,
+            max_steps=args.max_steps,
+            learning_rate=args.learning_rate,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            lora_rank=args.lora_rank,
+            memorise_repeat=args.memorise_repeat,
+            pseudo_queries=args.pseudo_queries,
+            sft_args=tuple(shlex.split(args.sft_args)),
+            k=args.k,
+            retrieve_batch_size=args.retrieve_batch_size,
+            max_new_tokens=args.max_new_tokens,
+            min_usable=args.min_usable,
+            fuse=tuple(args.fuse),
+            bootstrap=args.bootstrap,
+            model_label=label,
+        )
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    results = run_text_protocol(options)
+    print(results["markdown"], end="")
+    print(f"results: {Path(args.out) / 'results.json'}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.protocol == "text":
+        return _run_text(args)
     from swift_ssid.workflows.protocols import (
         RetrieveOptions,
         run_ablation,

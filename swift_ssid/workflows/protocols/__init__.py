@@ -44,6 +44,7 @@ from swift_ssid.workflows.protocols.runner import (
     train_once,
     write_tables,
 )
+from swift_ssid.workflows.protocols.text import TextProtocolOptions, run_text_protocol
 from swift_ssid.workflows.protocols.zeroshot import run_zeroshot, train_zeroshot
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "REASON_SETTINGS",
     "SFT_MARKER",
     "KindOptions",
+    "TextProtocolOptions",
     "ProtocolResult",
     "RetrieveOptions",
     "Training",
@@ -60,6 +62,7 @@ __all__ = [
     "run_ablation",
     "run_identifiers",
     "run_multilingual",
+    "run_text_protocol",
     "run_zeroshot",
     "train_kind",
     "train_once",
