@@ -13,6 +13,11 @@ zeroshot      training on the first N training images, test  ``n_train``: N; ``p
 (Fig. 3)      images never memorised (``SSID_PROTOCOL``)
 multilingual  query files in other languages, one English-   ``language``: the file's language;
 (Table IV)    trained model                                  ``protocol``: ``multilingual``
+identifiers   GRACE's identifier kinds and SSID, trained     ``kind``; ``protocol``: ``identifiers``
+(Tables I-II) and retrieved alike
+text          the identifier kinds on a text collection of   ``kind``; ``protocol``: ``text``
+(ours)        real captions with a real LM (Table I's
+              comparison on the text side)
 ============  =============================================  ==========================================
 
 ``reason`` and ``k`` are always written (by :class:`swift_ssid.integration.retrieval.Retriever`). Each driver writes
@@ -20,7 +25,8 @@ multilingual  query files in other languages, one English-   ``language``: the f
 ``<out>/zeroshot.png``, R@K against N) and logs every command to ``<out>/logs/``; a re-run skips
 finished training and resumes unfinished run files. Pure modules apart from the subprocesses: no torch.
 
-One module per protocol (:mod:`.ablation`, :mod:`.zeroshot`, :mod:`.multilingual`, :mod:`.identifiers`) and
+One module per protocol (:mod:`.ablation`, :mod:`.zeroshot`, :mod:`.multilingual`, :mod:`.identifiers`,
+:mod:`.text`) and
 :mod:`.runner`, what they share (the retrieve and sft subprocesses, the tables); this package names their public
 parts. The label and query checks they use live with queries and runs (:mod:`swift_ssid.core.queries`,
 :mod:`swift_ssid.core.runs`).
