@@ -35,7 +35,7 @@ $(REAL_LM): | $(STAMP)
 
 # Docstring examples of the layers that have them run with the tests (they are documentation only if they pass).
 DOCTESTS := swift_ssid/core swift_ssid/decoding swift_ssid/reporting swift_ssid/integration/settings.py \
-	swift_ssid/integration/checkpoints.py swift_ssid/service
+	swift_ssid/integration/checkpoints.py swift_ssid/service swift_ssid/testing/assets.py
 
 # The real LLaMA-2 / Vicuna SentencePiece tokenizer (npm llama-tokenizer-js, converted with the venv's tokenizers).
 $(LLAMA_TOKENIZER): $(STAMP)

@@ -22,10 +22,8 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from swift_ssid.core.errors import UserError, check_output_file
-from swift_ssid.integration.settings import SSIDSettings
 from swift_ssid.workflows.run import DTYPES
 
 
@@ -67,53 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def training_target(args: argparse.Namespace, env_target: str) -> str:
-    """The model's training target: ``--target``, else ``SSID_TARGET``, else the adapters' (``args.json``), else reason.
-
-    Raises:
-        UserError: an explicit target contradicts the datasets an adapter was trained on, or adapters disagree.
-    """
-    from swift_ssid.integration.checkpoints import checkpoint_training_target
-
-    explicit = args.target or (env_target if SSIDSettings.is_set("target") else None)
-    trained = {str(a): t for a in args.adapters if (t := checkpoint_training_target(a)) is not None}
-    if len(set(trained.values())) > 1:
-        raise UserError(f"the adapters were trained on different targets {trained}; pass one ablation's adapter")
-    if not trained:
-        return explicit or env_target
-    adapter, target = next(iter(trained.items()))
-    if explicit is not None and explicit != target:
-        raise UserError(
-            f"--target/{SSIDSettings.env_var('target')} is {explicit!r} but adapter {adapter} was trained on the "
-            f"{target} datasets "
-            f"(its args.json); drop --target or pass --target {target}"
-        )
-    if explicit is None:
-        logging.getLogger(__name__).info("training target %s, from %s/args.json", target, adapter)
-    return target
-
-
 def check_inputs(args: argparse.Namespace) -> None:
-    """Validate every path and number before the model loads (seconds and gigabytes): fail fast, exit 2.
+    """Validate every path and number before the model loads (seconds and gigabytes): fail fast, exit 2."""
+    from swift_ssid.integration.retrieval import check_model_inputs
 
-    Raises:
-        UserError: a bad ``--out``, ``--index``, ``--adapters``, local ``--model`` or budget, naming the fix.
-    """
-    from swift_ssid.core.index import IdentifierIndex
-
-    for flag, value in (("--k", args.k), ("--batch-size", args.batch_size), ("--max-new-tokens", args.max_new_tokens)):
-        if value < 1:
-            raise UserError(f"{flag} {value}: must be a positive integer")
-    check_output_file(args.out, "--out")
-    if len(IdentifierIndex.load(args.index)) == 0:
-        raise UserError(f"--index {args.index}: holds no valid identifier; rebuild it with `swift-ssid build-index`")
-    for adapter in args.adapters:
-        if not Path(adapter).is_dir():
-            raise UserError(f"--adapters {adapter}: no such checkpoint folder; pass a `swift sft` checkpoint directory")
-    model = Path(args.model)
-    looks_local = model.is_absolute() or args.model.startswith(".") or args.model.count("/") > 1
-    if looks_local and not model.is_dir():
-        raise UserError(f"--model {args.model}: no such model folder; pass a local model directory or a model id")
+    numbers = {"--k": args.k, "--batch-size": args.batch_size, "--max-new-tokens": args.max_new_tokens}
+    if min(numbers.values()) >= 1:
+        check_output_file(args.out, "--out")
+    check_model_inputs(args.model, args.index, args.adapters, numbers)
 
 
 def torchrun_command(argv: list[str]) -> list[str] | None:
@@ -148,21 +107,12 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from swift_ssid.core.queries import load_queries, queries_language
     from swift_ssid.core.runs import parse_labels
-    from swift_ssid.integration.templates import is_ssid_template, ssid_template_names
+    from swift_ssid.integration.retrieval import check_template, retrieval_settings
 
-    if not is_ssid_template(args.template):
-        hint = f"ssid_{args.template}" if is_ssid_template(f"ssid_{args.template}") else "ssid_<ms-swift template>"
-        raise UserError(
-            f"--template {args.template!r} is not an SSID template; use {hint} "
-            f"(e.g. {', '.join(ssid_template_names()[:3])}; see docs/models.md)"
-        )
+    check_template(args.template)
     check_inputs(args)
     labels = parse_labels(args.setting)
-    env = SSIDSettings.from_env(ignore=("index_dir",))
-    target = training_target(args, env.target)
-    settings = SSIDSettings(
-        index_dir=Path(args.index), target=target, infer_reason=not args.no_reason and env.infer_reason
-    )
+    settings = retrieval_settings(args.index, args.adapters, args.target, args.no_reason)
     queries = load_queries(args.queries)
     language = queries_language(queries, args.queries)
     if language is not None:

@@ -151,6 +151,75 @@ def run_setting(settings: SSIDSettings, k: int, labels: Mapping[str, Any] | None
     return {"reason": settings.reason_label, "k": k, **(labels or {})}
 
 
+def check_template(template: str) -> None:
+    """Raise ``UserError`` unless ``template`` is an SSID template (naming ``ssid_<template>`` when that exists)."""
+    from swift_ssid.core.errors import UserError
+    from swift_ssid.integration.templates import is_ssid_template, ssid_template_names
+
+    if not is_ssid_template(template):
+        hint = f"ssid_{template}" if is_ssid_template(f"ssid_{template}") else "ssid_<ms-swift template>"
+        raise UserError(
+            f"--template {template!r} is not an SSID template; use {hint} "
+            f"(e.g. {', '.join(ssid_template_names()[:3])}; see docs/models.md)"
+        )
+
+
+def check_model_inputs(
+    model: str, index: str | os.PathLike, adapters: Sequence[str], numbers: Mapping[str, int] | None = None
+) -> None:
+    """Validate the index, adapters, a local model folder and positive numbers before a model loads (fail fast).
+
+    Raises:
+        UserError: a bad ``--index``, ``--adapters``, local ``--model`` or number, naming the fix.
+    """
+    from swift_ssid.core.errors import UserError
+    from swift_ssid.core.index import IdentifierIndex
+
+    for flag, value in (numbers or {}).items():
+        if value < 1:
+            raise UserError(f"{flag} {value}: must be a positive integer")
+    if len(IdentifierIndex.load(index)) == 0:
+        raise UserError(f"--index {index}: holds no valid identifier; rebuild it with `swift-ssid build-index`")
+    for adapter in adapters:
+        if not Path(adapter).is_dir():
+            raise UserError(f"--adapters {adapter}: no such checkpoint folder; pass a `swift sft` checkpoint directory")
+    looks_local = Path(model).is_absolute() or model.startswith(".") or model.count("/") > 1
+    if looks_local and not Path(model).is_dir():
+        raise UserError(f"--model {model}: no such model folder; pass a local model directory or a model id")
+
+
+def retrieval_settings(
+    index: str | os.PathLike, adapters: Sequence[str], target: str | None = None, no_reason: bool = False
+) -> SSIDSettings:
+    """The settings a trained model retrieves with: the index, its training target and the reason mode.
+
+    The target is ``target`` (``--target``), else ``SSID_TARGET``, else the adapters' (their ``args.json``), else
+    ``reason``; the reason is generated unless ``no_reason`` or ``SSID_INFER_REASON=false``.
+
+    Raises:
+        UserError: an explicit target contradicts the datasets an adapter was trained on, or adapters disagree.
+    """
+    from swift_ssid.core.errors import UserError
+    from swift_ssid.integration.checkpoints import checkpoint_training_target
+
+    env = SSIDSettings.from_env(ignore=("index_dir",))
+    explicit = target or (env.target if SSIDSettings.is_set("target") else None)
+    trained = {str(a): t for a in adapters if (t := checkpoint_training_target(a)) is not None}
+    if len(set(trained.values())) > 1:
+        raise UserError(f"the adapters were trained on different targets {trained}; pass one ablation's adapter")
+    resolved = explicit or env.target
+    if trained:
+        adapter, resolved = next(iter(trained.items()))
+        if explicit is not None and explicit != resolved:
+            raise UserError(
+                f"--target/{SSIDSettings.env_var('target')} is {explicit!r} but adapter {adapter} was trained on the "
+                f"{resolved} datasets (its args.json); drop --target or pass --target {resolved}"
+            )
+        if explicit is None:
+            logger.info("training target %s, from %s/args.json", resolved, adapter)
+    return SSIDSettings(index_dir=Path(index), target=resolved, infer_reason=not no_reason and env.infer_reason)
+
+
 def open_engine(
     model: str,
     template: str,

@@ -16,7 +16,6 @@ import argparse
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from swift_ssid.core.errors import UserError
@@ -135,38 +134,16 @@ class ModelSpec:
 
     def check(self) -> None:
         """Fail fast, before the model loads, on a bad template, index, adapter or budget (``UserError``)."""
-        from swift_ssid.core.index import IdentifierIndex
-        from swift_ssid.integration.templates import is_ssid_template
+        from swift_ssid.integration.retrieval import check_model_inputs, check_template
 
-        if not is_ssid_template(self.template):
-            raise UserError(f"--template {self.template!r} is not an SSID template; use ssid_<ms-swift template>")
-        if self.max_new_tokens < 1:
-            raise UserError(f"--max-new-tokens {self.max_new_tokens}: must be a positive integer")
-        if len(IdentifierIndex.load(self.index)) == 0:
-            raise UserError(
-                f"--index {self.index}: holds no valid identifier; rebuild it with `swift-ssid build-index`"
-            )
-        for adapter in self.adapters:
-            if not Path(adapter).is_dir():
-                raise UserError(f"--adapters {adapter}: no such checkpoint folder; pass a `swift sft` checkpoint")
+        check_template(self.template)
+        check_model_inputs(self.model, self.index, self.adapters, {"--max-new-tokens": self.max_new_tokens})
 
     def settings(self) -> Any:
         """The :class:`SSIDSettings` of this model: the target as ``swift-ssid retrieve`` resolves it."""
-        from swift_ssid.integration.checkpoints import checkpoint_training_target
-        from swift_ssid.integration.settings import SSIDSettings
+        from swift_ssid.integration.retrieval import retrieval_settings
 
-        env = SSIDSettings.from_env(ignore=("index_dir",))
-        trained = {t for a in self.adapters if (t := checkpoint_training_target(a)) is not None}
-        explicit = self.target or (env.target if SSIDSettings.is_set("target") else None)
-        if len(trained) > 1 or (trained and explicit is not None and {explicit} != trained):
-            raise UserError(
-                f"--target {explicit} and the adapters' training targets {sorted(trained)} disagree; "
-                "drop --target or pass one ablation's adapter"
-            )
-        target = next(iter(trained), None) or explicit or env.target
-        return SSIDSettings(
-            index_dir=Path(self.index), target=target, infer_reason=not self.no_reason and env.infer_reason
-        )
+        return retrieval_settings(self.index, self.adapters, self.target, self.no_reason)
 
 
 class SearchEngine:
