@@ -76,9 +76,7 @@ def demo_sft_flags(steps: int, family: str = DEFAULT_FAMILY) -> list[str]:
     ]
 
 
-def demo_config(
-    work: Path, family: str, model_dir: Path, steps: int | None = None, k: int = 10
-) -> PipelineConfig:
+def demo_config(work: Path, family: str, model_dir: Path, steps: int | None = None, k: int = 10) -> PipelineConfig:
     """The demo's pipeline settings (the end-to-end tests run them with fewer steps).
 
     Args:
