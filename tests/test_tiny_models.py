@@ -195,6 +195,26 @@ def test_real_lm_llava_encodes_chatml_with_image_tokens_through_swift(real_lm_ll
         assert torch.isfinite(model(**batch).loss)
 
 
+def test_real_lm_llava_demo_family_is_wired_and_leaves_the_default_family_alone(
+    tmp_path: Path, real_lm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from swift_ssid.workflows import demo
+
+    monkeypatch.setenv("SWIFT_SSID_ASSETS", str(real_lm_dir.parent))
+    assert demo.resolve_inputs(demo.REAL_LM_FAMILY)["real_lm"] == str(real_lm_dir)
+    assert demo.TEMPLATES[demo.REAL_LM_FAMILY] == "ssid_" + _flag(demo.REAL_LM_FAMILY, "--template")
+    real = demo.demo_config(tmp_path, demo.REAL_LM_FAMILY, tmp_path / "model")
+    tiny = demo.demo_config(tmp_path, demo.DEFAULT_FAMILY, tmp_path / "model")
+
+    def value(flags: list[str], name: str) -> str:
+        return flags[flags.index(name) + 1]
+
+    assert value(real.sft_flags, "--learning_rate") == "1e-4" and value(tiny.sft_flags, "--learning_rate") == "1e-2"
+    assert value(tiny.sft_flags, "--max_steps") == str(demo.DEMO_STEPS) and tiny.memorisation_images == 8
+    assert value(real.sft_flags, "--max_steps") == str(demo.default_steps(demo.REAL_LM_FAMILY))
+    assert "--template" not in real.model_flags and real.template == "ssid_llava1_6_yi_hf"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Qwen2 text
 # ---------------------------------------------------------------------------------------------------------------
