@@ -238,6 +238,32 @@ _TINY_TEXT: dict[str, int] = {
 }
 
 
+# LLaVA-NeXT's tiny vision: CLIP on 32-px tiles with 8-px patches, any-resolution grid up to 64x64 px.
+_LLAVA_TILE, _LLAVA_PATCH = 32, 8
+_LLAVA_PINPOINTS = [[_LLAVA_TILE, 2 * _LLAVA_TILE], [2 * _LLAVA_TILE, _LLAVA_TILE], [2 * _LLAVA_TILE, 2 * _LLAVA_TILE]]
+
+
+def _llava_next_processor(tokenizer: Any, chat_template: str) -> Any:
+    """The LLaVA-NeXT processor of the tiny vision tower (``<image>`` placeholder, one CLS feature dropped)."""
+    from transformers import LlavaNextImageProcessor, LlavaNextProcessor
+
+    tile = _LLAVA_TILE
+    image_processor = LlavaNextImageProcessor(
+        size={"shortest_edge": tile},
+        crop_size={"height": tile, "width": tile},
+        image_grid_pinpoints=_LLAVA_PINPOINTS,
+    )
+    return LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=_LLAVA_PATCH,
+        vision_feature_select_strategy="default",
+        image_token="<image>",
+        num_additional_image_tokens=1,
+        chat_template=chat_template,
+    )
+
+
 def build_tiny_llava_next(out_dir: str | Path, seed: int = 0) -> Path:
     """Write a tiny random LLaVA-NeXT (LLaVA-1.6-vicuna layout: CLIP vision tower, Llama text model) to ``out_dir``.
 
@@ -258,15 +284,12 @@ def build_tiny_llava_next(out_dir: str | Path, seed: int = 0) -> Path:
         LlamaConfig,
         LlavaNextConfig,
         LlavaNextForConditionalGeneration,
-        LlavaNextImageProcessor,
-        LlavaNextProcessor,
     )
 
     tokenizer = _llama_style_tokenizer(vocab_size=2048)
     image_id = tokenizer.convert_tokens_to_ids("<image>")
     pad_id = tokenizer.convert_tokens_to_ids("<pad>")
-    tile, patch = 32, 8
-    pinpoints = [[tile, 2 * tile], [2 * tile, tile], [2 * tile, 2 * tile]]
+    tile, patch, pinpoints = _LLAVA_TILE, _LLAVA_PATCH, _LLAVA_PINPOINTS
     config = LlavaNextConfig(
         vision_config=CLIPVisionConfig(**_TINY_VISION, image_size=tile, patch_size=patch, projection_dim=32),
         text_config=LlamaConfig(
@@ -287,21 +310,7 @@ def build_tiny_llava_next(out_dir: str | Path, seed: int = 0) -> Path:
     model = _seeded_init(LlavaNextForConditionalGeneration, config, seed)
     _set_generation_ids(model, eos=2, pad=pad_id, bos=1)
 
-    image_processor = LlavaNextImageProcessor(
-        size={"shortest_edge": tile},
-        crop_size={"height": tile, "width": tile},
-        image_grid_pinpoints=pinpoints,
-    )
-    processor = LlavaNextProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=patch,
-        vision_feature_select_strategy="default",
-        image_token="<image>",
-        num_additional_image_tokens=1,
-        chat_template=_VICUNA_TEMPLATE,
-    )
-    return _save(out_dir, model, processor)
+    return _save(out_dir, model, _llava_next_processor(tokenizer, _VICUNA_TEMPLATE))
 
 
 REAL_LM_LLAVA_LABEL = "real LM, random vision"
@@ -345,8 +354,6 @@ def build_real_lm_llava_next(out_dir: str | Path, lm_dir: str | Path | None = No
         LlamaForCausalLM,
         LlavaNextConfig,
         LlavaNextForConditionalGeneration,
-        LlavaNextImageProcessor,
-        LlavaNextProcessor,
     )
 
     from swift_ssid.testing.assets import real_lm_dir
@@ -357,8 +364,7 @@ def build_real_lm_llava_next(out_dir: str | Path, lm_dir: str | Path | None = No
     image_id = tokenizer.convert_tokens_to_ids("<image>")
     lm = LlamaForCausalLM.from_pretrained(str(lm_dir), dtype=torch.float32)
     text_config = LlamaConfig(**{**lm.config.to_dict(), "vocab_size": _round_up(len(tokenizer), 64)})
-    tile, patch = 32, 8
-    pinpoints = [[tile, 2 * tile], [2 * tile, tile], [2 * tile, 2 * tile]]
+    tile, patch, pinpoints = _LLAVA_TILE, _LLAVA_PATCH, _LLAVA_PINPOINTS
     config = LlavaNextConfig(
         vision_config=CLIPVisionConfig(**_TINY_VISION, image_size=tile, patch_size=patch, projection_dim=32),
         text_config=text_config,
@@ -380,21 +386,7 @@ def build_real_lm_llava_next(out_dir: str | Path, lm_dir: str | Path | None = No
     gen = lm.generation_config
     _set_generation_ids(model, eos=gen.eos_token_id, pad=gen.pad_token_id, bos=gen.bos_token_id)
 
-    image_processor = LlavaNextImageProcessor(
-        size={"shortest_edge": tile},
-        crop_size={"height": tile, "width": tile},
-        image_grid_pinpoints=pinpoints,
-    )
-    processor = LlavaNextProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=patch,
-        vision_feature_select_strategy="default",
-        image_token="<image>",
-        num_additional_image_tokens=1,
-        chat_template=_CHATML_IMAGE_TEMPLATE,
-    )
-    return _save(out_dir, model, processor)
+    return _save(out_dir, model, _llava_next_processor(tokenizer, _CHATML_IMAGE_TEMPLATE))
 
 
 def build_tiny_qwen2_text(out_dir: str | Path, seed: int = 0) -> Path:
