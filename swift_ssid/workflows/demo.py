@@ -42,8 +42,9 @@ REAL_LM_TRAINING: dict[str, str | int] = {
     "memorised_images": 4,
 }
 """Its fine-tuning: a pretrained LM needs a small learning rate and few passes (the tiny random models' 1e-2 and 200
-steps would wipe out what it knows); a step of 8 rows takes about 30 s on 2 busy cores, so 8 steps (about one pass
-over the 52 rows) and a memorisation check on 4 training images (20 queries) keep the demo near 10 minutes."""
+steps would wipe out what it knows); a step of 8 rows takes 30-90 s on 2 busy cores, so 8 steps (about one pass
+over the 52 rows) and a memorisation check on 4 training images (20 queries): about 33 minutes in all, measured in
+``benchmarks/REAL_LM_LLAVA.md``."""
 
 
 def model_flags(family: str) -> list[str]:
