@@ -138,6 +138,84 @@ def test_llava_next_tokenizer_is_llama_style(llava_next_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Real LM, random vision (LLaVA-NeXT around the real SmolLM2-135M-Instruct)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_lm_llava_dir(tmp_path_factory: pytest.TempPathFactory, real_lm_dir: Path) -> Path:
+    return tm.build_real_lm_llava_next(tmp_path_factory.mktemp("real_lm_llava") / "model", lm_dir=real_lm_dir)
+
+
+def test_real_lm_llava_carries_the_real_lm_unchanged(real_lm_llava_dir: Path, real_lm_dir: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoProcessor, AutoTokenizer
+
+    real = load_file(str(real_lm_dir / "model.safetensors"))
+    built = load_file(str(real_lm_llava_dir / "model.safetensors"))
+    real_tokenizer = AutoTokenizer.from_pretrained(str(real_lm_dir))
+    rows = len(real_tokenizer)
+    prefix = "language_model."  # transformers saves LLaVA-NeXT in the original checkpoints' key layout
+    assert {k for k in built if k.startswith(prefix)} == {prefix + k for k in real}
+    for key, weight in real.items():
+        mine = built[prefix + key]
+        assert torch.equal(mine[:rows] if key.endswith("embed_tokens.weight") else mine, weight), key
+    assert "lm_head.weight" not in built  # tied to the embeddings, as in SmolLM2
+
+    config = AutoConfig.from_pretrained(str(real_lm_llava_dir))
+    processor = AutoProcessor.from_pretrained(str(real_lm_llava_dir))
+    tokenizer = processor.tokenizer
+    assert config.tie_word_embeddings and config.text_config.tie_word_embeddings
+    assert tokenizer.convert_tokens_to_ids("<image>") == config.image_token_index == rows
+    assert len(tokenizer) == rows + 1 <= config.text_config.vocab_size
+    caption = "Two dogs run on the beach; identifier: dog - beach"
+    assert tokenizer(caption)["input_ids"] == real_tokenizer(caption)["input_ids"]
+    assert (tokenizer.eos_token, tokenizer.pad_token) == ("<|im_end|>", "<|im_end|>")
+    assert processor.patch_size == config.vision_config.patch_size
+
+
+def test_real_lm_llava_encodes_chatml_with_image_tokens_through_swift(real_lm_llava_dir: Path) -> None:
+    import torch
+    from swift.model import get_model_processor
+    from swift.template import get_template
+
+    model, processor = get_model_processor(
+        str(real_lm_llava_dir), model_type=_flag("real_lm_llava", "--model_type"), torch_dtype=torch.float32,
+        device_map="cpu",
+    )  # fmt: skip
+    template = get_template(processor, template_type=_flag("real_lm_llava", "--template"))
+    template.set_mode("train")
+    batch = template.data_collator([template.encode(row) for row in _train_rows(with_images=True)])
+    text = processor.tokenizer.decode(batch["input_ids"][0])
+    assert text.startswith("<|im_start|>user\n<image>") and "<|im_start|>assistant\nidentifier:" in text
+    image_id = model.config.image_token_index
+    assert ((batch["input_ids"] == image_id).sum(dim=1) > 0).all()
+    with torch.no_grad():
+        assert torch.isfinite(model(**batch).loss)
+
+
+def test_real_lm_llava_demo_family_is_wired_and_leaves_the_default_family_alone(
+    tmp_path: Path, real_lm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from swift_ssid.workflows import demo
+
+    monkeypatch.setenv("SWIFT_SSID_ASSETS", str(real_lm_dir.parent))
+    assert demo.resolve_inputs(demo.REAL_LM_FAMILY)["real_lm"] == str(real_lm_dir)
+    assert demo.TEMPLATES[demo.REAL_LM_FAMILY] == "ssid_" + _flag(demo.REAL_LM_FAMILY, "--template")
+    real = demo.demo_config(tmp_path, demo.REAL_LM_FAMILY, tmp_path / "model")
+    tiny = demo.demo_config(tmp_path, demo.DEFAULT_FAMILY, tmp_path / "model")
+
+    def value(flags: list[str], name: str) -> str:
+        return flags[flags.index(name) + 1]
+
+    assert value(real.sft_flags, "--learning_rate") == "1e-4" and value(tiny.sft_flags, "--learning_rate") == "1e-2"
+    assert value(tiny.sft_flags, "--max_steps") == str(demo.DEMO_STEPS) and tiny.memorisation_images == 8
+    assert value(real.sft_flags, "--max_steps") == str(demo.default_steps(demo.REAL_LM_FAMILY))
+    assert "--template" not in real.model_flags and real.template == "ssid_llava1_6_yi_hf"
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Qwen2 text
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -303,6 +381,22 @@ def test_swift_infer_cli_on_images(request: pytest.FixtureRequest, tmp_path: Pat
     for row in out:
         assert isinstance(row["response"], str) and row["response"]
         assert row["messages"][-1] == {"role": "assistant", "content": row["response"]}
+
+
+@pytest.mark.slow
+def test_swift_infer_answers_on_an_image_with_the_real_lm_llava(real_lm_llava_dir: Path, tmp_path: Path) -> None:
+    image = str(DEMO_IMAGES / "chelsea.jpg")
+    rows = [{"messages": [{"role": "user", "content": "<image>What is the capital of France?"}], "images": [image]}]
+    result = tmp_path / "out.jsonl"
+    _swift(
+        ["infer", "--model", str(real_lm_llava_dir), *tm.SWIFT_FLAGS["real_lm_llava"],
+         "--val_dataset", str(_write_jsonl(tmp_path / "rows.jsonl", rows)), "--result_path", str(result),
+         "--max_new_tokens", "12", "--temperature", "0"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    (out,) = _read_jsonl(result)
+    assert out["images"][0]["path"] == image
+    assert "Paris" in out["response"], out["response"]  # the real LM answers through the random image tokens
 
 
 @pytest.mark.slow

@@ -8,6 +8,8 @@ The builders write a complete model directory (weights, config, tokenizer, proce
 | ``llava_next`` | :func:`build_tiny_llava_next` | ``LlavaNextForConditionalGeneration``, Llama-style BPE trained here |
 | ``qwen2_text`` | :func:`build_tiny_qwen2_text` | ``Qwen2ForCausalLM``, byte-level BPE trained here (~1.8k ids) |
 | ``paligemma`` | :func:`build_tiny_paligemma` | ``PaliGemmaForConditionalGeneration``, Gemma-style BPE trained here |
+| ``real_lm_llava`` | :func:`build_real_lm_llava_next` | ``LlavaNextForConditionalGeneration``: the real SmolLM2-135M |
+| | | language model and tokenizer, a tiny random vision tower ("real LM, random vision") |
 | (dense) | :func:`build_tiny_clip` | ``CLIPModel`` for the dense baseline's dual encoder (not an ms-swift model) |
 
 Use them as ``swift infer --model DIR *SWIFT_FLAGS[key] ...`` and ``swift sft --model DIR *SWIFT_FLAGS[key]
@@ -47,6 +49,10 @@ SWIFT_FLAGS: dict[str, list[str]] = {
     # but adds the longer "You are Qwen, created by Alibaba Cloud..." system prompt.
     "qwen2_text": ["--model_type", "qwen2", "--template", "qwen", "--torch_dtype", "float32"],
     "paligemma": ["--model_type", "paligemma", "--template", "paligemma", "--torch_dtype", "float32"],
+    # ms-swift's LLaVA-NeXT with ChatML turns (registered for LLaVA-1.6-34B): SmolLM2-Instruct's own chat format.
+    "real_lm_llava": [
+        "--model_type", "llava1_6_yi_hf", "--template", "llava1_6_yi_hf", "--torch_dtype", "float32",
+    ],
 }  # fmt: skip
 """swift CLI flags (infer, sft, deploy, ...) that each tiny model needs, keyed like :data:`BUILDERS`."""
 
@@ -232,6 +238,32 @@ _TINY_TEXT: dict[str, int] = {
 }
 
 
+# LLaVA-NeXT's tiny vision: CLIP on 32-px tiles with 8-px patches, any-resolution grid up to 64x64 px.
+_LLAVA_TILE, _LLAVA_PATCH = 32, 8
+_LLAVA_PINPOINTS = [[_LLAVA_TILE, 2 * _LLAVA_TILE], [2 * _LLAVA_TILE, _LLAVA_TILE], [2 * _LLAVA_TILE, 2 * _LLAVA_TILE]]
+
+
+def _llava_next_processor(tokenizer: Any, chat_template: str) -> Any:
+    """The LLaVA-NeXT processor of the tiny vision tower (``<image>`` placeholder, one CLS feature dropped)."""
+    from transformers import LlavaNextImageProcessor, LlavaNextProcessor
+
+    tile = _LLAVA_TILE
+    image_processor = LlavaNextImageProcessor(
+        size={"shortest_edge": tile},
+        crop_size={"height": tile, "width": tile},
+        image_grid_pinpoints=_LLAVA_PINPOINTS,
+    )
+    return LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=_LLAVA_PATCH,
+        vision_feature_select_strategy="default",
+        image_token="<image>",
+        num_additional_image_tokens=1,
+        chat_template=chat_template,
+    )
+
+
 def build_tiny_llava_next(out_dir: str | Path, seed: int = 0) -> Path:
     """Write a tiny random LLaVA-NeXT (LLaVA-1.6-vicuna layout: CLIP vision tower, Llama text model) to ``out_dir``.
 
@@ -252,15 +284,12 @@ def build_tiny_llava_next(out_dir: str | Path, seed: int = 0) -> Path:
         LlamaConfig,
         LlavaNextConfig,
         LlavaNextForConditionalGeneration,
-        LlavaNextImageProcessor,
-        LlavaNextProcessor,
     )
 
     tokenizer = _llama_style_tokenizer(vocab_size=2048)
     image_id = tokenizer.convert_tokens_to_ids("<image>")
     pad_id = tokenizer.convert_tokens_to_ids("<pad>")
-    tile, patch = 32, 8
-    pinpoints = [[tile, 2 * tile], [2 * tile, tile], [2 * tile, 2 * tile]]
+    tile, patch, pinpoints = _LLAVA_TILE, _LLAVA_PATCH, _LLAVA_PINPOINTS
     config = LlavaNextConfig(
         vision_config=CLIPVisionConfig(**_TINY_VISION, image_size=tile, patch_size=patch, projection_dim=32),
         text_config=LlamaConfig(
@@ -281,21 +310,83 @@ def build_tiny_llava_next(out_dir: str | Path, seed: int = 0) -> Path:
     model = _seeded_init(LlavaNextForConditionalGeneration, config, seed)
     _set_generation_ids(model, eos=2, pad=pad_id, bos=1)
 
-    image_processor = LlavaNextImageProcessor(
-        size={"shortest_edge": tile},
-        crop_size={"height": tile, "width": tile},
+    return _save(out_dir, model, _llava_next_processor(tokenizer, _VICUNA_TEMPLATE))
+
+
+REAL_LM_LLAVA_LABEL = "real LM, random vision"
+"""How results of :func:`build_real_lm_llava_next`'s model are labelled everywhere: the language model is the real
+SmolLM2-135M-Instruct (4-bit weights dequantised), the vision tower and projector are tiny and random."""
+
+_CHATML_IMAGE_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}{{ '<image>\n' }}{% elif content['type'] == 'text' %}{{ content['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}{{ '<|im_end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def build_real_lm_llava_next(out_dir: str | Path, lm_dir: str | Path | None = None, seed: int = 0) -> Path:
+    """Write a LLaVA-NeXT whose language model is the real SmolLM2-135M-Instruct and whose vision is tiny and random.
+
+    "Real LM, random vision" (:data:`REAL_LM_LLAVA_LABEL`): the language model's weights are copied unchanged from
+    the real LM's folder (4-bit Q4_1 weights dequantised; word embeddings stay tied); the CLIP vision tower (the
+    32-px tiles and 8-px patches of :func:`build_tiny_llava_next`), the projector and the image-newline vector are
+    random from ``seed``. The tokenizer is the real LM's (byte-level BPE, ChatML) plus one special token ``<image>``
+    (id 49152); the vocabulary is padded to 49,216 rows, the new rows set to the mean embedding. ms-swift loads it
+    with ``SWIFT_FLAGS["real_lm_llava"]``: model type and template ``llava1_6_yi_hf``, ms-swift's LLaVA-NeXT with
+    ChatML turns, the chat format SmolLM2-Instruct was tuned on (no default system prompt).
+
+    Args:
+        out_dir: Directory to write (created; existing files are overwritten); about 0.55 GB of float32 weights.
+        lm_dir: The real LM's folder; None looks it up with :func:`swift_ssid.testing.assets.real_lm_dir`
+            (``swift-ssid fetch-assets --real-lm`` puts it there).
+        seed: Seed for the random vision tower and projector.
+
+    Returns:
+        ``out_dir`` as a Path.
+    """
+    import torch
+    from transformers import (
+        AutoTokenizer,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+    )
+
+    from swift_ssid.testing.assets import real_lm_dir
+
+    lm_dir = real_lm_dir(lm_dir)  # AssetNotFoundError (a FileNotFoundError) names the fix
+    tokenizer = AutoTokenizer.from_pretrained(str(lm_dir))
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    lm = LlamaForCausalLM.from_pretrained(str(lm_dir), dtype=torch.float32)
+    text_config = LlamaConfig(**{**lm.config.to_dict(), "vocab_size": _round_up(len(tokenizer), 64)})
+    tile, patch, pinpoints = _LLAVA_TILE, _LLAVA_PATCH, _LLAVA_PINPOINTS
+    config = LlavaNextConfig(
+        vision_config=CLIPVisionConfig(**_TINY_VISION, image_size=tile, patch_size=patch, projection_dim=32),
+        text_config=text_config,
+        image_token_index=image_id,
         image_grid_pinpoints=pinpoints,
-    )
-    processor = LlavaNextProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=patch,
+        vision_feature_layer=-2,
         vision_feature_select_strategy="default",
-        image_token="<image>",
-        num_additional_image_tokens=1,
-        chat_template=_VICUNA_TEMPLATE,
+        projector_hidden_act="gelu",
+        tie_word_embeddings=True,
     )
-    return _save(out_dir, model, processor)
+    model = _seeded_init(LlavaNextForConditionalGeneration, config, seed)
+    old_rows = lm.get_input_embeddings().weight.shape[0]
+    lm.resize_token_embeddings(config.text_config.vocab_size, mean_resizing=False)
+    with torch.no_grad():  # deterministic new rows (mean_resizing samples from the global RNG)
+        rows = lm.get_input_embeddings().weight
+        rows[old_rows:] = rows[:old_rows].mean(dim=0)
+    model.model.language_model.load_state_dict(lm.model.state_dict(), strict=True)
+    model.tie_weights()
+    gen = lm.generation_config
+    _set_generation_ids(model, eos=gen.eos_token_id, pad=gen.pad_token_id, bos=gen.bos_token_id)
+
+    return _save(out_dir, model, _llava_next_processor(tokenizer, _CHATML_IMAGE_TEMPLATE))
 
 
 def build_tiny_qwen2_text(out_dir: str | Path, seed: int = 0) -> Path:
@@ -471,8 +562,10 @@ BUILDERS = {
     "llava_next": build_tiny_llava_next,
     "qwen2_text": build_tiny_qwen2_text,
     "paligemma": build_tiny_paligemma,
+    "real_lm_llava": build_real_lm_llava_next,
 }
-"""Builder per tiny-model key (the keys of :data:`SWIFT_FLAGS`)."""
+"""Builder per model key (the keys of :data:`SWIFT_FLAGS`): the tiny random models, and ``real_lm_llava`` (real LM,
+random vision; it reads the real LM's folder)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
