@@ -24,37 +24,15 @@ import sys
 import time
 
 from swift_ssid.core.errors import UserError, check_output_file
-from swift_ssid.workflows.run import DTYPES
+from swift_ssid.workflows.run import add_retrieval_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="model id or local directory (the base model with --adapters)")
-    parser.add_argument("--adapters", nargs="*", default=[], metavar="A", help="LoRA checkpoint(s) from swift sft")
-    parser.add_argument("--model_type", "--model-type", default=None, help="ms-swift model type (local dirs)")
-    parser.add_argument(
-        "--template",
-        required=True,
-        help="SSID template: ssid_<ms-swift template>, e.g. ssid_qwen2_5_vl, ssid_qwen2_vl, ssid_llava1_6_vicuna_hf",
-    )
-    parser.add_argument("--index", required=True, metavar="DIR", help="identifier index (swift-ssid build-index)")
+    add_retrieval_arguments(parser)
     parser.add_argument("--queries", required=True, metavar="Q.jsonl", help="queries: {query_id?, query, gold_images}")
     parser.add_argument("--k", type=int, default=10, help="beams = identifiers returned per query (default 10)")
     parser.add_argument("--out", required=True, metavar="RUN.jsonl", help="run file (resumed if it exists)")
     parser.add_argument("--batch-size", "--batch_size", type=int, default=8, help="queries per engine call")
-    parser.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=64, help="tokens per response")
-    parser.add_argument("--torch-dtype", "--torch_dtype", choices=DTYPES, default=None, help="default: the model's")
-    parser.add_argument(
-        "--target",
-        choices=("reason", "noreason"),
-        default=None,
-        help="the model's training target: identifier + reason line (reason) or identifier only (noreason); "
-        "default: the target setting (environment) or reason",
-    )
-    parser.add_argument(
-        "--no-reason",
-        action="store_true",
-        help="end each response after the identifier line (the paper's 'reason in training only' ablation)",
-    )
     parser.add_argument(
         "--setting",
         nargs="+",

@@ -90,25 +90,10 @@ def hits_from_row(row: Any, k: int, images_for: Callable[[str], Sequence[str]]) 
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """The model and index flags of ``swift-ssid search`` and ``serve``, spelt as ``swift-ssid retrieve`` has them."""
-    from swift_ssid.workflows.run import DTYPES
+    """The model and index flags of ``swift-ssid search`` and ``serve``: ``swift-ssid retrieve``'s own."""
+    from swift_ssid.workflows.run import add_retrieval_arguments
 
-    parser.add_argument("--model", required=True, help="model id or local directory (the base model with --adapters)")
-    parser.add_argument("--adapters", nargs="*", default=[], metavar="A", help="LoRA checkpoint(s) from swift sft")
-    parser.add_argument("--model_type", "--model-type", default=None, help="ms-swift model type (local dirs)")
-    parser.add_argument(
-        "--template", required=True, help="SSID template: ssid_<ms-swift template>, e.g. ssid_qwen2_5_vl"
-    )
-    parser.add_argument("--index", required=True, metavar="DIR", help="identifier index (swift-ssid build-index)")
-    parser.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=64, help="tokens per response")
-    parser.add_argument("--torch-dtype", "--torch_dtype", choices=DTYPES, default=None, help="default: the model's")
-    parser.add_argument(
-        "--target",
-        choices=("reason", "noreason"),
-        default=None,
-        help="the model's training target (default: the adapters' args.json, else the target setting, else reason)",
-    )
-    parser.add_argument("--no-reason", action="store_true", help="end each response after the identifier line")
+    add_retrieval_arguments(parser)
 
 
 @dataclass

@@ -120,3 +120,30 @@ def run_pipeline(config: PipelineConfig, title: str) -> str:
         ValueError: a setting or input cannot be used (e.g. a collection without test images).
     """
     return format_summary(Pipeline(config).run_all(), title)
+
+
+def add_retrieval_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model and index flags of every command that retrieves with a trained model (retrieve, search, serve)."""
+    parser.add_argument("--model", required=True, help="model id or local directory (the base model with --adapters)")
+    parser.add_argument("--adapters", nargs="*", default=[], metavar="A", help="LoRA checkpoint(s) from swift sft")
+    parser.add_argument("--model_type", "--model-type", default=None, help="ms-swift model type (local dirs)")
+    parser.add_argument(
+        "--template",
+        required=True,
+        help="SSID template: ssid_<ms-swift template>, e.g. ssid_qwen2_5_vl, ssid_qwen2_vl, ssid_llava1_6_vicuna_hf",
+    )
+    parser.add_argument("--index", required=True, metavar="DIR", help="identifier index (swift-ssid build-index)")
+    parser.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=64, help="tokens per response")
+    parser.add_argument("--torch-dtype", "--torch_dtype", choices=DTYPES, default=None, help="default: the model's")
+    parser.add_argument(
+        "--target",
+        choices=("reason", "noreason"),
+        default=None,
+        help="the model's training target: identifier + reason line (reason) or identifier only (noreason); "
+        "default: the adapters' args.json, else the target setting (environment), else reason",
+    )
+    parser.add_argument(
+        "--no-reason",
+        action="store_true",
+        help="end each response after the identifier line (the paper's 'reason in training only' ablation)",
+    )
