@@ -200,7 +200,7 @@ def test_quality_command_with_tokenizer_and_errors(tmp_path, capsys):
     report = QualityReport.load(out)
     assert report.discriminability.bm25["R@1"] == 0.25  # as in the hand-computed test above
     assert report.trie.identifiers == 3 and report.length.tokens.count == 4
-    assert "discriminability (BM25)" in capsys.readouterr().out
+    assert "discriminability (BM25): R@1 25.0%, R@5 " in capsys.readouterr().out  # the unit printed every time
     assert main(["quality", str(tmp_path / "nope"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "swift-ssid quality: error:" in err

@@ -80,7 +80,7 @@ def summary(report) -> str:
     if d is not None:
         for label, values in (("BM25", d.bm25), (d.embedder_name, d.embedder)):
             if values:
-                recall = ", ".join(f"R@{k} {format_percent(values[f'R@{k}'])}" for k in DEFAULT_KS)
+                recall = ", ".join(f"R@{k} {format_percent(values[f'R@{k}'])}%" for k in DEFAULT_KS)
                 lines.append(f"discriminability ({label}): {recall} (identifier -> own image's captions)")
     if report.consistency is not None:
         s = report.consistency
