@@ -160,6 +160,7 @@ def test_one_client_gets_what_retrieve_writes(setup, retrieved):
         check_answer(body, retrieved[query["query"]], exact=True)
         assert all(h["image_url"].startswith("/images/") for h in body["results"])
         assert body["index"]["images"] == 12 and body["index"]["kind"] == "ssid"
+        assert body["index"]["version"] == 1  # the index version run files record, not a checksum
 
 
 def test_search_command_prints_the_same(answers):

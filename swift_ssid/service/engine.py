@@ -142,7 +142,7 @@ class SearchEngine:
     """
 
     def __init__(self, engine: Any, settings: Any, max_new_tokens: int = 64, info: dict[str, Any] | None = None):
-        from swift_ssid.core.index import index_kind, read_manifest
+        from swift_ssid.core.index import index_kind, index_version, read_manifest
 
         self.engine = engine
         self.settings = settings
@@ -156,7 +156,8 @@ class SearchEngine:
             "index": {
                 "path": str(settings.index_dir),
                 "kind": index_kind(settings.index_dir),
-                "version": str(manifest.get("sha256", {}).get("index.jsonl", ""))[:12] or None,
+                "version": index_version(settings.index_dir),  # the number run files record (`index versions`)
+                "checksum": str(manifest.get("sha256", {}).get("index.jsonl", ""))[:12] or None,
                 "policy": self.index.policy,
                 "images": sum(1 for e in self.index.entries if e.identifier is not None),
                 "identifiers": len(self.index),
