@@ -495,11 +495,10 @@ class TextProtocol:
         Returns:
             The checkpoint and its record (``steps``, ``seconds``).
         """
-        from swift_ssid.core.kinds import NEW_TOKENS_FILE, index_new_tokens
+        from swift_ssid.core.kinds import new_token_sft_flags
         from swift_ssid.integration.checkpoints import last_checkpoint
         from swift_ssid.integration.settings import SSIDSettings
         from swift_ssid.workflows.pipeline import PLUGIN_FILE, run_logged, swift_executable
-        from swift_ssid.workflows.protocols.identifiers import ATOMIC_SFT_FLAGS
 
         o = self.o
         output_dir = self.out / f"sft_{row}"
@@ -525,9 +524,7 @@ class TextProtocol:
         cmd += ["--gradient_accumulation_steps", "1", "--dataloader_num_workers", "0", "--report_to", "none"]
         cmd += ["--check_model", "false", "--add_version", "false", "--save_only_model", "true"]
         cmd += ["--logging_steps", "10", "--warmup_ratio", "0.05"]
-        if index_new_tokens(index):
-            cmd += ["--new_special_tokens", str(index / NEW_TOKENS_FILE)]
-            cmd += list(ATOMIC_SFT_FLAGS) if o.tuner == "lora" else []
+        cmd += new_token_sft_flags(index)
         cmd += [*o.sft_args, "--output_dir", str(output_dir)]
         settings = SSIDSettings(index_dir=index, collection=str(self.collection), protocol="standard", target=target)
         logger.info("%s: swift sft (%d steps, %s) -> %s", row, o.max_steps, o.tuner, output_dir)

@@ -1,0 +1,62 @@
+"""``swift-ssid protocol text`` end to end on a tiny random text model, through the real ``swift`` CLI.
+
+The protocol's numbers need the real LM and hours (benchmarks/TEXT_PROTOCOL.md); this test checks that every kind of
+row runs (a trained kind, atomic with its new tokens, a lexical one and their fusion), that the table, plot and JSON
+are written, that each run ranks only indexed images, and that a second call recomputes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from swift_ssid.core.index import load_index
+
+pytestmark = pytest.mark.slow
+
+ROWS = ["numeric", "atomic", "bm25", "fusion"]
+
+
+def _protocol(out: Path, model: Path, captions: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "swift_ssid.cli", "protocol", "text", "--out", str(out), "--captions",
+               str(captions), "--images", "5", "--test-share", "0.2", "--model", str(model), "--model_type", "qwen2",
+               "--template", "ssid_qwen2_5", "--rows", *ROWS, "--fuse", "numeric", "bm25", "--max-steps", "1",
+               "--batch-size", "2", "--max-length", "128", "--memorise-repeat", "1", "--k", "3",
+               "--bootstrap", "50"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_the_text_protocol_runs_every_row_type_and_resumes(tmp_path, flickr_captions):
+    from swift_ssid.testing.tiny_models import build_tiny_qwen2_text
+
+    captions = tmp_path / "captions.txt"
+    captions.write_text("\n".join(flickr_captions[:25]) + "\n", encoding="utf-8")
+    model = build_tiny_qwen2_text(tmp_path / "model")
+    out = tmp_path / "protocol"
+
+    first = _protocol(out, model, captions)
+    assert first.returncode == 0, first.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    names = [row["name"] for row in results["rows"]]
+    assert names == ROWS, names
+    queries = [json.loads(line) for line in (out / "queries.jsonl").read_text().splitlines()]
+    assert len(queries) == 4  # captions 2-5 of the one test image
+    for kind in ("numeric", "atomic"):
+        indexed = {item.image for item in load_index(out / f"index_{kind}").items}
+        run = [json.loads(line) for line in (out / f"run_{kind}.jsonl").read_text().splitlines()]
+        assert {r["query_id"] for r in run} == {q["query_id"] for q in queries}
+        assert all(set(r["images"]) <= indexed and r["images"] for r in run), kind
+    assert (out / "sft_atomic" / "ssid_protocol.json").is_file()  # atomic trained with its new tokens
+    assert "| numeric" in (out / "table.md").read_text() and (out / "text_protocol.png").stat().st_size > 0
+
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("run_*.jsonl")}
+    second = _protocol(out, model, captions)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in out.glob("run_*.jsonl")} == stamps  # nothing recomputed
+    assert "skipping swift sft" in second.stderr
