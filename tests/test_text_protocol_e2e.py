@@ -1,7 +1,8 @@
 """``swift-ssid protocol text`` end to end on a tiny random text model, through the real ``swift`` CLI.
 
 The protocol's numbers need the real LM and hours (benchmarks/TEXT_PROTOCOL.md); this test checks that every kind of
-row runs (a trained kind, atomic with its new tokens, a lexical one and their fusion), that the table, plot and JSON
+row runs (trained kinds, atomic with its new tokens, SSID whose stage-1 probe finds the random model's answers
+unusable and so falls back to the caption-derived row, a lexical row and a fusion), that the table, plot and JSON
 are written, that each run ranks only indexed images, and that a second call recomputes nothing.
 """
 
@@ -19,7 +20,7 @@ from swift_ssid.core.index import load_index
 
 pytestmark = pytest.mark.slow
 
-ROWS = ["numeric", "atomic", "bm25", "fusion"]
+ROWS = ["numeric", "caption-derived", "atomic", "ssid", "bm25", "fusion"]
 
 
 def _protocol(out: Path, model: Path, captions: Path) -> subprocess.CompletedProcess:
@@ -27,7 +28,7 @@ def _protocol(out: Path, model: Path, captions: Path) -> subprocess.CompletedPro
                str(captions), "--images", "5", "--test-share", "0.2", "--model", str(model), "--model_type", "qwen2",
                "--template", "ssid_qwen2_5", "--rows", *ROWS, "--fuse", "numeric", "bm25", "--max-steps", "1",
                "--batch-size", "2", "--max-length", "128", "--memorise-repeat", "1", "--k", "3",
-               "--bootstrap", "50"]  # fmt: skip
+               "--bootstrap", "50", "--stage1-probe", "3"]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
 
@@ -48,11 +49,17 @@ def test_the_text_protocol_runs_every_row_type_and_resumes(tmp_path, flickr_capt
     queries = [json.loads(line) for line in (out / "queries.jsonl").read_text().splitlines()]
     assert len(queries) == 4  # captions 2-5 of the one test image
     for kind in ("numeric", "atomic"):
-        indexed = {item.image for item in load_index(out / f"index_{kind}").items}
+        indexed = {entry.image for entry in load_index(out / f"index_{kind}").entries}
         run = [json.loads(line) for line in (out / f"run_{kind}.jsonl").read_text().splitlines()]
         assert {r["query_id"] for r in run} == {q["query_id"] for q in queries}
         assert all(set(r["images"]) <= indexed and r["images"] for r in run), kind
     assert (out / "sft_atomic" / "ssid_protocol.json").is_file()  # atomic trained with its new tokens
+    ssid = next(row for row in results["rows"] if row["name"] == "ssid")
+    stage1 = json.loads((out / "ssid_stage1" / "stage1.json").read_text())
+    assert stage1["decided_on"] == "a probe of 3" and stage1["probe"]["upper_95"] < 0.8  # random answers: unusable
+    assert not (out / "ssid_stage1" / "results.jsonl").exists()  # the other descriptions never went to stage 1
+    assert ssid["kind"] == "ssid (fallback: caption-derived)" and ssid["run"].endswith("run_caption-derived.jsonl")
+    assert not (out / "sft_ssid").exists()  # the fallback reuses the caption-derived training
     assert "| numeric" in (out / "table.md").read_text() and (out / "text_protocol.png").stat().st_size > 0
 
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("run_*.jsonl")}

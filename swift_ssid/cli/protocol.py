@@ -156,6 +156,14 @@ def _add_text(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retrieve-batch-size", type=int, default=d.retrieve_batch_size, help="queries per engine call")
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="retrieval budget (%(default)s)")
     p.add_argument("--min-usable", type=float, default=d.min_usable, help="ssid: fallback below this usable share")
+    p.add_argument(
+        "--stage1-probe",
+        type=int,
+        default=d.stage1_probe,
+        metavar="N",
+        help="ssid: stage 1 on the first N descriptions first; fallback at once when the upper 95%% bound of their "
+        "usable share is below --min-usable (default %(default)s: no probe)",
+    )
     p.add_argument("--fuse", nargs="+", default=list(d.fuse), choices=ROWS[:-1], help="rows fused by RRF")
     p.add_argument("--bootstrap", type=int, default=d.bootstrap, help="bootstrap resamples (%(default)s)")
 
@@ -194,6 +202,7 @@ def _run_text(args: argparse.Namespace) -> int:
             retrieve_batch_size=args.retrieve_batch_size,
             max_new_tokens=args.max_new_tokens,
             min_usable=args.min_usable,
+            stage1_probe=args.stage1_probe,
             fuse=tuple(args.fuse),
             bootstrap=args.bootstrap,
             model_label=label,

@@ -198,6 +198,19 @@ def paired_difference(
     return out
 
 
+def usable_upper_bound(usable: int, n: int, level: float = 0.95) -> float:
+    """One-sided upper ``level`` Clopper-Pearson bound of a usable share seen as ``usable`` of ``n``.
+
+    >>> round(usable_upper_bound(0, 10), 3)  # 0 of 10: the share is below 26% at 95%
+    0.259
+    >>> usable_upper_bound(10, 10)
+    1.0
+    """
+    from scipy.stats import beta
+
+    return 1.0 if usable >= n else float(beta.ppf(level, usable + 1, n - usable))
+
+
 def training_answer_share(rows: Sequence[RunRow], train_images: set[str]) -> float | None:
     """Share of queries (with any answer) whose first answer image is a training image; None when none answered."""
     firsts = [row.images[0] for row in rows if row.images]
@@ -230,6 +243,9 @@ class TextProtocolOptions:
         max_new_tokens: generation budget of retrieval.
         generate_max_new_tokens: stage-1 budget (ssid).
         min_usable: ssid's usable share below which the labelled caption-derived fallback is used.
+        stage1_probe: ssid: run stage 1 on the first N descriptions first; when even the upper 95% bound of their
+            usable share (Clopper-Pearson, after asking again) is below ``min_usable``, use the fallback without
+            running the rest (0: no probe).
         fuse: the two (or more) rows fused by ranx RRF into the ``fusion`` row.
         bootstrap: resamples of the bootstrap intervals.
         model_label: the model named in the tables.
@@ -259,6 +275,7 @@ class TextProtocolOptions:
     max_new_tokens: int = 48
     generate_max_new_tokens: int = 64
     min_usable: float = 0.8
+    stage1_probe: int = 0
     fuse: tuple[str, ...] = ("semantic", "dense")
     bootstrap: int = 1000
     model_label: str = "this model"
@@ -385,26 +402,55 @@ class TextProtocol:
             The index and ``{"usable_share", "asked_again", "source"}``.
         """
         from swift_ssid.core.collection import load_collection
-        from swift_ssid.core.index import read_stats
-        from swift_ssid.core.rows import generate_rows
 
         work = self.out / "ssid_stage1"
         info_file = work / "stage1.json"
         info = read_json(info_file)
         if isinstance(info, dict) and (Path(info["index"]) / "index.jsonl").is_file():
             return Path(info["index"]), info
+        items = list(load_collection(self.descriptions))
+        start = time.perf_counter()
+        probe = None
+        if 0 < self.o.stage1_probe < len(items):
+            probe = self._stage1(items[: self.o.stage1_probe], work / "probe")
+            probe["upper_95"] = round(usable_upper_bound(probe["usable"], probe["images"]), 4)
+        if probe is not None and probe["upper_95"] < self.o.min_usable:
+            info = {"probe": probe, "usable_share": probe["usable_share"]}
+            info["decided_on"] = f"a probe of {probe['images']}"
+        else:
+            info = self._stage1(items, work)
+            info["probe"] = probe
+        info["stage1_s"] = round(time.perf_counter() - start, 1)
+        if "index" in info and info["usable_share"] >= self.o.min_usable:
+            info.update(source="model")
+        else:
+            logger.warning(
+                "ssid: only %.0f%% of the model's identifiers are usable (< %.0f%%; %s): the row uses the labelled "
+                "caption-derived fallback, NOT model-written identifiers",
+                100 * info["usable_share"],
+                100 * self.o.min_usable,
+                info.get("decided_on", "all descriptions"),
+            )
+            info.update(source="caption-derived fallback", index=str(self.kind_index("caption-derived")))
+        write_json_atomic(info_file, info)
+        return Path(info["index"]), info
+
+    def _stage1(self, items: Sequence[Any], work: Path) -> dict[str, Any]:
+        """Stage 1 (swift infer, greedy) on ``items``, unusable answers asked once more at temperature 0.7."""
+        from swift_ssid.core.index import read_stats
+        from swift_ssid.core.rows import generate_rows
+
         work.mkdir(parents=True, exist_ok=True)
         rows = work / "rows.jsonl"
         results = work / "results.jsonl"
-        write_jsonl_atomic(rows, generate_rows(load_collection(self.descriptions), with_caption=True))
-        start = time.perf_counter()
+        write_jsonl_atomic(rows, generate_rows(items, with_caption=True))
         if not results.is_file():
             partial = work / "results.partial.jsonl"
             partial.unlink(missing_ok=True)
-            self._infer(rows, partial, "ssid_generate.log", temperature=0.0)
+            self._infer(rows, partial, f"ssid_generate_{work.name}.log", temperature=0.0)
             partial.replace(results)
         model_index = work / "index_model"
-        self._build_index(results, model_index, "ssid_build_index.log")
+        self._build_index(results, model_index, f"ssid_build_index_{work.name}.log")
         stats = read_stats(model_index)
         first_share = stats["valid"] / max(stats["images"], 1)
         regenerate = model_index / "regenerate.jsonl"
@@ -413,30 +459,20 @@ class TextProtocol:
             asked = sum(1 for line in open(regenerate, encoding="utf-8") if line.strip())
             again = work / "results_again.jsonl"
             again.unlink(missing_ok=True)
-            self._infer(regenerate, again, "ssid_ask_again.log", temperature=0.7)
+            self._infer(regenerate, again, f"ssid_ask_again_{work.name}.log", temperature=0.7)
             with open(results, "a", encoding="utf-8") as f:  # the first valid answer of an item wins on rebuild
                 f.write(again.read_text(encoding="utf-8"))
-            self._build_index(results, model_index, "ssid_build_index_again.log")
+            self._build_index(results, model_index, f"ssid_build_index_again_{work.name}.log")
             stats = read_stats(model_index)
-        share = stats["valid"] / max(stats["images"], 1)
-        info = {
+        images = max(int(stats["images"]), 1)
+        return {
+            "images": images,
+            "usable": int(stats["valid"]),
             "usable_share_first": round(first_share, 4),
             "asked_again": asked,
-            "usable_share": round(share, 4),
-            "stage1_s": round(time.perf_counter() - start, 1),
+            "usable_share": round(stats["valid"] / images, 4),
+            "index": str(model_index),
         }
-        if share >= self.o.min_usable:
-            info.update(source="model", index=str(model_index))
-        else:
-            logger.warning(
-                "ssid: only %.0f%% of the model's identifiers are usable (< %.0f%%): the row uses the labelled "
-                "caption-derived fallback, NOT model-written identifiers",
-                100 * share,
-                100 * self.o.min_usable,
-            )
-            info.update(source="caption-derived fallback", index=str(self.kind_index("caption-derived")))
-        write_json_atomic(info_file, info)
-        return Path(info["index"]), info
 
     def _infer(self, rows: Path, result: Path, log: str, temperature: float) -> None:
         from swift_ssid.workflows.pipeline import PLUGIN_FILE, run_logged, swift_executable
@@ -661,17 +697,24 @@ class TextProtocol:
                 extras[row] = {"index": index}
             else:
                 info: dict[str, Any] = {}
+                trained_as, index, target, kind = row, self.kind_index(row) if row != "ssid" else None, "noreason", row
+                note = ""
                 if row == "ssid":
                     index, info = self.ssid_index()
-                    fallback = info["source"] != "model"
-                    target = "noreason" if fallback else "reason"
-                    kind = FALLBACK_LABEL if fallback else "ssid"
-                else:
-                    index, target, kind = self.kind_index(row), "noreason", row
-                checkpoint, trained = self.train(row, index, target)
-                runs[row] = self.generative(row, index, checkpoint, target, {"kind": kind})
-                note = f"usable {info['usable_share']:.0%}, asked again {info['asked_again']}" if info else ""
+                    probe = info.get("probe") or {}
+                    asked = info.get("asked_again", probe.get("asked_again", 0))
+                    decided = info.get("decided_on", "all descriptions")
+                    note = f"usable {info['usable_share']:.0%} ({decided}), asked again {asked}"
+                    if info["source"] == "model":
+                        target = "reason"
+                    else:  # the fallback IS the caption-derived row: same index, so its training and run are reused
+                        trained_as, kind = "caption-derived", "caption-derived"
+                        note += "; fallback = the caption-derived row's training and run"
+                checkpoint, trained = self.train(trained_as, index, target)
+                runs[row] = self.generative(trained_as, index, checkpoint, target, {"kind": kind})
                 extras[row] = {"index": index, "trained": trained, "note": note, "stage1": info or None}
+                if trained_as != row:
+                    extras[row].update(kind=FALLBACK_LABEL, timing_row=trained_as)
             rows.append(self.summarise(row, runs[row], extras[row]))
         results = self.write(rows, runs, extras, time.perf_counter() - wall, load_start)
         return results
@@ -695,12 +738,12 @@ class TextProtocol:
         tokens = None
         if "index" in extra:
             tokens = float(self.token_stats(Path(extra["index"]))["mean"])
-        timing = read_json(self.out / f"row_{name}.json", {}) or {}
+        timing = read_json(self.out / f"row_{extra.get('timing_row', name)}.json", {}) or {}
         per_query = timing.get("retrieve_s") / max(metrics.n_queries, 1) if timing.get("retrieve_s") else None
         trained = extra.get("trained") or {}
         return RowResult(
             name=name,
-            kind=run[0].setting.get("kind", name),
+            kind=extra.get("kind") or run[0].setting.get("kind", name),
             run=str(run_file),
             n=metrics.n_queries,
             recall={f"R@{k}": metrics.r_at(k) for k in DEFAULT_KS},
