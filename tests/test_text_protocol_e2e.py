@@ -3,13 +3,16 @@
 The protocol's numbers need the real LM and hours (benchmarks/TEXT_PROTOCOL.md); this test checks that every kind of
 row runs (trained kinds, atomic with its new tokens, SSID whose stage-1 probe finds the random model's answers
 unusable and so falls back to the caption-derived row, a lexical row and a fusion), that the table, plot and JSON
-are written, that each run ranks only indexed images, and that a second call recomputes nothing.
+are written, that each run ranks only indexed images, that a second call on a moved copy of the folder recomputes
+nothing, and that a changed
+training setting retrains and ranks again instead of reporting the old checkpoint's run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,10 +26,10 @@ pytestmark = pytest.mark.slow
 ROWS = ["numeric", "caption-derived", "atomic", "ssid", "bm25", "fusion"]
 
 
-def _protocol(out: Path, model: Path, captions: Path) -> subprocess.CompletedProcess:
+def _protocol(out: Path, model: Path, captions: Path, rows=ROWS, steps=1) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "swift_ssid.cli", "protocol", "text", "--out", str(out), "--captions",
                str(captions), "--images", "5", "--test-share", "0.2", "--model", str(model), "--model_type", "qwen2",
-               "--template", "ssid_qwen2_5", "--rows", *ROWS, "--fuse", "numeric", "bm25", "--max-steps", "1",
+               "--template", "ssid_qwen2_5", "--rows", *rows, "--fuse", "numeric", "bm25", "--max-steps", str(steps),
                "--batch-size", "2", "--max-length", "128", "--memorise-repeat", "1", "--k", "3",
                "--bootstrap", "50", "--stage1-probe", "3"]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -62,8 +65,18 @@ def test_the_text_protocol_runs_every_row_type_and_resumes(tmp_path, flickr_capt
     assert not (out / "sft_ssid").exists()  # the fallback reuses the caption-derived training
     assert "| numeric" in (out / "table.md").read_text() and (out / "text_protocol.png").stat().st_size > 0
 
+    moved = tmp_path / "moved"  # a copied --out (mtimes kept) resumes like the original: its records name the old one
+    shutil.copytree(out, moved, symlinks=True)
+    shutil.rmtree(out)
+    out = moved
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("run_*.jsonl")}
     second = _protocol(out, model, captions)
     assert second.returncode == 0, second.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in out.glob("run_*.jsonl")} == stamps  # nothing recomputed
     assert "skipping swift sft" in second.stderr
+
+    third = _protocol(out, model, captions, rows=["numeric"], steps=2)  # a changed training retrains and re-ranks
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert json.loads((out / "results.json").read_text())["rows"][0]["steps"] == 2
+    assert (out / "run_numeric.jsonl").stat().st_mtime_ns > stamps[out / "run_numeric.jsonl"]
+    assert (out / "run_numeric.jsonl.stale").is_file()  # the old checkpoint's ranking, kept aside

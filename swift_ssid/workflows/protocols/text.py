@@ -48,9 +48,17 @@ from typing import Any
 import numpy as np
 
 from swift_ssid.core.jsonl import read_json, write_json_atomic, write_jsonl_atomic, write_text_atomic
-from swift_ssid.core.metrics import DEFAULT_KS, chance_hit_rate, evaluate_run, first_relevant_rank
+from swift_ssid.core.metrics import DEFAULT_KS, chance_hit_rate, evaluate_run
 from swift_ssid.core.runs import RunRow, read_run, write_run
+from swift_ssid.core.significance import (
+    bootstrap_interval,
+    hits_at,
+    paired_difference,
+    training_answer_share,
+    usable_upper_bound,
+)
 from swift_ssid.workflows.protocols.runner import NO_ENV_TARGET, SFT_MARKER, RetrieveOptions, retrieve
+from swift_ssid.workflows.protocols.text_report import RowResult, plot, to_csv, to_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +83,7 @@ PROTOCOL = "text"
 FALLBACK_LABEL = "ssid (fallback: caption-derived)"
 
 
-# ---------------------------------------------------------------- pure parts: data, split, statistics
+# ---------------------------------------------------------------- pure parts: data and split
 
 
 def read_caption_groups(path: str | os.PathLike, images: int | None = None) -> list[tuple[str, ...]]:
@@ -139,82 +147,6 @@ def collection_rows(groups: Sequence[Sequence[str]], splits: Sequence[str]) -> l
 def description_rows(rows: Sequence[dict]) -> list[dict]:
     """The same items with ``captions = [description]``: what identifiers are built from (no held-out query)."""
     return [{**row, "captions": [row["text"]]} for row in rows]
-
-
-def hits_at(rows: Sequence[RunRow], ks: Sequence[int] = DEFAULT_KS) -> np.ndarray:
-    """Per-query hits: ``[n_queries, len(ks)]`` of 0/1, 1 where a gold image is among the first K images."""
-    out = np.zeros((len(rows), len(ks)), dtype=np.float64)
-    for i, row in enumerate(rows):
-        rank = first_relevant_rank(row.images, row.gold_images)
-        if rank is not None:
-            out[i] = [rank <= k for k in ks]
-    return out
-
-
-def bootstrap_interval(hits: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> np.ndarray:
-    """Percentile bootstrap interval of the mean of each column, resampling rows (queries) with replacement.
-
-    Args:
-        hits: ``[n_queries, n_columns]`` per-query values (e.g. :func:`hits_at`); a 1-D array is one column.
-        n_boot: resamples.
-        seed: numpy seed (the same seed resamples the same queries for every row, so rows are comparable).
-        level: coverage.
-
-    Returns:
-        ``[n_columns, 2]``: lower and upper bounds.
-
-    Example:
-        >>> bootstrap_interval(np.ones((10, 1))).tolist()
-        [[1.0, 1.0]]
-    """
-    hits = np.asarray(hits, dtype=np.float64)
-    hits = hits[:, None] if hits.ndim == 1 else hits
-    if hits.shape[0] == 0:
-        raise ValueError("bootstrap_interval: no queries")
-    idx = np.random.default_rng(seed).integers(0, hits.shape[0], size=(n_boot, hits.shape[0]))
-    means = hits[idx].mean(axis=1)  # [n_boot, n_columns]
-    tail = (1.0 - level) / 2
-    return np.stack([np.quantile(means, tail, axis=0), np.quantile(means, 1 - tail, axis=0)], axis=1)
-
-
-def paired_difference(
-    a: Sequence[RunRow], b: Sequence[RunRow], ks: Sequence[int] = DEFAULT_KS, n_boot: int = 1000, seed: int = 0
-) -> dict[str, Any]:
-    """R@K of ``a`` minus ``b`` over their common queries, with a paired bootstrap interval (same resamples).
-
-    Returns:
-        ``{"n": queries, "R@K": {"diff", "low", "high", "real"}}``; ``real`` is True when the interval excludes 0.
-    """
-    by_b = {row.query_id: row for row in b}
-    pairs = [(row, by_b[row.query_id]) for row in a if row.query_id in by_b]
-    if not pairs:
-        raise ValueError("paired_difference: the runs share no query")
-    diff = hits_at([p for p, _ in pairs], ks) - hits_at([q for _, q in pairs], ks)
-    bounds = bootstrap_interval(diff, n_boot, seed)
-    out: dict[str, Any] = {"n": len(pairs)}
-    for j, k in enumerate(ks):
-        low, high = float(bounds[j, 0]), float(bounds[j, 1])
-        out[f"R@{k}"] = {"diff": float(diff[:, j].mean()), "low": low, "high": high, "real": low > 0 or high < 0}
-    return out
-
-
-def usable_upper_bound(usable: int, n: int, level: float = 0.95) -> float:
-    """One-sided upper ``level`` Clopper-Pearson bound of a usable share seen as ``usable`` of ``n``.
-
-    >>> round(usable_upper_bound(0, 10), 3)  # 0 of 10: the share is below 26% at 95%
-    0.259
-    >>> usable_upper_bound(10, 10)
-    1.0
-    """
-    from scipy.stats import beta
-
-    return 1.0 if usable >= n else float(beta.ppf(level, usable + 1, n - usable))
-
-
-def training_answer_share(rows: Sequence[RunRow], train_images: set[str]) -> float | None:
-    """Share of queries (with any answer) whose first answer image is a training image; None when none answered."""
-    firsts = [row.images[0] for row in rows if row.images]
-    return sum(image in train_images for image in firsts) / len(firsts) if firsts else None
 
 
 # ---------------------------------------------------------------- settings
@@ -324,25 +256,6 @@ class TextProtocolOptions:
 # ---------------------------------------------------------------- the run
 
 
-@dataclass
-class RowResult:
-    """One table row: its run, R@K with intervals, chance, the training-answer share and costs."""
-
-    name: str
-    kind: str
-    run: str
-    n: int
-    recall: dict[str, float]
-    interval: dict[str, list[float]]
-    chance: dict[str, float]
-    train_answer_share: float | None
-    tokens_mean: float | None
-    steps: int | None
-    train_s: float | None
-    retrieve_s_per_query: float | None
-    note: str = ""
-
-
 class TextProtocol:
     """Runs :class:`TextProtocolOptions` row by row; every step is skipped when its output is there."""
 
@@ -406,8 +319,12 @@ class TextProtocol:
         work = self.out / "ssid_stage1"
         info_file = work / "stage1.json"
         info = read_json(info_file)
-        if isinstance(info, dict) and (Path(info["index"]) / "index.jsonl").is_file():
-            return Path(info["index"]), info
+        if isinstance(info, dict) and info.get("source") == "model":
+            index = work / "index_model"  # where stage 1 wrote it (the recorded path may name a moved --out)
+            if (index / "index.jsonl").is_file():
+                return index, {**info, "index": str(index)}
+        elif isinstance(info, dict) and info.get("source"):
+            return self.kind_index("caption-derived"), {**info, "index": str(self.kind_index("caption-derived"))}
         items = list(load_collection(self.descriptions))
         start = time.perf_counter()
         probe = None
@@ -541,10 +458,11 @@ class TextProtocol:
         record = {"protocol": PROTOCOL, "row": row, "index": str(index), "target": target, **o.training()}
         marker = output_dir / SFT_MARKER
         done = read_json(marker, {})
-        if isinstance(done, dict) and all(done.get(k) == v for k, v in record.items()):
-            if Path(done.get("checkpoint", "")).is_dir():
-                logger.info("%s: trained before (%s), skipping swift sft", row, done["checkpoint"])
-                return Path(done["checkpoint"]), done
+        if isinstance(done, dict) and all(_same(k, done.get(k), v) for k, v in record.items()):
+            checkpoint = output_dir / Path(done.get("checkpoint", "")).name  # found again in a moved --out
+            if done.get("checkpoint") and checkpoint.is_dir():
+                logger.info("%s: trained before (%s), skipping swift sft", row, checkpoint)
+                return checkpoint, {**done, "checkpoint": str(checkpoint)}
         suffix = "" if target == "reason" else "-noreason"
         n_memorise = self.n_images * o.memorise_repeat
         datasets = [f"ssid-memorize{suffix}#{n_memorise}", f"ssid-retrieve{suffix}"]
@@ -585,6 +503,12 @@ class TextProtocol:
         reason = "train-only" if target == "reason" else "none"
         timing = self.out / f"row_{row}.json"
         query_ids = {json.loads(line)["query_id"] for line in open(self.queries, encoding="utf-8")}
+        marker = checkpoint.parent / SFT_MARKER if checkpoint is not None else None
+        if marker is not None and run_file.is_file() and run_file.stat().st_mtime_ns < marker.stat().st_mtime_ns:
+            stale = run_file.with_name(run_file.name + ".stale")
+            logger.warning("%s: %s predates the training it should rank with; moved to %s", row, run_file, stale)
+            run_file.replace(stale)
+            timing.unlink(missing_ok=True)
         if query_ids <= done_query_ids(run_file, {"reason": reason, "k": self.o.k, **labels}) and timing.is_file():
             logger.info("%s: retrieved before (%s), skipping", row, run_file)
             return run_file
@@ -810,94 +734,11 @@ class TextProtocol:
 # ---------------------------------------------------------------- output
 
 
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}"
-
-
-def to_markdown(
-    rows: Sequence[RowResult], differences: dict[str, Any], o: TextProtocolOptions, n_images: int, n_train: int
-) -> str:
-    """The table by kind (R@K in percent, 95% bootstrap intervals) and the paired differences."""
-    ks = [f"R@{k}" for k in DEFAULT_KS]
-    lines = [
-        f"Text-side protocol: {n_images} Flickr30K images as text ({n_train} train / {n_images - n_train} test), "
-        f"held-out queries = captions 2-5 of the test images; {o.model_label}; {o.tuner}, {o.max_steps} steps\n",
-        "| kind | " + " | ".join(f"{k} [95% CI]" for k in ks) + " | chance R@1/5/10 | first answer a training image "
-        "| tokens/id | steps | train s | retrieve s/query | n |",
-        "| --- |" + " ---: |" * (len(ks) + 7),
-    ]
-    for r in rows:
-        cells = [f"{_pct(r.recall[k])} [{_pct(r.interval[k][0])}, {_pct(r.interval[k][1])}]" for k in ks]
-        chance = "/".join(_pct(r.chance[k]) for k in ks)
-        tokens = "–" if r.tokens_mean is None else f"{r.tokens_mean:.1f}"
-        kind = r.kind.replace("|", "\\|") + (f" ({r.note})" if r.note else "")
-        lines.append(
-            f"| {kind} | " + " | ".join(cells) + f" | {chance} | {_pct(r.train_answer_share)} | {tokens} | "
-            f"{r.steps if r.steps is not None else '–'} | {r.train_s if r.train_s is not None else '–'} | "
-            f"{r.retrieve_s_per_query if r.retrieve_s_per_query is not None else '–'} | {r.n} |"
-        )
-    lines.append("")
-    lines.append(
-        f"First answer a training image: {100 * n_train / n_images:.0f}% would be unbiased (the training share). "
-        "Intervals: percentile bootstrap over held-out queries (same resamples for every row)."
-    )
-    if differences:
-        lines += ["", "Paired differences (percentage points, 95% paired bootstrap; * = interval excludes 0)\n"]
-        lines.append("| pair | " + " | ".join(ks) + " | n |")
-        lines.append("| --- |" + " ---: |" * (len(ks) + 1))
-        for pair, d in differences.items():
-            cells = [
-                f"{100 * d[k]['diff']:+.1f} [{100 * d[k]['low']:+.1f}, {100 * d[k]['high']:+.1f}]"
-                + ("*" if d[k]["real"] else "")
-                for k in ks
-            ]
-            lines.append(f"| {pair} | " + " | ".join(cells) + f" | {d['n']} |")
-    return "\n".join(lines) + "\n"
-
-
-def to_csv(rows: Sequence[RowResult]) -> str:
-    """One line per row: kind, R@K, interval bounds, chance, training-answer share, tokens, steps, times (fractions)."""
-    import csv
-    import io
-
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    ks = [f"R@{k}" for k in DEFAULT_KS]
-    header = ["row", "kind"] + [f"{k}{s}" for k in ks for s in ("", "_low", "_high", "_chance")]
-    writer.writerow(header + ["train_answer_share", "tokens_mean", "steps", "train_s", "retrieve_s_per_query", "n"])
-    for r in rows:
-        values = [v for k in ks for v in (r.recall[k], *r.interval[k], r.chance[k])]
-        tail = [r.train_answer_share, r.tokens_mean, r.steps, r.train_s, r.retrieve_s_per_query, r.n]
-        writer.writerow([r.name, r.kind, *values, *["" if v is None else v for v in tail]])
-    return buf.getvalue()
-
-
-def plot(rows: Sequence[RowResult], path: Path, model_label: str) -> None:
-    """Grouped bars of R@1/5/10 per row with their 95% intervals and the chance levels (dashed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ks = [f"R@{k}" for k in DEFAULT_KS]
-    x = np.arange(len(rows))
-    width = 0.8 / len(ks)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 2), 4.2))
-    for j, k in enumerate(ks):
-        values = np.array([100 * r.recall[k] for r in rows])
-        low = values - np.array([100 * r.interval[k][0] for r in rows])
-        high = np.array([100 * r.interval[k][1] for r in rows]) - values
-        ax.bar(x + (j - 1) * width, values, width, yerr=[low, high], capsize=2, label=k)
-        if rows:
-            ax.axhline(100 * rows[0].chance[k], color=f"C{j}", linestyle="--", linewidth=0.8)
-    ax.set_xticks(x, [r.name for r in rows], rotation=30, ha="right")
-    ax.set_ylabel("held-out R@K (%), dashed: chance")
-    ax.set_title(f"Text-side protocol ({model_label})", fontsize=9)
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def _same(key: str, recorded: Any, wanted: Any) -> bool:
+    """A training record's setting equals the wanted one; an index is the same folder of ``--out`` (moved or not)."""
+    if key == "index" and isinstance(recorded, str):
+        return Path(recorded).name == Path(wanted).name  # index_<kind>, or ssid_stage1/index_model
+    return recorded == wanted
 
 
 def _env(**extra: str) -> dict[str, str]:
