@@ -4,8 +4,7 @@ The protocol's numbers need the real LM and hours (benchmarks/TEXT_PROTOCOL.md);
 row runs (trained kinds, atomic with its new tokens, SSID whose stage-1 probe finds the random model's answers
 unusable and so falls back to the caption-derived row, a lexical row and a fusion), that the table, plot and JSON
 are written, that each run ranks only indexed images, that a second call on a moved copy of the folder recomputes
-nothing, and that a changed
-training setting retrains and ranks again instead of reporting the old checkpoint's run.
+nothing, and that a changed training setting retrains and ranks again instead of reporting the old checkpoint's run.
 """
 
 from __future__ import annotations
