@@ -40,7 +40,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,6 @@ class Options:
     max_length: int = 256
     captions: Path = HERE.parents[1] / "shared" / "data" / "flickr30k_karpathy_test_captions.txt"
     real_lm: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 SETTINGS: dict[str, dict[str, Any]] = {
