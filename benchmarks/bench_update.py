@@ -76,6 +76,7 @@ class Options:
     seed: int = 0
     k: int = 10
     learning_rate: str = "1e-2"
+    update_learning_rates: tuple[str, ...] = ()
     batch_size: int = 8
     tuner: str = "full"
     lora_rank: int = 16
@@ -249,10 +250,15 @@ class Bench:
         return {"checkpoint": str(checkpoint), "rows": rows, "steps": steps, "wall_s": round(wall, 1),
                 "train_s": train_runtime(self.logs / f"sft_{name}.log"), "command": shlex.join(cmd)}  # fmt: skip
 
-    def update(self, ratio: float, base: dict[str, Any], steps: int) -> dict[str, Any]:
+    def update_name(self, ratio: float, lr: str) -> str:
+        """``update_r<R>``, plus ``_lr<LR>`` when the update's learning rate is not the base's."""
+        return f"update_r{ratio:g}" + ("" if lr == self.o.learning_rate else f"_lr{lr}")
+
+    def update(self, ratio: float, base: dict[str, Any], steps: int, lr: str) -> dict[str, Any]:
         """``swift-ssid update`` from base's checkpoint with ``--replay-ratio ratio`` (index version 2)."""
         o, m = self.o, self.model()
-        out = self.out / f"sft_update_r{ratio:g}"
+        name = self.update_name(ratio, lr)
+        out = self.out / f"sft_{name}"
         sft_args = ["--max_length", str(o.max_length), *CPU_SFT]
         if o.tuner == "lora":
             sft_args += ["--lora_rank", str(o.lora_rank), "--lora_alpha", str(2 * o.lora_rank)]
@@ -261,13 +267,13 @@ class Bench:
         args += ["--index", str(self.index / "versions" / "0002"), "--collection", str(self.out / "new.jsonl")]
         args += ["--old-collection", str(self.out / "old.jsonl"), "--out", str(out), "--replay-ratio", f"{ratio:g}"]
         args += ["--seed", str(o.seed), "--tuner", o.tuner, "--max-steps", str(steps)]
-        args += ["--learning-rate", o.learning_rate, "--batch-size", str(o.batch_size)]
+        args += ["--learning-rate", lr, "--batch-size", str(o.batch_size)]
         args += [f"--sft-args={shlex.join(sft_args)}"]
-        log = f"update_r{ratio:g}.log"
+        log = f"{name}.log"
         wall = self.run(swift_ssid_cmd(args), log)
         checkpoint = out / f"checkpoint-{steps}"
         if not checkpoint.is_dir():
-            raise SystemExit(f"update r={ratio:g}: no {checkpoint}; see {self.logs / log}")
+            raise SystemExit(f"{name}: no {checkpoint}; see {self.logs / log}")
         said = re.search(r"(\d+) new \+ (\d+) replayed rows", (self.logs / log).read_text(encoding="utf-8"))
         rows = {"new_rows": int(said.group(1)), "replay_rows": int(said.group(2))} if said else {}
         return {"checkpoint": str(checkpoint), **rows, "steps": steps, "wall_s": round(wall, 1),
@@ -330,12 +336,14 @@ class Bench:
         rows_all = self.n_rows(("old", "new"))
         full_steps = round(o.steps * rows_all / base["rows"])  # the same epochs as base
         update_steps = max(1, round(o.update_share * full_steps))
-        for ratio in o.ratios:
-            name = f"update_r{ratio:g}"
-            trained = self.step(name, lambda r=ratio: self.update(r, base, update_steps), [self.out / f"sft_{name}"])
-            retrieved = self.step(f"retrieve_{name}", lambda c=trained["checkpoint"], n=name: self.retrieve(
-                n, c, 2, "all"), [self.out / f"run_{name}.jsonl"])  # fmt: skip
-            results[name] = {**trained, **retrieved, "replay_ratio": ratio}
+        for lr in o.update_learning_rates or (o.learning_rate,):
+            for ratio in o.ratios:
+                name = self.update_name(ratio, lr)
+                trained = self.step(name, lambda r=ratio, x=lr: self.update(r, base, update_steps, x),
+                                    [self.out / f"sft_{name}"])  # fmt: skip
+                retrieved = self.step(f"retrieve_{name}", lambda c=trained["checkpoint"], n=name: self.retrieve(
+                    n, c, 2, "all"), [self.out / f"run_{name}.jsonl"])  # fmt: skip
+                results[name] = {**trained, **retrieved, "replay_ratio": ratio, "learning_rate": lr}
         full = self.step("full", lambda: self.sft("full", ("old", "new"), full_steps), [self.out / "sft_full"])
         results["full"] = {**full, **self.step("retrieve_full", lambda: self.retrieve(
             "full", full["checkpoint"], 2, "all"), [self.out / "run_full.jsonl"])}  # fmt: skip
@@ -455,6 +463,7 @@ def parse(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--ratios", type=float, nargs="+", help="--replay-ratio values of the updates")
     parser.add_argument("--update-share", type=float, default=0.25, help="update steps / full retraining's")
     parser.add_argument("--learning-rate")
+    parser.add_argument("--update-learning-rates", nargs="+", help="the updates' learning rates (default: base's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--real-lm", default="", help="text: the LM folder (default: the real LM asset)")
@@ -466,6 +475,7 @@ def parse(argv: Sequence[str] | None = None) -> Options:
 
         settings["real_lm"] = str(real_lm_dir())
     settings["ratios"] = tuple(settings["ratios"])
+    settings["update_learning_rates"] = tuple(settings.get("update_learning_rates") or ())
     return Options(setting=args.setting, out=args.out, **settings)
 
 
