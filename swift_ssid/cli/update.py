@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-root", "--image_root", default=None, help="folder the image paths are relative to")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder of the continued training")
     parser.add_argument(
-        "--replay-ratio", type=float, default=None, help="old pairs replayed per new pair (default 1.0; 0: none)"
+        "--replay-ratio", type=float, default=None, help="old pairs replayed per new pair (default 2.0; 0: none)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the replay sample")
     parser.add_argument("--tuner", default=DEFAULTS["tuner"], help="lora (default) or full, as the checkpoint was")
