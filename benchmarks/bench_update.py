@@ -378,6 +378,8 @@ class Bench:
     # ------------------------------------------------------------ the result
     def summary(self, data: dict, results: dict[str, dict], best: str, removal: dict, after: dict) -> dict[str, Any]:
         """Conditions, chance levels, the issue's three targets per update and the removal check."""
+        # the removal run is resumed from a first pass: name the update whose checkpoint it used, not today's best
+        best = next((n for n, r in results.items() if r.get("checkpoint") == after.get("checkpoint")), best)
         n_old, n_all = data["old"], data["images"]
         chance = {
             "base (old images indexed)": {f"R@{k}": round(chance_hit_rate(k, n_old), 4) for k in KS},
