@@ -114,7 +114,8 @@ def plot(rows: Sequence[RowResult], path: Path, model_label: str) -> None:
         ax.bar(x + (j - 1) * width, values, width, yerr=[low, high], capsize=2, label=k)
         if rows:
             ax.axhline(100 * rows[0].chance[k], color=f"C{j}", linestyle="--", linewidth=0.8)
-    ax.set_xticks(x, [r.name for r in rows], rotation=30, ha="right")
+    labels = [f"{r.name}\n(fallback)" if "fallback" in r.kind else r.name for r in rows]
+    ax.set_xticks(x, labels, rotation=30, ha="right")
     ax.set_ylabel("held-out R@K (%), dashed: chance")
     ax.set_title(f"Text-side protocol ({model_label})", fontsize=9)
     ax.legend()
