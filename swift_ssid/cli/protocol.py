@@ -162,7 +162,7 @@ def _add_text(sub: argparse._SubParsersAction) -> None:
         default=d.stage1_probe,
         metavar="N",
         help="ssid: stage 1 on the first N descriptions first; fallback at once when the upper 95%% bound of their "
-        "usable share is below --min-usable (default %(default)s: no probe)",
+        "usable share is below --min-usable (default %(default)s; 0: no probe)",
     )
     p.add_argument("--fuse", nargs="+", default=list(d.fuse), choices=ROWS[:-1], help="rows fused by RRF")
     p.add_argument("--bootstrap", type=int, default=d.bootstrap, help="bootstrap resamples (%(default)s)")

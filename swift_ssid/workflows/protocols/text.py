@@ -177,7 +177,7 @@ class TextProtocolOptions:
         min_usable: ssid's usable share below which the labelled caption-derived fallback is used.
         stage1_probe: ssid: run stage 1 on the first N descriptions first; when even the upper 95% bound of their
             usable share (Clopper-Pearson, after asking again) is below ``min_usable``, use the fallback without
-            running the rest (0: no probe).
+            running the rest (default 20; 0: no probe).
         fuse: the two (or more) rows fused by ranx RRF into the ``fusion`` row.
         bootstrap: resamples of the bootstrap intervals.
         model_label: the model named in the tables.
@@ -207,7 +207,7 @@ class TextProtocolOptions:
     max_new_tokens: int = 48
     generate_max_new_tokens: int = 64
     min_usable: float = 0.8
-    stage1_probe: int = 0
+    stage1_probe: int = 20
     fuse: tuple[str, ...] = ("semantic", "dense")
     bootstrap: int = 1000
     model_label: str = "this model"
