@@ -22,13 +22,13 @@ from swift_ssid.core.index import load_index
 
 pytestmark = pytest.mark.slow
 
-ROWS = ["numeric", "caption-derived", "atomic", "ssid", "bm25", "fusion"]
+ROWS = ["caption-derived", "atomic", "ssid", "bm25", "fusion"]
 
 
 def _protocol(out: Path, model: Path, captions: Path, rows=ROWS, steps=1) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "swift_ssid.cli", "protocol", "text", "--out", str(out), "--captions",
                str(captions), "--images", "5", "--test-share", "0.2", "--model", str(model), "--model_type", "qwen2",
-               "--template", "ssid_qwen2_5", "--rows", *rows, "--fuse", "numeric", "bm25", "--max-steps", str(steps),
+               "--template", "ssid_qwen2_5", "--rows", *rows, "--fuse", "atomic", "bm25", "--max-steps", str(steps),
                "--batch-size", "2", "--max-length", "128", "--memorise-repeat", "1", "--k", "3",
                "--bootstrap", "50", "--stage1-probe", "3"]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -50,7 +50,7 @@ def test_the_text_protocol_runs_every_row_type_and_resumes(tmp_path, flickr_capt
     assert names == ROWS, names
     queries = [json.loads(line) for line in (out / "queries.jsonl").read_text().splitlines()]
     assert len(queries) == 4  # captions 2-5 of the one test image
-    for kind in ("numeric", "atomic"):
+    for kind in ("caption-derived", "atomic"):
         indexed = {entry.image for entry in load_index(out / f"index_{kind}").entries}
         run = [json.loads(line) for line in (out / f"run_{kind}.jsonl").read_text().splitlines()]
         assert {r["query_id"] for r in run} == {q["query_id"] for q in queries}
@@ -62,20 +62,20 @@ def test_the_text_protocol_runs_every_row_type_and_resumes(tmp_path, flickr_capt
     assert not (out / "ssid_stage1" / "results.jsonl").exists()  # the other descriptions never went to stage 1
     assert ssid["kind"] == "ssid (fallback: caption-derived)" and ssid["run"].endswith("run_caption-derived.jsonl")
     assert not (out / "sft_ssid").exists()  # the fallback reuses the caption-derived training
-    assert "| numeric" in (out / "table.md").read_text() and (out / "text_protocol.png").stat().st_size > 0
+    assert "| atomic" in (out / "table.md").read_text() and (out / "text_protocol.png").stat().st_size > 0
 
     moved = tmp_path / "moved"  # a copied --out (mtimes kept) resumes like the original: its records name the old one
     shutil.copytree(out, moved, symlinks=True)
     shutil.rmtree(out)
     out = moved
-    stamps = {p: p.stat().st_mtime_ns for p in out.glob("run_*.jsonl")}
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("run_*.jsonl") if p.name != "run_fusion.jsonl"}
     second = _protocol(out, model, captions)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert {p: p.stat().st_mtime_ns for p in out.glob("run_*.jsonl")} == stamps  # nothing recomputed
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing ranked again (fusion is re-fused: cheap)
     assert "skipping swift sft" in second.stderr
 
-    third = _protocol(out, model, captions, rows=["numeric"], steps=2)  # a changed training retrains and re-ranks
+    third = _protocol(out, model, captions, rows=["atomic"], steps=2)  # a changed training retrains and re-ranks
     assert third.returncode == 0, third.stderr[-3000:]
     assert json.loads((out / "results.json").read_text())["rows"][0]["steps"] == 2
-    assert (out / "run_numeric.jsonl").stat().st_mtime_ns > stamps[out / "run_numeric.jsonl"]
-    assert (out / "run_numeric.jsonl.stale").is_file()  # the old checkpoint's ranking, kept aside
+    assert (out / "run_atomic.jsonl").stat().st_mtime_ns > stamps[out / "run_atomic.jsonl"]
+    assert (out / "run_atomic.jsonl.stale").is_file()  # the old checkpoint's ranking, kept aside
